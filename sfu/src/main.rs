@@ -1,0 +1,144 @@
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use sfu::auth::{Role, TokenKeys};
+use sfu::config::Config;
+
+#[derive(Parser)]
+#[command(name = "sfu", version, about = "Selective forwarding unit for live synchronous classrooms")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the SFU (WHIP, WHEP, API, metrics, pages).
+    Serve {
+        /// HTTP listen address (default 127.0.0.1:7800).
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// The one media port, UDP and ICE-TCP (default 7801).
+        #[arg(long)]
+        media_port: Option<u16>,
+        /// Local address for the media port; repeat for IPv4 and IPv6 (default 127.0.0.1).
+        #[arg(long)]
+        media_bind: Vec<IpAddr>,
+        /// Address to advertise in ICE candidates (NAT, cloud); repeatable.
+        #[arg(long)]
+        public_ip: Vec<IpAddr>,
+        /// Configuration file (TOML); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print a join token.
+    Token {
+        #[arg(long)]
+        room: String,
+        /// teacher, classroom, observer or admin.
+        #[arg(long)]
+        role: String,
+        /// Participant id, e.g. school and class.
+        #[arg(long)]
+        sub: String,
+        /// Display name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 2h, 45m.
+        #[arg(long, default_value = "2h")]
+        ttl: humantime::Duration,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::from_file(p)?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn secret(config: &Config) -> anyhow::Result<String> {
+    if let Ok(s) = std::env::var("CLASSROOM_SECRET") {
+        if !s.is_empty() {
+            return Ok(s);
+        }
+    }
+    match &config.secret {
+        Some(s) if !s.is_empty() => Ok(s.clone()),
+        _ => bail!("no token secret: set CLASSROOM_SECRET or `secret` in the config file"),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve {
+            http,
+            media_port,
+            media_bind,
+            public_ip,
+            config,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info,str0m=warn,is=warn,dimpl=warn".into()),
+                )
+                .init();
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(h) = http {
+                cfg.http = h;
+            }
+            if let Some(p) = media_port {
+                cfg.media_port = p;
+            }
+            if !media_bind.is_empty() {
+                cfg.media_bind = media_bind;
+            }
+            if !public_ip.is_empty() {
+                cfg.public_ips = public_ip;
+            }
+            let secret = secret(&cfg)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(sfu::server::run(cfg, &secret, shutdown_signal()))?;
+            Ok(())
+        }
+        Cmd::Token {
+            room,
+            role,
+            sub,
+            name,
+            ttl,
+            config,
+        } => {
+            let cfg = load_config(config.as_ref())?;
+            let keys = TokenKeys::new(&secret(&cfg)?)?;
+            let role: Role = role.parse()?;
+            let ttl: Duration = ttl.into();
+            println!("{}", keys.mint(&room, role, &sub, &name, ttl)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1495 @@
+//! The media event loop: one thread, one mio poll, every session.
+//!
+//! Invariant from str0m: after every mutation of an `Rtc` (input, write, keyframe request) its
+//! output is drained to `Output::Timeout` before the next mutation. Events that concern other
+//! sessions (media to forward, keyframe requests) are queued while draining and handled after,
+//! so no two sessions are ever borrowed at once.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::format::{Codec as StrCodec, PayloadParams};
+use str0m::media::{KeyframeRequestKind, Mid, Rid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tracing::{debug, info, warn};
+
+use super::batch_io::{self, RecvBatch};
+use super::demux;
+use super::session::{ice_credentials, offer_with_credentials, NewSession, SdpFrag, SessionKind};
+use super::snapshot::*;
+use super::tcp_framing::{frame_into, Deframer};
+use super::{Command, LoopError, MediaHandle, PatchOutcome};
+use crate::auth::{Claims, Role};
+use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
+use crate::forward::layer::LayerPref;
+use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
+use crate::forward::SourceId;
+use crate::metrics::Metrics;
+use crate::program::{Program, Slot, SlotSource};
+
+const WAKER: Token = Token(0);
+const TICK: Duration = Duration::from_millis(200);
+/// A session whose ICE went away is kept this long for the peer to come back.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
+/// TCP connections that never carried a valid ICE check are closed after this.
+const TCP_UNBOUND_TIMEOUT: Duration = Duration::from_secs(10);
+const TCP_MAX_CONNECTIONS: usize = 4096;
+const TCP_MAX_OUTBUF: usize = 2 * 1024 * 1024;
+const MAX_ADDRS_PER_SESSION: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub keyframe_interval: Duration,
+    pub connect_timeout: Duration,
+}
+
+struct UdpEndpoint {
+    socket: UdpSocket,
+    /// The address str0m knows this socket by (its advertised candidate address).
+    local: SocketAddr,
+}
+
+struct TcpEndpoint {
+    listener: TcpListener,
+    local: SocketAddr,
+}
+
+struct TcpConn {
+    stream: TcpStream,
+    local: SocketAddr,
+    peer: SocketAddr,
+    deframer: Deframer,
+    outbuf: Vec<u8>,
+    opened: Instant,
+    bound: bool,
+    wants_write: bool,
+}
+
+/// A subscriber slot: where one program slot goes in this subscriber's session.
+struct OutSlot {
+    mid: Mid,
+    forwarder: TrackForwarder,
+    /// Publisher payload type → this subscriber's payload type (None: no common codec).
+    pt_map: HashMap<(u64, u8), Option<str0m::media::Pt>>,
+    packets: u64,
+}
+
+#[derive(Default)]
+struct SessionStats {
+    egress_bytes: u64,
+    bitrate_bps: u64,
+    last_bytes_at: Option<Instant>,
+    loss: Option<f32>,
+    rtt: Option<Duration>,
+    estimate_bps: Option<u64>,
+    nacks: HashMap<Mid, u64>,
+    plis: HashMap<Mid, u64>,
+}
+
+struct Session {
+    key: u64,
+    id: String,
+    room: String,
+    claims: Claims,
+    kind: SessionKind,
+    pref: LayerPref,
+    rtc: Rtc,
+    offer: String,
+    etag: String,
+    ufrag: String,
+    scheduled: Option<Instant>,
+    created: Instant,
+    connected: bool,
+    disconnected_at: Option<Instant>,
+    addrs: Vec<(Protocol, SocketAddr)>,
+    slots: HashMap<Mid, Slot>,
+    ssrc_cache: HashMap<Ssrc, (Mid, Option<Rid>)>,
+    codecs: HashMap<u8, (Codec, PayloadParams)>,
+    out: HashMap<Slot, OutSlot>,
+    stats: SessionStats,
+}
+
+struct Room {
+    created: SystemTime,
+    program: Program,
+    members: Vec<u64>,
+    /// The teacher (sub) whose session feeds the program.
+    publisher: Option<(u64, String)>,
+}
+
+enum Work {
+    Rtp(u64, RtpPacket),
+    KeyframeRequest(u64, Mid, KeyframeRequestKind),
+    Connected(u64),
+}
+
+/// Datagrams waiting to be sent, per UDP endpoint, and framed TCP packets.
+#[derive(Default)]
+struct Outbox {
+    udp: Vec<Vec<(Vec<u8>, SocketAddr)>>,
+    udp_index: HashMap<SocketAddr, usize>,
+    tcp: Vec<(SocketAddr, SocketAddr, Vec<u8>)>,
+}
+
+impl Outbox {
+    fn push(&mut self, t: str0m::net::Transmit) {
+        let data: Vec<u8> = t.contents.into();
+        match t.proto {
+            Protocol::Udp => {
+                let idx = self.udp_index.get(&t.source).copied().or_else(|| {
+                    // Same family fallback (e.g. a candidate on an unspecified bind).
+                    self.udp_index
+                        .iter()
+                        .find(|(a, _)| a.is_ipv4() == t.source.is_ipv4())
+                        .map(|(_, i)| *i)
+                });
+                if let Some(i) = idx {
+                    self.udp[i].push((data, t.destination));
+                }
+            }
+            _ => self.tcp.push((t.source, t.destination, data)),
+        }
+    }
+}
+
+pub struct MediaLoop {
+    poll: Poll,
+    udp: Vec<UdpEndpoint>,
+    listeners: Vec<TcpEndpoint>,
+    tcp: HashMap<Token, TcpConn>,
+    tcp_by_pair: HashMap<(SocketAddr, SocketAddr), Token>,
+    next_token: usize,
+    sessions: HashMap<u64, Session>,
+    ids: HashMap<String, u64>,
+    by_ufrag: HashMap<String, u64>,
+    by_addr: HashMap<(Protocol, SocketAddr), u64>,
+    rooms: HashMap<String, Room>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_key: u64,
+    cmds: Receiver<Command>,
+    metrics: Arc<Metrics>,
+    settings: LoopSettings,
+    outbox: Outbox,
+    work: VecDeque<Work>,
+    recv: RecvBatch,
+    next_tick: Instant,
+    running: bool,
+}
+
+/// Media port sockets, bound before the loop starts so binding errors reach the caller.
+pub struct MediaSockets {
+    pub udp: Vec<(std::net::UdpSocket, SocketAddr)>,
+    pub tcp: Vec<(std::net::TcpListener, SocketAddr)>,
+}
+
+impl MediaSockets {
+    /// Binds UDP (and TCP when `tcp`) on `port` for every address. `advertise` maps a bound
+    /// address to the address put in candidates.
+    pub fn bind(
+        binds: &[std::net::IpAddr],
+        port: u16,
+        tcp: bool,
+        advertise: impl Fn(SocketAddr) -> SocketAddr,
+    ) -> io::Result<MediaSockets> {
+        let mut out = MediaSockets {
+            udp: vec![],
+            tcp: vec![],
+        };
+        for ip in binds {
+            let addr = SocketAddr::new(*ip, port);
+            let domain = if ip.is_ipv4() {
+                socket2::Domain::IPV4
+            } else {
+                socket2::Domain::IPV6
+            };
+            let s = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
+            if ip.is_ipv6() {
+                s.set_only_v6(true)?;
+            }
+            // Large buffers absorb bursts of keyframes to hundreds of classrooms.
+            let _ = s.set_recv_buffer_size(8 * 1024 * 1024);
+            let _ = s.set_send_buffer_size(8 * 1024 * 1024);
+            s.bind(&addr.into())?;
+            s.set_nonblocking(true)?;
+            let udp: std::net::UdpSocket = s.into();
+            let bound = udp.local_addr()?;
+            out.udp.push((udp, advertise(bound)));
+            if tcp {
+                let t = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+                if ip.is_ipv6() {
+                    t.set_only_v6(true)?;
+                }
+                t.set_reuse_address(true)?;
+                t.bind(&SocketAddr::new(*ip, bound.port()).into())?;
+                t.listen(1024)?;
+                t.set_nonblocking(true)?;
+                out.tcp.push((t.into(), advertise(bound)));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn udp_candidates(&self) -> Vec<SocketAddr> {
+        self.udp.iter().map(|(_, a)| *a).collect()
+    }
+
+    pub fn tcp_candidates(&self) -> Vec<SocketAddr> {
+        self.tcp.iter().map(|(_, a)| *a).collect()
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn codec_of(p: &PayloadParams) -> Codec {
+    match p.spec().codec {
+        StrCodec::Opus => Codec::Opus,
+        StrCodec::Vp8 => Codec::Vp8,
+        StrCodec::Vp9 => Codec::Vp9,
+        StrCodec::H264 => Codec::H264,
+        StrCodec::Av1 => Codec::Av1,
+        _ => Codec::Other,
+    }
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::Opus => "opus",
+        Codec::Vp8 => "vp8",
+        Codec::Vp9 => "vp9",
+        Codec::H264 => "h264",
+        Codec::Av1 => "av1",
+        Codec::Other => "other",
+    }
+}
+
+fn random_seq() -> u16 {
+    rand::random::<u16>() & 0x3fff
+}
+
+/// Drains one session's output. Transmits go to the outbox; events that involve other
+/// sessions go to `work`.
+fn drain(s: &mut Session, outbox: &mut Outbox, work: &mut VecDeque<Work>, metrics: &Metrics) {
+    loop {
+        match s.rtc.poll_output() {
+            Ok(Output::Timeout(t)) => {
+                if s.scheduled != Some(t) {
+                    s.scheduled = Some(t);
+                }
+                return;
+            }
+            Ok(Output::Transmit(t)) => outbox.push(t),
+            Ok(Output::Event(e)) => handle_event(s, e, work, metrics),
+            Err(e) => {
+                debug!(session = %s.id, "rtc error: {e}");
+                s.rtc.disconnect();
+                s.scheduled = Some(Instant::now());
+                return;
+            }
+        }
+    }
+}
+
+fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &Metrics) {
+    match e {
+        Event::Connected => {
+            s.connected = true;
+            work.push_back(Work::Connected(s.key));
+        }
+        Event::IceConnectionStateChange(state) => {
+            debug!(session = %s.id, ?state, "ice state");
+            match state {
+                IceConnectionState::Disconnected => {
+                    s.disconnected_at.get_or_insert_with(Instant::now);
+                }
+                IceConnectionState::Connected | IceConnectionState::Completed => {
+                    s.disconnected_at = None;
+                }
+                _ => {}
+            }
+        }
+        Event::RtpPacket(p) => {
+            if s.kind == SessionKind::Publish {
+                work.push_back(Work::Rtp(s.key, p));
+            }
+        }
+        Event::KeyframeRequest(r) => {
+            metrics.plis_received.inc();
+            work.push_back(Work::KeyframeRequest(s.key, r.mid, r.kind));
+        }
+        Event::MediaEgressStats(st) => {
+            let prev = s.stats.nacks.insert(st.mid, st.nacks).unwrap_or(0);
+            metrics
+                .nacks_received
+                .inc_by(st.nacks.saturating_sub(prev));
+            s.stats.plis.insert(st.mid, st.plis + st.firs);
+            if st.loss.is_some() {
+                s.stats.loss = st.loss;
+            }
+            if st.rtt.is_some() {
+                s.stats.rtt = st.rtt;
+            }
+        }
+        Event::PeerStats(st) => {
+            let now = st.timestamp;
+            if let Some(last) = s.stats.last_bytes_at {
+                let dt = now.saturating_duration_since(last).as_millis().max(1) as u64;
+                let bytes = if s.kind == SessionKind::Subscribe {
+                    st.peer_bytes_tx
+                } else {
+                    st.peer_bytes_rx
+                };
+                s.stats.bitrate_bps = bytes.saturating_sub(s.stats.egress_bytes) * 8 * 1000 / dt;
+                s.stats.egress_bytes = bytes;
+            } else {
+                s.stats.egress_bytes = if s.kind == SessionKind::Subscribe {
+                    st.peer_bytes_tx
+                } else {
+                    st.peer_bytes_rx
+                };
+            }
+            s.stats.last_bytes_at = Some(now);
+            if st.rtt.is_some() {
+                s.stats.rtt = st.rtt;
+            }
+            s.stats.estimate_bps = st.bwe_tx.map(|b| b.as_u64());
+            if s.kind == SessionKind::Publish {
+                s.stats.loss = st.ingress_loss_fraction.or(s.stats.loss);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl MediaLoop {
+    pub fn new(
+        sockets: MediaSockets,
+        metrics: Arc<Metrics>,
+        settings: LoopSettings,
+    ) -> io::Result<(MediaLoop, MediaHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let mut next_token = 1;
+        let mut outbox = Outbox::default();
+        let mut udp = vec![];
+        for (i, (s, local)) in sockets.udp.into_iter().enumerate() {
+            let mut socket = UdpSocket::from_std(s);
+            poll.registry()
+                .register(&mut socket, Token(next_token), Interest::READABLE)?;
+            next_token += 1;
+            outbox.udp.push(vec![]);
+            outbox.udp_index.insert(local, i);
+            udp.push(UdpEndpoint { socket, local });
+        }
+        let mut listeners = vec![];
+        for (l, local) in sockets.tcp {
+            let mut listener = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut listener, Token(next_token), Interest::READABLE)?;
+            next_token += 1;
+            listeners.push(TcpEndpoint { listener, local });
+        }
+        let ml = MediaLoop {
+            poll,
+            udp,
+            listeners,
+            tcp: HashMap::new(),
+            tcp_by_pair: HashMap::new(),
+            next_token,
+            sessions: HashMap::new(),
+            ids: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            rooms: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_key: 1,
+            cmds: rx,
+            metrics,
+            settings,
+            outbox,
+            work: VecDeque::new(),
+            recv: RecvBatch::default(),
+            next_tick: Instant::now(),
+            running: true,
+        };
+        Ok((ml, MediaHandle::new(tx, waker)))
+    }
+
+    /// Runs until a `Shutdown` command (or every handle is dropped).
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        while self.running {
+            let now = Instant::now();
+            let next = self.next_deadline().unwrap_or(now + TICK);
+            let timeout = next.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("poll failed: {e}");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                let token = ev.token();
+                if token == WAKER {
+                    continue;
+                }
+                if let Some(i) = self.udp_index(token) {
+                    self.read_udp(i);
+                } else if let Some(i) = self.listener_index(token) {
+                    self.accept_tcp(i);
+                } else {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        self.read_tcp(token);
+                    }
+                    if ev.is_writable() {
+                        self.flush_tcp_conn(token);
+                    }
+                }
+                self.process_work();
+                self.flush();
+            }
+            self.handle_commands();
+            self.fire_timers();
+            if Instant::now() >= self.next_tick {
+                self.tick();
+            }
+            self.process_work();
+            self.flush();
+        }
+        self.shutdown();
+    }
+
+    fn udp_index(&self, t: Token) -> Option<usize> {
+        (t.0 >= 1 && t.0 <= self.udp.len()).then(|| t.0 - 1)
+    }
+
+    fn listener_index(&self, t: Token) -> Option<usize> {
+        let base = 1 + self.udp.len();
+        (t.0 >= base && t.0 < base + self.listeners.len()).then(|| t.0 - base)
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+        Some(match timer {
+            Some(t) => t.min(self.next_tick),
+            None => self.next_tick,
+        })
+    }
+
+    fn schedule(&mut self, key: u64) {
+        if let Some(s) = self.sessions.get(&key) {
+            if let Some(t) = s.scheduled {
+                self.timers.push(Reverse((t, key)));
+            }
+        }
+    }
+
+    fn drain_key(&mut self, key: u64) {
+        let before = self.sessions.get(&key).and_then(|s| s.scheduled);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            drain(s, &mut self.outbox, &mut self.work, &self.metrics);
+            if s.scheduled != before {
+                self.schedule(key);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            // Stale heap entry: a newer deadline was scheduled for this session.
+            if s.scheduled != Some(t) {
+                continue;
+            }
+            s.scheduled = None;
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                debug!(session = %s.id, "timeout input failed: {e}");
+                s.rtc.disconnect();
+            }
+            self.drain_key(key);
+            if self.sessions.get(&key).is_some_and(|s| !s.rtc.is_alive()) {
+                self.remove_session(key, "closed");
+            }
+        }
+    }
+
+    fn route(&mut self, proto: Protocol, source: SocketAddr, buf: &[u8]) -> Option<u64> {
+        if let Some(ufrag) = demux::stun_local_ufrag(buf) {
+            let key = *self.by_ufrag.get(ufrag)?;
+            if self.by_addr.get(&(proto, source)) != Some(&key) {
+                let s = self.sessions.get_mut(&key)?;
+                if s.addrs.len() >= MAX_ADDRS_PER_SESSION {
+                    let old = s.addrs.remove(0);
+                    self.by_addr.remove(&old);
+                }
+                s.addrs.push((proto, source));
+                self.by_addr.insert((proto, source), key);
+            }
+            return Some(key);
+        }
+        self.by_addr.get(&(proto, source)).copied()
+    }
+
+    fn input(&mut self, key: u64, proto: Protocol, source: SocketAddr, dest: SocketAddr, buf: &[u8]) {
+        let Ok(contents) = buf.try_into() else {
+            self.metrics.dropped.with_label_values(&["unparsable"]).inc();
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto,
+                source,
+                destination: dest,
+                contents,
+            },
+        );
+        if !s.rtc.accepts(&input) {
+            self.metrics.dropped.with_label_values(&["not_accepted"]).inc();
+            return;
+        }
+        if let Err(e) = s.rtc.handle_input(input) {
+            // A bad packet from one peer only ever costs that peer its session.
+            debug!(session = %s.id, "input rejected: {e}");
+            self.metrics.dropped.with_label_values(&["rejected"]).inc();
+        }
+        self.drain_key(key);
+    }
+
+    fn read_udp(&mut self, i: usize) {
+        loop {
+            let mut batch = std::mem::take(&mut self.recv);
+            let res = batch_io::recv_batch(&self.udp[i].socket, &mut batch);
+            match res {
+                Ok(n) => {
+                    self.metrics.datagrams_in.inc_by(n as u64);
+                    let local = self.udp[i].local;
+                    for (buf, source) in batch.iter() {
+                        match self.route(Protocol::Udp, source, buf) {
+                            Some(key) => self.input(key, Protocol::Udp, source, local, buf),
+                            None => self
+                                .metrics
+                                .dropped
+                                .with_label_values(&["unknown_source"])
+                                .inc(),
+                        }
+                    }
+                    self.recv = batch;
+                    self.process_work();
+                    self.flush();
+                }
+                Err(e) => {
+                    self.recv = batch;
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        debug!("udp receive error: {e}");
+                        if e.kind() == io::ErrorKind::Interrupted {
+                            continue;
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_tcp(&mut self, i: usize) {
+        loop {
+            match self.listeners[i].listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.tcp.len() >= TCP_MAX_CONNECTIONS {
+                        self.metrics.dropped.with_label_values(&["tcp_limit"]).inc();
+                        continue;
+                    }
+                    let _ = stream.set_nodelay(true);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    let local = self.listeners[i].local;
+                    self.tcp_by_pair.insert((local, peer), token);
+                    self.tcp.insert(
+                        token,
+                        TcpConn {
+                            stream,
+                            local,
+                            peer,
+                            deframer: Deframer::default(),
+                            outbuf: vec![],
+                            opened: Instant::now(),
+                            bound: false,
+                            wants_write: false,
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("tcp accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_tcp(&mut self, token: Token) {
+        if let Some(mut c) = self.tcp.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.tcp_by_pair.remove(&(c.local, c.peer));
+            if let Some(key) = self.by_addr.remove(&(Protocol::Tcp, c.peer)) {
+                if let Some(s) = self.sessions.get_mut(&key) {
+                    s.addrs.retain(|a| *a != (Protocol::Tcp, c.peer));
+                }
+            }
+        }
+    }
+
+    fn read_tcp(&mut self, token: Token) {
+        let mut frames = vec![];
+        let mut close = false;
+        {
+            let Some(c) = self.tcp.get_mut(&token) else {
+                return;
+            };
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => {
+                        close = true;
+                        break;
+                    }
+                    Ok(n) => c.deframer.push(&buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            loop {
+                match c.deframer.next_frame() {
+                    Ok(Some(f)) => frames.push(f),
+                    Ok(None) => break,
+                    Err(e) => {
+                        debug!(peer = %c.peer, "closing ICE-TCP connection: {e}");
+                        self.metrics.dropped.with_label_values(&["tcp_framing"]).inc();
+                        close = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let (local, peer) = match self.tcp.get(&token) {
+            Some(c) => (c.local, c.peer),
+            None => return,
+        };
+        for f in frames {
+            self.metrics.datagrams_in.inc();
+            match self.route(Protocol::Tcp, peer, &f) {
+                Some(key) => {
+                    if let Some(c) = self.tcp.get_mut(&token) {
+                        c.bound = true;
+                    }
+                    self.input(key, Protocol::Tcp, peer, local, &f);
+                }
+                None => self
+                    .metrics
+                    .dropped
+                    .with_label_values(&["unknown_source"])
+                    .inc(),
+            }
+        }
+        if close {
+            self.close_tcp(token);
+        }
+    }
+
+    fn flush_tcp_conn(&mut self, token: Token) {
+        let mut close = false;
+        if let Some(c) = self.tcp.get_mut(&token) {
+            while !c.outbuf.is_empty() {
+                match c.stream.write(&c.outbuf) {
+                    Ok(0) => {
+                        close = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        c.outbuf.drain(..n);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        close = true;
+                        break;
+                    }
+                }
+            }
+            let want = !c.outbuf.is_empty();
+            if want != c.wants_write {
+                let interest = if want {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                let _ = self.poll.registry().reregister(&mut c.stream, token, interest);
+                c.wants_write = want;
+            }
+        }
+        if close {
+            self.close_tcp(token);
+        }
+    }
+
+    fn flush(&mut self) {
+        for i in 0..self.udp.len() {
+            if self.outbox.udp[i].is_empty() {
+                continue;
+            }
+            let queue = std::mem::take(&mut self.outbox.udp[i]);
+            let packets: Vec<(&[u8], SocketAddr)> =
+                queue.iter().map(|(d, a)| (d.as_slice(), *a)).collect();
+            let mut sent = 0;
+            // A full socket buffer drops what is left, like a router queue would.
+            while sent < packets.len() {
+                match batch_io::send_batch(&self.udp[i].socket, &packets[sent..]) {
+                    Ok(0) => break,
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        if e.kind() != io::ErrorKind::WouldBlock {
+                            debug!("udp send error: {e}");
+                            // Skip the datagram that failed (e.g. unreachable destination).
+                            sent += 1;
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            self.metrics.datagrams_out.inc_by(sent as u64);
+            if sent < packets.len() {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["send_buffer_full"])
+                    .inc_by((packets.len() - sent) as u64);
+            }
+            let mut queue = queue;
+            queue.clear();
+            self.outbox.udp[i] = queue;
+        }
+        if !self.outbox.tcp.is_empty() {
+            let tcp = std::mem::take(&mut self.outbox.tcp);
+            let mut touched = vec![];
+            for (src, dst, data) in tcp {
+                let Some(token) = self.tcp_by_pair.get(&(src, dst)).copied() else {
+                    self.metrics.dropped.with_label_values(&["tcp_no_conn"]).inc();
+                    continue;
+                };
+                if let Some(c) = self.tcp.get_mut(&token) {
+                    if c.outbuf.len() > TCP_MAX_OUTBUF {
+                        self.metrics.dropped.with_label_values(&["tcp_slow"]).inc();
+                        continue;
+                    }
+                    frame_into(&mut c.outbuf, &data);
+                    self.metrics.datagrams_out.inc();
+                    touched.push(token);
+                }
+            }
+            touched.dedup();
+            for t in touched {
+                self.flush_tcp_conn(t);
+            }
+        }
+    }
+
+    fn process_work(&mut self) {
+        while let Some(w) = self.work.pop_front() {
+            match w {
+                Work::Rtp(from, pkt) => self.forward(from, pkt),
+                Work::KeyframeRequest(from, mid, kind) => self.subscriber_keyframe_request(from, mid, kind),
+                Work::Connected(key) => self.on_connected(key),
+            }
+        }
+    }
+
+    fn on_connected(&mut self, key: u64) {
+        let Some(s) = self.sessions.get(&key) else {
+            return;
+        };
+        info!(session = %s.id, room = %s.room, kind = s.kind.as_str(), sub = %s.claims.sub, "connected");
+        self.metrics
+            .peers
+            .with_label_values(&[s.kind.as_str(), s.claims.role.as_str()])
+            .inc();
+        let room = s.room.clone();
+        self.update_room(&room, Instant::now());
+    }
+
+    /// Forward one publisher packet to every subscriber of its room.
+    fn forward(&mut self, from: u64, pkt: RtpPacket) {
+        let now = Instant::now();
+        let Some(publisher) = self.sessions.get_mut(&from) else {
+            return;
+        };
+        let ssrc = pkt.header.ssrc;
+        let (mid, rid) = match publisher.ssrc_cache.get(&ssrc) {
+            Some(v) => *v,
+            None => {
+                let mut api = publisher.rtc.direct_api();
+                let Some(rx) = api.stream_rx(&ssrc) else {
+                    return;
+                };
+                let v = (rx.mid(), rx.rid());
+                publisher.ssrc_cache.insert(ssrc, v);
+                v
+            }
+        };
+        let Some(slot) = publisher.slots.get(&mid).copied() else {
+            return;
+        };
+        let pt = *pkt.header.payload_type;
+        let codec = match publisher.codecs.get(&pt) {
+            Some((c, _)) => *c,
+            None => {
+                let Some(params) = publisher
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| *p.pt() == pt)
+                    .copied()
+                else {
+                    return;
+                };
+                let c = codec_of(&params);
+                publisher.codecs.insert(pt, (c, params));
+                c
+            }
+        };
+        let pub_params = publisher.codecs[&pt].1;
+        let room_name = publisher.room.clone();
+        self.metrics.packets_in.inc();
+        self.metrics.bytes_in.inc_by(pkt.payload.len() as u64);
+
+        let Some(room) = self.rooms.get_mut(&room_name) else {
+            return;
+        };
+        let Some(src) = room.program.slots.get_mut(&slot) else {
+            return;
+        };
+        if src.session != from {
+            return;
+        }
+        let Some(idx) = src.layer_index(rid.as_deref()) else {
+            return;
+        };
+        let keyframe = starts_keyframe(codec, &pkt.payload);
+        let video_key = keyframe && codec.is_video();
+        let size = if video_key && codec == Codec::Vp8 {
+            vp8_keyframe_size(&pkt.payload)
+        } else {
+            None
+        };
+        let first_packet = src.layers[idx].last_packet.is_none();
+        src.on_packet(idx, *ssrc, pkt.payload.len(), video_key, size, now);
+        if video_key {
+            self.metrics.keyframes_received.inc();
+        }
+        let source = src.layers[idx].source;
+        if first_packet {
+            // A layer started: subscribers may now want it.
+            self.update_room(&room_name, now);
+        }
+
+        let info = PacketInfo {
+            source,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            keyframe_start: keyframe,
+        };
+        let mut ext = ExtensionValues::default();
+        if slot.is_audio() {
+            ext.audio_level = pkt.header.ext_vals.audio_level;
+            ext.voice_activity = pkt.header.ext_vals.voice_activity;
+        } else {
+            ext.video_orientation = pkt.header.ext_vals.video_orientation;
+        }
+        let metrics = &self.metrics;
+        let Some(room) = self.rooms.get(&room_name) else {
+            return;
+        };
+        for &sub_key in &room.members {
+            let Some(sub) = self.sessions.get_mut(&sub_key) else {
+                continue;
+            };
+            if sub.kind != SessionKind::Subscribe || !sub.connected {
+                continue;
+            }
+            let Some(out) = sub.out.get_mut(&slot) else {
+                continue;
+            };
+            let Some((seq, ts)) = out.forwarder.on_packet(info, now) else {
+                continue;
+            };
+            let sub_pt = *out.pt_map.entry((from, pt)).or_insert_with(|| {
+                let cfg = sub.rtc.codec_config();
+                let media = sub.rtc.media(out.mid);
+                let remote = media.map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+                cfg.params()
+                    .iter()
+                    .filter(|p| remote.contains(&p.pt()))
+                    .filter(|p| p.spec().codec == pub_params.spec().codec)
+                    .max_by_key(|p| {
+                        // Prefer identical format parameters (H.264 profile, packetization).
+                        (p.spec().format == pub_params.spec().format) as u8
+                    })
+                    .map(|p| p.pt())
+            });
+            let Some(sub_pt) = sub_pt else {
+                continue;
+            };
+            let mid = out.mid;
+            out.packets += 1;
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                continue;
+            };
+            tx.write_rtp(
+                RtpWrite::new(sub_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
+                    .marker(pkt.header.marker)
+                    .ext_vals(ext.clone())
+                    .nackable(!slot.is_audio()),
+            );
+            let before = sub.scheduled;
+            drain(sub, &mut self.outbox, &mut self.work, metrics);
+            if sub.scheduled != before {
+                if let Some(t) = sub.scheduled {
+                    self.timers.push(Reverse((t, sub_key)));
+                }
+            }
+            metrics.packets_out.inc();
+            metrics.bytes_out.inc_by(pkt.payload.len() as u64);
+            metrics
+                .forward_seconds
+                .observe(Instant::now().saturating_duration_since(pkt.timestamp).as_secs_f64());
+        }
+    }
+
+    /// Ask the publisher of `source` for a keyframe, at most once per interval per layer.
+    fn request_keyframe(&mut self, room: &str, slot: Slot, source: SourceId, now: Instant) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(src) = r.program.slots.get_mut(&slot) else {
+            return;
+        };
+        let publisher = src.session;
+        let Some(layer) = src.layer_of_source(source) else {
+            return;
+        };
+        let Some(ssrc) = layer.ssrc else {
+            return;
+        };
+        if !layer.throttle.try_request(now) {
+            return;
+        }
+        let Some(p) = self.sessions.get_mut(&publisher) else {
+            return;
+        };
+        // PLI where offered, FIR where only FIR is.
+        let kind = match p.codecs.values().find(|(c, _)| c.is_video()) {
+            Some((_, params)) if !params.fb_pli() && params.fb_fir() => KeyframeRequestKind::Fir,
+            _ => KeyframeRequestKind::Pli,
+        };
+        if let Some(rx) = p.rtc.direct_api().stream_rx(&ssrc.into()).as_mut() {
+            rx.request_keyframe(kind);
+            self.metrics.keyframe_requests_sent.inc();
+        }
+        self.drain_key(publisher);
+    }
+
+    fn subscriber_keyframe_request(&mut self, from: u64, mid: Mid, _kind: KeyframeRequestKind) {
+        let Some(s) = self.sessions.get(&from) else {
+            return;
+        };
+        let Some(slot) = s.slots.get(&mid).copied() else {
+            return;
+        };
+        let Some(source) = s.out.get(&slot).and_then(|o| o.forwarder.current()) else {
+            return;
+        };
+        let room = s.room.clone();
+        self.request_keyframe(&room, slot, source, Instant::now());
+    }
+
+    /// Re-evaluate which layer every subscriber of the room follows; request keyframes for
+    /// the switches that wait on one.
+    fn update_room(&mut self, room_name: &str, now: Instant) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        let mut wants = vec![];
+        for &key in &room.members {
+            let Some(s) = self.sessions.get_mut(&key) else {
+                continue;
+            };
+            if s.kind != SessionKind::Subscribe {
+                continue;
+            }
+            for (slot, out) in s.out.iter_mut() {
+                let target = room.program.choose(*slot, s.pref, now);
+                if out.forwarder.target() != target {
+                    let before = out.forwarder.switches();
+                    out.forwarder.set_target(target);
+                    self.metrics
+                        .layer_switches
+                        .inc_by(out.forwarder.switches() - before);
+                }
+                if s.connected {
+                    if let Some(src) = out.forwarder.waiting_for_keyframe() {
+                        wants.push((*slot, src));
+                    }
+                }
+            }
+        }
+        wants.sort();
+        wants.dedup();
+        for (slot, src) in wants {
+            self.request_keyframe(room_name, slot, src, now);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.next_tick = now + TICK;
+        let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        for r in &rooms {
+            self.update_room(r, now);
+        }
+        // Count switches that completed since the last tick.
+        let mut expired = vec![];
+        for (key, s) in &self.sessions {
+            let never_connected =
+                !s.connected && now.saturating_duration_since(s.created) > self.settings.connect_timeout;
+            let gone = s
+                .disconnected_at
+                .is_some_and(|t| now.saturating_duration_since(t) > DISCONNECT_GRACE);
+            if never_connected || gone || !s.rtc.is_alive() {
+                expired.push((*key, if never_connected { "connect timeout" } else { "ICE lost" }));
+            }
+        }
+        for (key, why) in expired {
+            self.remove_session(key, why);
+        }
+        let stale: Vec<Token> = self
+            .tcp
+            .iter()
+            .filter(|(_, c)| !c.bound && now.saturating_duration_since(c.opened) > TCP_UNBOUND_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in stale {
+            self.close_tcp(t);
+        }
+        self.metrics.rooms.set(self.rooms.len() as i64);
+    }
+
+    fn handle_commands(&mut self) {
+        loop {
+            match self.cmds.try_recv() {
+                Ok(cmd) => self.command(cmd),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.running = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add(ns, reply) => {
+                let r = self.add_session(*ns);
+                let _ = reply.send(r);
+            }
+            Command::Patch {
+                room,
+                id,
+                if_match,
+                frag,
+                reply,
+            } => {
+                let r = self.patch(&room, &id, if_match, frag);
+                let _ = reply.send(r);
+            }
+            Command::Remove {
+                room,
+                id,
+                who,
+                reply,
+            } => {
+                let r = match self.ids.get(&id).copied() {
+                    Some(key) => {
+                        let s = &self.sessions[&key];
+                        if s.room != room {
+                            Err(LoopError::NotFound)
+                        } else if who.role != Role::Admin
+                            && !(who.role == Role::Teacher && who.room == room)
+                            && who.sub != s.claims.sub
+                        {
+                            Err(LoopError::Forbidden(
+                                "only the participant, the room's teacher or an admin may end this session"
+                                    .into(),
+                            ))
+                        } else {
+                            self.remove_session(key, "DELETE");
+                            Ok(())
+                        }
+                    }
+                    None => Err(LoopError::NotFound),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Rooms(reply) => {
+                let mut names: Vec<&String> = self.rooms.keys().collect();
+                names.sort();
+                let infos = names.iter().filter_map(|n| self.room_info(n)).collect();
+                let _ = reply.send(infos);
+            }
+            Command::Room(name, reply) => {
+                let _ = reply.send(self.room_info(&name));
+            }
+            Command::Shutdown => self.running = false,
+        }
+    }
+
+    fn add_session(&mut self, ns: NewSession) -> Result<String, LoopError> {
+        let key = self.next_key;
+        self.next_key += 1;
+        let now = Instant::now();
+        let room = self.rooms.entry(ns.room.clone()).or_insert_with(|| Room {
+            created: SystemTime::now(),
+            program: Program::default(),
+            members: vec![],
+            publisher: None,
+        });
+        let mut replaced = None;
+        if ns.kind == SessionKind::Publish {
+            if let Some((old_key, old_sub)) = &room.publisher {
+                if *old_sub == ns.claims.sub {
+                    replaced = Some(*old_key);
+                } else if self.sessions.contains_key(old_key) {
+                    return Err(LoopError::Conflict(format!(
+                        "{} is already teaching in this room",
+                        old_sub
+                    )));
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        let mut slots = HashMap::new();
+        for ms in &ns.slots {
+            slots.insert(ms.mid, ms.slot);
+            if ns.kind == SessionKind::Subscribe {
+                let clock = if ms.slot.is_audio() { 48_000 } else { 90_000 };
+                out.insert(
+                    ms.slot,
+                    OutSlot {
+                        mid: ms.mid,
+                        forwarder: TrackForwarder::new(clock, random_seq()),
+                        pt_map: HashMap::new(),
+                        packets: 0,
+                    },
+                );
+            }
+        }
+        if let Some(old) = replaced {
+            self.remove_session(old, "replaced by a new session of the same teacher");
+        }
+        let room = self.rooms.get_mut(&ns.room).expect("room created above");
+        if ns.kind == SessionKind::Publish {
+            room.publisher = Some((key, ns.claims.sub.clone()));
+            for ms in &ns.slots {
+                room.program.publish(
+                    ms.slot,
+                    SlotSource::new(key, &ms.rids, self.settings.keyframe_interval),
+                );
+            }
+        }
+        room.members.push(key);
+        let etag = format!("\"{:016x}\"", rand::random::<u64>());
+        let session = Session {
+            key,
+            id: ns.id.clone(),
+            room: ns.room.clone(),
+            claims: ns.claims,
+            kind: ns.kind,
+            pref: ns.layer_pref,
+            rtc: ns.rtc,
+            offer: ns.offer,
+            etag: etag.clone(),
+            ufrag: ns.local_ufrag.clone(),
+            scheduled: None,
+            created: now,
+            connected: false,
+            disconnected_at: None,
+            addrs: vec![],
+            slots,
+            ssrc_cache: HashMap::new(),
+            codecs: HashMap::new(),
+            out,
+            stats: SessionStats::default(),
+        };
+        info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
+        self.metrics
+            .sessions_created
+            .with_label_values(&[session.kind.as_str()])
+            .inc();
+        self.by_ufrag.insert(ns.local_ufrag, key);
+        self.ids.insert(ns.id, key);
+        self.sessions.insert(key, session);
+        if let Some(s) = self.sessions.get_mut(&key) {
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(now)) {
+                debug!("initial timeout: {e}");
+            }
+        }
+        self.drain_key(key);
+        self.schedule(key);
+        let room_name = self.sessions[&key].room.clone();
+        self.update_room(&room_name, now);
+        Ok(etag)
+    }
+
+    fn patch(
+        &mut self,
+        room: &str,
+        id: &str,
+        if_match: Option<String>,
+        frag: SdpFrag,
+    ) -> Result<PatchOutcome, LoopError> {
+        let key = *self.ids.get(id).ok_or(LoopError::NotFound)?;
+        let s = self.sessions.get_mut(&key).ok_or(LoopError::NotFound)?;
+        if s.room != room {
+            return Err(LoopError::NotFound);
+        }
+        if let Some(m) = if_match {
+            if m.trim() != "*" && m.trim() != s.etag {
+                return Err(LoopError::PreconditionFailed);
+            }
+        }
+        // New remote credentials mean an ICE restart (RFC 9725 section 4.4.1).
+        let remote_changed = match (&frag.ufrag, &frag.pwd) {
+            (Some(u), Some(p)) => ice_credentials(&s.offer) != Some((u.clone(), p.clone())),
+            _ => false,
+        };
+        let outcome = if remote_changed {
+            let (u, p) = (frag.ufrag.clone().unwrap_or_default(), frag.pwd.clone().unwrap_or_default());
+            let offer = offer_with_credentials(&s.offer, &u, &p);
+            let parsed = str0m::change::SdpOffer::from_sdp_string(&offer)
+                .map_err(|e| LoopError::Restart(e.to_string()))?;
+            s.rtc
+                .sdp_api()
+                .accept_offer(parsed)
+                .map_err(|e| LoopError::Restart(e.to_string()))?;
+            s.offer = offer;
+            let creds = s.rtc.direct_api().local_ice_credentials();
+            let old_ufrag = std::mem::replace(&mut s.ufrag, creds.ufrag.clone());
+            s.etag = format!("\"{:016x}\"", rand::random::<u64>());
+            let frag_out = format!(
+                "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                creds.ufrag, creds.pass
+            );
+            let etag = s.etag.clone();
+            self.by_ufrag.remove(&old_ufrag);
+            self.by_ufrag.insert(creds.ufrag, key);
+            PatchOutcome::Restarted {
+                etag,
+                frag: frag_out,
+            }
+        } else {
+            for c in &frag.candidates {
+                match str0m::Candidate::from_sdp_string(c) {
+                    Ok(cand) => s.rtc.add_remote_candidate(cand),
+                    Err(e) => debug!("ignoring remote candidate {c:?}: {e}"),
+                }
+                drain(s, &mut self.outbox, &mut self.work, &self.metrics);
+            }
+            PatchOutcome::Trickled
+        };
+        self.drain_key(key);
+        self.schedule(key);
+        Ok(outcome)
+    }
+
+    fn remove_session(&mut self, key: u64, why: &str) {
+        let Some(mut s) = self.sessions.remove(&key) else {
+            return;
+        };
+        info!(session = %s.id, room = %s.room, kind = s.kind.as_str(), sub = %s.claims.sub, "session ended: {why}");
+        if s.connected {
+            self.metrics
+                .peers
+                .with_label_values(&[s.kind.as_str(), s.claims.role.as_str()])
+                .dec();
+        }
+        s.rtc.disconnect();
+        drain(&mut s, &mut self.outbox, &mut self.work, &self.metrics);
+        self.ids.remove(&s.id);
+        if self.by_ufrag.get(&s.ufrag) == Some(&key) {
+            self.by_ufrag.remove(&s.ufrag);
+        }
+        for a in &s.addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+        let mut drop_room = false;
+        if let Some(room) = self.rooms.get_mut(&s.room) {
+            room.members.retain(|k| *k != key);
+            room.program.unpublish(key);
+            if room.publisher.as_ref().is_some_and(|(k, _)| *k == key) {
+                room.publisher = None;
+            }
+            drop_room = room.members.is_empty();
+        }
+        if drop_room {
+            self.rooms.remove(&s.room);
+        } else {
+            self.update_room(&s.room.clone(), Instant::now());
+        }
+        // Work queued by this session refers to a key that no longer resolves; it is skipped.
+    }
+
+    fn room_info(&self, name: &str) -> Option<RoomInfo> {
+        let room = self.rooms.get(name)?;
+        let now = Instant::now();
+        let mut publishers = vec![];
+        let mut subscribers = vec![];
+        for key in &room.members {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            match s.kind {
+                SessionKind::Publish => {
+                    let mut tracks: Vec<TrackInfo> = s
+                        .slots
+                        .iter()
+                        .filter_map(|(mid, slot)| {
+                            let src = room.program.slots.get(slot).filter(|x| x.session == *key)?;
+                            let codec = s
+                                .codecs
+                                .values()
+                                .find(|(c, _)| c.is_video() != slot.is_audio())
+                                .map(|(c, _)| codec_name(*c).to_string());
+                            Some(TrackInfo {
+                                slot: slot.as_str().into(),
+                                mid: mid.to_string(),
+                                codec,
+                                layers: src
+                                    .layers
+                                    .iter()
+                                    .map(|l| LayerInfo {
+                                        rid: l.rid.clone(),
+                                        ssrc: l.ssrc,
+                                        active: l.is_active(now),
+                                        bitrate_bps: l.bitrate_bps(),
+                                        packets: l.packets,
+                                        keyframes: l.keyframes,
+                                        width: l.size.map(|x| x.0),
+                                        height: l.size.map(|x| x.1),
+                                    })
+                                    .collect(),
+                            })
+                        })
+                        .collect();
+                    tracks.sort_by(|a, b| a.slot.cmp(&b.slot));
+                    publishers.push(PublisherInfo {
+                        session: s.id.clone(),
+                        sub: s.claims.sub.clone(),
+                        name: s.claims.name.clone(),
+                        role: s.claims.role.to_string(),
+                        connected: s.connected,
+                        tracks,
+                    });
+                }
+                SessionKind::Subscribe => {
+                    let layer_name = |src: Option<SourceId>, slot: &Slot| -> Option<String> {
+                        let src = src?;
+                        let ss = room.program.slots.get(slot)?;
+                        let l = ss.layers.iter().find(|l| l.source == src)?;
+                        Some(l.rid.clone().unwrap_or_else(|| "single".into()))
+                    };
+                    let mut slots: Vec<SubscriberSlotInfo> = s
+                        .out
+                        .iter()
+                        .map(|(slot, o)| SubscriberSlotInfo {
+                            slot: slot.as_str().into(),
+                            mid: o.mid.to_string(),
+                            layer: layer_name(o.forwarder.current(), slot),
+                            target_layer: layer_name(o.forwarder.target(), slot),
+                            switches: o.forwarder.switches(),
+                            packets: o.packets,
+                        })
+                        .collect();
+                    slots.sort_by(|a, b| a.slot.cmp(&b.slot));
+                    subscribers.push(SubscriberInfo {
+                        session: s.id.clone(),
+                        sub: s.claims.sub.clone(),
+                        name: s.claims.name.clone(),
+                        role: s.claims.role.to_string(),
+                        connected: s.connected,
+                        bitrate_bps: s.stats.bitrate_bps,
+                        loss: s.stats.loss,
+                        rtt_ms: s.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                        estimate_bps: s.stats.estimate_bps,
+                        nacks: s.stats.nacks.values().sum(),
+                        plis: s.stats.plis.values().sum(),
+                        slots,
+                    });
+                }
+            }
+        }
+        Some(RoomInfo {
+            room: name.to_string(),
+            created_unix: unix_secs(room.created),
+            publishers,
+            subscribers,
+        })
+    }
+
+    fn shutdown(&mut self) {
+        let keys: Vec<u64> = self.sessions.keys().copied().collect();
+        for k in keys {
+            self.remove_session(k, "server shutting down");
+        }
+        self.flush();
+        info!("media loop stopped");
+    }
+}
+

@@ -1,0 +1,89 @@
+//! The media side: one event loop owns the media port (UDP and ICE-TCP) and every session.
+//! The HTTP side talks to it through [`MediaHandle`].
+
+pub mod batch_io;
+pub mod demux;
+pub mod event_loop;
+pub mod session;
+pub mod snapshot;
+pub mod tcp_framing;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::auth::Claims;
+use session::{NewSession, SdpFrag};
+use snapshot::RoomInfo;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum LoopError {
+    #[error("no such session")]
+    NotFound,
+    #[error("the ETag does not match the current ICE session")]
+    PreconditionFailed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("ICE restart failed: {0}")]
+    Restart(String),
+    #[error("the media loop has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// Remote candidates were added.
+    Trickled,
+    /// New ICE credentials: the answer fragment and the new ETag.
+    Restarted { etag: String, frag: String },
+}
+
+pub enum Command {
+    Add(Box<NewSession>, oneshot::Sender<Result<String, LoopError>>),
+    Patch {
+        room: String,
+        id: String,
+        if_match: Option<String>,
+        frag: SdpFrag,
+        reply: oneshot::Sender<Result<PatchOutcome, LoopError>>,
+    },
+    Remove {
+        room: String,
+        id: String,
+        who: Claims,
+        reply: oneshot::Sender<Result<(), LoopError>>,
+    },
+    Rooms(oneshot::Sender<Vec<RoomInfo>>),
+    Room(String, oneshot::Sender<Option<RoomInfo>>),
+    Shutdown,
+}
+
+/// Sends commands to the media loop and waits for the answer.
+#[derive(Clone)]
+pub struct MediaHandle {
+    tx: mpsc::Sender<Command>,
+    waker: Arc<mio::Waker>,
+}
+
+impl MediaHandle {
+    pub(crate) fn new(tx: mpsc::Sender<Command>, waker: Arc<mio::Waker>) -> Self {
+        MediaHandle { tx, waker }
+    }
+
+    pub fn send(&self, cmd: Command) -> Result<(), LoopError> {
+        self.tx.send(cmd).map_err(|_| LoopError::Stopped)?;
+        self.waker.wake().map_err(|_| LoopError::Stopped)
+    }
+
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, LoopError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| LoopError::Stopped)
+    }
+}

@@ -1,0 +1,113 @@
+//! Prometheus metrics of the SFU (`/metrics`).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub rooms: IntGauge,
+    pub peers: IntGaugeVec,
+    pub packets_in: IntCounter,
+    pub bytes_in: IntCounter,
+    pub packets_out: IntCounter,
+    pub bytes_out: IntCounter,
+    pub datagrams_in: IntCounter,
+    pub datagrams_out: IntCounter,
+    pub dropped: IntCounterVec,
+    pub nacks_received: IntCounter,
+    pub plis_received: IntCounter,
+    pub keyframe_requests_sent: IntCounter,
+    pub keyframes_received: IntCounter,
+    pub layer_switches: IntCounter,
+    pub sessions_created: IntCounterVec,
+    pub http_rejections: IntCounterVec,
+    pub forward_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let rooms = IntGauge::new("sfu_rooms", "Rooms with at least one participant").unwrap();
+        registry.register(Box::new(rooms.clone())).unwrap();
+        let peers = IntGaugeVec::new(
+            Opts::new("sfu_peers", "Connected WebRTC sessions"),
+            &["kind", "role"],
+        )
+        .unwrap();
+        registry.register(Box::new(peers.clone())).unwrap();
+        let forward_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sfu_forward_seconds",
+                "Time from receiving a media packet to handing each forwarded copy to the socket",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.025, 0.05,
+            ]),
+        )
+        .unwrap();
+        registry.register(Box::new(forward_seconds.clone())).unwrap();
+        Metrics {
+            rooms,
+            peers,
+            packets_in: counter("sfu_rtp_packets_in_total", "RTP packets received from publishers"),
+            bytes_in: counter("sfu_rtp_bytes_in_total", "RTP payload bytes received from publishers"),
+            packets_out: counter("sfu_rtp_packets_forwarded_total", "RTP packets forwarded to subscribers"),
+            bytes_out: counter("sfu_rtp_bytes_forwarded_total", "RTP payload bytes forwarded to subscribers"),
+            datagrams_in: counter("sfu_datagrams_in_total", "Datagrams received on the media port"),
+            datagrams_out: counter("sfu_datagrams_out_total", "Datagrams sent from the media port"),
+            dropped: counter_vec(
+                "sfu_dropped_datagrams_total",
+                "Datagrams dropped on the media port",
+                &["reason"],
+            ),
+            nacks_received: counter("sfu_nacks_received_total", "NACKs received from subscribers"),
+            plis_received: counter("sfu_plis_received_total", "PLI/FIR received from subscribers"),
+            keyframe_requests_sent: counter(
+                "sfu_keyframe_requests_sent_total",
+                "Keyframe requests (PLI/FIR) sent to publishers",
+            ),
+            keyframes_received: counter("sfu_keyframes_received_total", "Keyframes received from publishers"),
+            layer_switches: counter("sfu_layer_switches_total", "Source or layer switches in subscriber slots"),
+            sessions_created: counter_vec(
+                "sfu_sessions_created_total",
+                "WHIP/WHEP sessions created",
+                &["kind"],
+            ),
+            http_rejections: counter_vec(
+                "sfu_http_rejections_total",
+                "WHIP/WHEP requests refused",
+                &["status"],
+            ),
+            forward_seconds,
+            registry,
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

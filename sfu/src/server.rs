@@ -1,0 +1,104 @@
+//! Starting and stopping the whole SFU: media loop thread plus HTTP server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::auth::TokenKeys;
+use crate::config::Config;
+use crate::http::{router, AppState};
+use crate::media::event_loop::{LoopSettings, MediaLoop, MediaSockets};
+use crate::media::session::RtcSettings;
+use crate::media::Command;
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("binding the media port {port}: {source}")]
+    MediaBind { port: u16, source: std::io::Error },
+    #[error("binding HTTP on {addr}: {source}")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Auth(#[from] crate::auth::AuthError),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    #[error("media loop: {0}")]
+    Media(std::io::Error),
+}
+
+/// Runs the SFU until `shutdown` resolves, then closes every session and returns.
+pub async fn run(
+    config: Config,
+    secret: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let keys = TokenKeys::new(secret)?;
+    let advertised = config.advertised_ips();
+    let advertise = move |bound: SocketAddr| {
+        advertised
+            .iter()
+            .find(|ip| ip.is_ipv4() == bound.is_ipv4())
+            .map(|ip| SocketAddr::new(*ip, bound.port()))
+            .unwrap_or(bound)
+    };
+    let sockets = MediaSockets::bind(&config.media_bind, config.media_port, config.ice_tcp, advertise)
+        .map_err(|source| ServerError::MediaBind {
+            port: config.media_port,
+            source,
+        })?;
+    let rtc = Arc::new(RtcSettings {
+        udp_candidates: sockets.udp_candidates(),
+        tcp_candidates: sockets.tcp_candidates(),
+        rtx_cache: config.rtx_cache(),
+    });
+    let metrics = Arc::new(Metrics::new());
+    let (media_loop, media) = MediaLoop::new(
+        sockets,
+        metrics.clone(),
+        LoopSettings {
+            keyframe_interval: config.keyframe_request_interval(),
+            connect_timeout: std::time::Duration::from_millis(config.connect_timeout_ms),
+        },
+    )
+    .map_err(ServerError::Media)?;
+    let media_thread = std::thread::Builder::new()
+        .name("media-loop".into())
+        .spawn(move || media_loop.run())
+        .map_err(ServerError::Media)?;
+
+    let listener = TcpListener::bind(config.http)
+        .await
+        .map_err(|source| ServerError::HttpBind {
+            addr: config.http,
+            source,
+        })?;
+    info!(
+        http = %config.http,
+        media = ?rtc.udp_candidates,
+        ice_tcp = ?rtc.tcp_candidates,
+        "SFU ready"
+    );
+    let state = AppState {
+        keys,
+        media: media.clone(),
+        rtc,
+        metrics,
+        config: Arc::new(config),
+    };
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    info!("HTTP stopped; closing sessions");
+    let _ = media.send(Command::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
+    served.map_err(ServerError::Http)
+}

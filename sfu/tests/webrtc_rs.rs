@@ -1,0 +1,678 @@
+//! The SFU against a second, independent WebRTC stack: webrtc-rs (the `webrtc` crate).
+//!
+//! Each test starts its own `sfu serve` on free loopback ports, publishes a teacher over WHIP
+//! with webrtc-rs and watches WHEP viewers built on webrtc-rs. Tests run one at a time.
+//! `SFU_TEST_RUST_LOG` sets the SFU's RUST_LOG (default `info,sfu=debug`); the SFU log tail is
+//! printed when a test fails. Run with `--nocapture` to see the per-stream numbers.
+//!
+//! webrtc-rs 0.17 can send simulcast: `TrackLocalStaticRTP::new_with_rid` plus
+//! `RTCRtpSender::add_encoding` yield `a=rid:<rid> send` / `a=simulcast:send l;m;h` in the offer
+//! and the rtp-stream-id header extension on every packet, so the VP8 tests use 3 layers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const ROOM_LIMIT: Duration = Duration::from_secs(180);
+/// a keyframe must reach a new viewer this soon after its peer connection is up
+const KEYFRAME_DEADLINE: Duration = Duration::from_secs(3);
+
+fn must<T>(r: Result<T, String>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The checks every viewer of a healthy stream passes.
+fn check_camera(name: &str, rep: &StreamReport, min_span: Duration) {
+    assert!(
+        rep.span >= min_span,
+        "{name}: camera received for only {:.2}s (want >= {:.0}s): {}",
+        rep.span.as_secs_f64(),
+        min_span.as_secs_f64(),
+        rep.line()
+    );
+    assert_eq!(
+        rep.ssrcs.len(),
+        1,
+        "{name}: camera slot saw several SSRCs: {}",
+        rep.line()
+    );
+    assert_eq!(
+        rep.missing, 0,
+        "{name}: camera sequence numbers have gaps: {}",
+        rep.line()
+    );
+    assert_eq!(
+        rep.ts_backwards, 0,
+        "{name}: camera RTP timestamps go backwards: {}",
+        rep.line()
+    );
+    assert!(
+        rep.max_gap < Duration::from_millis(1000),
+        "{name}: camera stalled for {:.0} ms: {}",
+        rep.max_gap.as_secs_f64() * 1000.0,
+        rep.line()
+    );
+    // 30 fps published; a steady viewer sees well over 10 frames per second
+    let fps = rep.frames as f64 / rep.span.as_secs_f64().max(0.001);
+    assert!(
+        fps >= 10.0,
+        "{name}: only {fps:.1} frames/s on the camera: {}",
+        rep.line()
+    );
+    let first_key = rep
+        .first_key_after
+        .unwrap_or_else(|| panic!("{name}: no keyframe at all on the camera: {}", rep.line()));
+    assert!(
+        first_key <= KEYFRAME_DEADLINE,
+        "{name}: first keyframe {:.2}s after connecting (want <= {:?}): {}",
+        first_key.as_secs_f64(),
+        KEYFRAME_DEADLINE,
+        rep.line()
+    );
+}
+
+fn check_audio(name: &str, log: &SlotLog, t0: Instant, min_span: Duration) {
+    assert!(
+        !log.tracks.is_empty(),
+        "{name}: no track arrived in the audio slot"
+    );
+    assert_eq!(
+        log.tracks[0].mime, "audio/opus",
+        "{name}: audio slot codec {:?}",
+        log.tracks[0]
+    );
+    let rep = analyze(&log.pkts, t0);
+    eprintln!("{name} audio: {}", rep.line());
+    assert!(
+        rep.span >= min_span,
+        "{name}: audio received for only {:.2}s: {}",
+        rep.span.as_secs_f64(),
+        rep.line()
+    );
+    let per_s = rep.packets as f64 / rep.span.as_secs_f64().max(0.001);
+    assert!(
+        per_s >= 35.0,
+        "{name}: only {per_s:.1} Opus packets/s (50 sent): {}",
+        rep.line()
+    );
+    assert_eq!(rep.ssrcs.len(), 1, "{name}: audio SSRCs: {}", rep.line());
+    assert_eq!(rep.missing, 0, "{name}: audio sequence gaps: {}", rep.line());
+    assert_eq!(
+        rep.ts_backwards, 0,
+        "{name}: audio timestamps go backwards: {}",
+        rep.line()
+    );
+}
+
+fn camera_track(name: &str, log: &SlotLog) -> TrackSeen {
+    assert!(
+        !log.tracks.is_empty(),
+        "{name}: no track arrived in the camera slot (slot 2 of audio/video/video); {} packets",
+        log.pkts.len()
+    );
+    log.tracks[0].clone()
+}
+
+fn courseware_note(name: &str, sub: &Subscriber) {
+    let cw = sub.slot(SLOT_COURSEWARE);
+    eprintln!(
+        "{name}: courseware slot: {} tracks, {} packets (nothing published there)",
+        cw.tracks.len(),
+        cw.pkts.len()
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// self-check of the synthetic media and the receive-side parsers (no SFU involved)
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn synthetic_media_is_well_formed() {
+    for layer in simulcast_layers() {
+        let (w, h) = (layer.width, layer.height);
+        let key = synthetic_frame(VideoCodec::Vp8, layer.clone(), true);
+        assert!(key.len() > 1 && key.last().unwrap().1 && !key[0].1);
+        assert!(key.iter().all(|(p, _)| p.len() <= RTP_PAYLOAD_MAX));
+        assert_eq!(
+            parse_vp8(&key[0].0),
+            Some(Key { width: w, height: h, idr: false, sps: false })
+        );
+        assert!(key[1..].iter().all(|(p, _)| parse_vp8(p).is_none()));
+        let delta = synthetic_frame(VideoCodec::Vp8, layer, false);
+        assert!(delta.iter().all(|(p, _)| parse_vp8(p).is_none()));
+    }
+    let layer = PublisherOpts::single(VideoCodec::H264, 640, 360).layers[0].clone();
+    let key = synthetic_frame(VideoCodec::H264, layer.clone(), true);
+    assert_eq!(key[0].0[0] & 0x1f, 24, "STAP-A first");
+    let k0 = parse_h264(&key[0].0).unwrap();
+    assert!(k0.sps && !k0.idr);
+    assert!(parse_h264(&key[1].0).unwrap().idr, "IDR start in the second packet");
+    assert!(key.iter().all(|(p, _)| p.len() <= RTP_PAYLOAD_MAX));
+    assert!(key.last().unwrap().1);
+    let delta = synthetic_frame(VideoCodec::H264, layer, false);
+    assert!(delta.iter().all(|(p, _)| parse_h264(p).is_none()));
+    // SPS of 640x360 constrained baseline: 67 42 e0 1f ...
+    assert_eq!(&h264_sps(640, 360)[..4], &[0x67, 0x42, 0xe0, 0x1f]);
+}
+
+// -------------------------------------------------------------------------------------------
+// a) VP8 simulcast + Opus, three viewers with different layer choices
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn vp8_simulcast_three_viewers() {
+    run("vp8_simulcast_three_viewers", ROOM_LIMIT, async {
+        let mut sfu = Sfu::start().await;
+        let room = "lesson-vp8";
+        let teacher = sfu.token(room, "teacher", "teacher-1");
+        let publisher = must(
+            Publisher::connect(&sfu, room, &teacher, PublisherOpts::vp8_simulcast()).await,
+        );
+        eprintln!("publisher connected; offer has simulcast: {}", publisher.offer.contains("a=simulcast"));
+        sleep(secs(1.0)).await;
+
+        let viewers = [
+            ("default", "", 1280u16),
+            ("low", "?layer=low", 320),
+            ("mid", "?layer=mid", 640),
+        ];
+        let mut subs = Vec::new();
+        for (i, (name, q, _)) in viewers.iter().enumerate() {
+            let tok = sfu.token(room, "classroom", &format!("school-{i}"));
+            subs.push(must(
+                Subscriber::connect(&sfu, room, &tok, q, &[VideoCodec::Vp8], name).await,
+            ));
+        }
+        sleep(secs(7.5)).await;
+
+        let (st, body) = sfu.get(&format!("/api/rooms/{room}")).await;
+        eprintln!("GET /api/rooms/{room} -> {st}: {body}");
+        assert_eq!(st, 200, "GET /api/rooms/{room}: {st} {body}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+            "GET /api/rooms/{room} is not JSON: {body}"
+        );
+
+        eprintln!("publisher: {}", publisher.stats.summary());
+        for (sub, (name, _, want_width)) in subs.iter().zip(viewers.iter()) {
+            let cam = sub.slot(SLOT_CAMERA);
+            let track = camera_track(name, &cam);
+            let rep = analyze(&cam.pkts, sub.connected_at);
+            eprintln!("{name} camera ({} pt {}): {}", track.mime, track.payload_type, rep.line());
+            assert_eq!(track.mime, "video/vp8", "{name}: camera codec {track:?}");
+            check_camera(name, &rep, Duration::from_secs(5));
+            // The layer: the last keyframes must have the layer's width. The first ones may
+            // come from another layer while the SFU settles (reported, not asserted).
+            let late: Vec<u16> = rep
+                .keyframes
+                .iter()
+                .filter(|(t, _)| *t >= Duration::from_secs(4))
+                .map(|(_, k)| k.width)
+                .collect();
+            assert!(
+                !late.is_empty(),
+                "{name}: no keyframe after the first 4 s (publisher sends one every 2 s): {}",
+                rep.line()
+            );
+            assert!(
+                late.iter().all(|w| w == want_width),
+                "{name}: keyframes after 4 s have widths {late:?}, want all {want_width}: {}",
+                rep.line()
+            );
+            check_audio(name, &sub.slot(SLOT_AUDIO), sub.connected_at, Duration::from_secs(5));
+            courseware_note(name, sub);
+        }
+
+        // SIGTERM while sessions are live → clean exit 0
+        let status = sfu.shutdown().await;
+        assert!(
+            matches!(status, Some(s) if s.success()),
+            "sfu did not exit 0 on SIGTERM within 15 s: {status:?}\n{}",
+            sfu.log_tail(40)
+        );
+        drop(subs);
+        publisher.vanish().await;
+    });
+}
+
+// -------------------------------------------------------------------------------------------
+// b) H.264 + Opus
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn h264_three_viewers() {
+    run("h264_three_viewers", ROOM_LIMIT, async {
+        let sfu = Sfu::start().await;
+        let room = "lesson-h264";
+        let teacher = sfu.token(room, "teacher", "teacher-1");
+        let publisher = must(
+            Publisher::connect(
+                &sfu,
+                room,
+                &teacher,
+                PublisherOpts::single(VideoCodec::H264, 640, 360),
+            )
+            .await,
+        );
+        sleep(secs(1.0)).await;
+
+        // two viewers offer only H.264; one offers VP8 first and H.264 second, like Chrome
+        let viewers: [(&str, &[VideoCodec]); 3] = [
+            ("h264-a", &[VideoCodec::H264]),
+            ("h264-b", &[VideoCodec::H264]),
+            ("vp8+h264", &[VideoCodec::Vp8, VideoCodec::H264]),
+        ];
+        let mut subs = Vec::new();
+        for (i, (name, codecs)) in viewers.iter().enumerate() {
+            let tok = sfu.token(room, "classroom", &format!("school-{i}"));
+            subs.push(must(
+                Subscriber::connect(&sfu, room, &tok, "", codecs, name).await,
+            ));
+        }
+        sleep(secs(7.5)).await;
+
+        eprintln!("publisher: {}", publisher.stats.summary());
+        for (sub, (name, _)) in subs.iter().zip(viewers.iter()) {
+            let cam = sub.slot(SLOT_CAMERA);
+            let track = camera_track(name, &cam);
+            let rep = analyze(&cam.pkts, sub.connected_at);
+            eprintln!(
+                "{name} camera ({} {:?} pt {}): {}",
+                track.mime, track.fmtp, track.payload_type,
+                rep.line()
+            );
+            assert_eq!(track.mime, "video/h264", "{name}: camera codec {track:?}");
+            let fmtp = track.fmtp.to_lowercase();
+            assert!(
+                fmtp.contains("packetization-mode=1") && fmtp.contains("profile-level-id=42e01f"),
+                "{name}: negotiated H.264 fmtp {:?}, want packetization-mode=1 and 42e01f",
+                track.fmtp
+            );
+            check_camera(name, &rep, Duration::from_secs(5));
+            let (t_idr, _) = rep
+                .keyframes
+                .iter()
+                .find(|(_, k)| k.idr)
+                .unwrap_or_else(|| panic!("{name}: no IDR received: {}", rep.line()));
+            assert!(
+                *t_idr <= KEYFRAME_DEADLINE,
+                "{name}: first IDR {:.2}s after connecting: {}",
+                t_idr.as_secs_f64(),
+                rep.line()
+            );
+            assert!(
+                rep.keyframes.iter().any(|(_, k)| k.sps && k.idr),
+                "{name}: no access unit with SPS/PPS and IDR: {}",
+                rep.line()
+            );
+            check_audio(name, &sub.slot(SLOT_AUDIO), sub.connected_at, Duration::from_secs(5));
+            courseware_note(name, sub);
+        }
+        drop(subs);
+        publisher.vanish().await;
+    });
+}
+
+// -------------------------------------------------------------------------------------------
+// c) publisher reconnect: the viewer's streams continue seamlessly
+// -------------------------------------------------------------------------------------------
+
+/// Checks one slot across a publisher switch at `t_switch` (the new publisher is connected).
+fn check_continuity(name: &str, log: &SlotLog, t0: Instant, t_switch: Instant, clock: f64) {
+    let rep = analyze(&log.pkts, t0);
+    eprintln!("{name}: {}", rep.line());
+    assert_eq!(
+        rep.ssrcs.len(),
+        1,
+        "{name}: the SSRC changed across the publisher switch: {}",
+        rep.line()
+    );
+    let pre = log
+        .pkts
+        .iter()
+        .rposition(|p| p.at < t_switch)
+        .unwrap_or_else(|| panic!("{name}: nothing received before the switch: {}", rep.line()));
+    let post = pre + 1;
+    assert!(
+        post < log.pkts.len(),
+        "{name}: nothing received after the new publisher connected: {}",
+        rep.line()
+    );
+    let after = &log.pkts[post..];
+    let span_after = after.last().unwrap().at - after[0].at;
+    assert!(
+        span_after >= Duration::from_secs(4),
+        "{name}: only {:.2}s of media after the switch: {}",
+        span_after.as_secs_f64(),
+        rep.line()
+    );
+    let (a, b) = (&log.pkts[pre], &log.pkts[post]);
+    let dseq = b.seq.wrapping_sub(a.seq) as i16;
+    let dts = b.ts.wrapping_sub(a.ts) as i32;
+    let wall = b.at - a.at;
+    eprintln!(
+        "{name}: across the switch: seq {} -> {} (delta {dseq}), ts {} -> {} (delta {dts} = {:.3}s), wall {:.3}s",
+        a.seq, b.seq, a.ts, b.ts, dts as f64 / clock, wall.as_secs_f64()
+    );
+    assert_eq!(
+        dseq, 1,
+        "{name}: sequence number jumps by {dseq} across the publisher switch: {}",
+        rep.line()
+    );
+    assert!(
+        dts > 0,
+        "{name}: RTP timestamp does not increase across the switch (delta {dts}): {}",
+        rep.line()
+    );
+    assert_eq!(rep.missing, 0, "{name}: sequence gaps: {}", rep.line());
+    assert_eq!(
+        rep.ts_backwards, 0,
+        "{name}: timestamps go backwards: {}",
+        rep.line()
+    );
+}
+
+async fn reconnect_scenario(test: &str, delete_first: bool, opts: PublisherOpts) {
+    let sfu = Sfu::start().await;
+    let room = "lesson-reconnect";
+    let teacher = sfu.token(room, "teacher", "teacher-1");
+    let first = must(Publisher::connect(&sfu, room, &teacher, opts.clone()).await);
+    sleep(secs(1.0)).await;
+    let viewer_tok = sfu.token(room, "classroom", "school-1");
+    let sub = must(
+        Subscriber::connect(&sfu, room, &viewer_tok, "", &[opts.codec], "viewer").await,
+    );
+    sleep(secs(4.0)).await;
+    eprintln!("first publisher: {}", first.stats.summary());
+
+    let t_gone = Instant::now();
+    let mut silent_first = None;
+    if delete_first {
+        let st = first.leave(&sfu).await;
+        assert!(
+            (200..300).contains(&st),
+            "{test}: DELETE of the WHIP session answered {st}"
+        );
+    } else {
+        // no DELETE, and the old session stays connected (ICE/DTLS alive, no media)
+        let mut first = first;
+        first.go_silent();
+        silent_first = Some(first);
+    }
+    sleep(secs(1.0)).await;
+    // same sub, fresh token (a reloaded teacher page would mint or reuse one)
+    let teacher2 = sfu.token(room, "teacher", "teacher-1");
+    let second = must(Publisher::connect(&sfu, room, &teacher2, opts.clone()).await);
+    let t_switch = second.connected_at;
+    eprintln!(
+        "{test}: new publisher connected {:.2}s after the old one left",
+        (t_switch - t_gone).as_secs_f64()
+    );
+    sleep(secs(6.0)).await;
+    eprintln!("second publisher: {}", second.stats.summary());
+
+    assert_eq!(
+        sub.state.current(),
+        webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected,
+        "{test}: the viewer's connection did not stay up: {:?}",
+        sub.state.states()
+    );
+    let cam = sub.slot(SLOT_CAMERA);
+    let _ = camera_track("viewer", &cam);
+    check_continuity(
+        &format!("{test} camera"),
+        &cam,
+        sub.connected_at,
+        t_switch,
+        90000.0,
+    );
+    // the new publisher's keyframe reaches the viewer promptly
+    let first_key_after_switch = cam
+        .pkts
+        .iter()
+        .find(|p| p.at >= t_switch && p.key.is_some())
+        .map(|p| p.at - t_switch);
+    assert!(
+        matches!(first_key_after_switch, Some(d) if d <= KEYFRAME_DEADLINE),
+        "{test}: no keyframe within {KEYFRAME_DEADLINE:?} after the new publisher connected ({first_key_after_switch:?})"
+    );
+    check_continuity(
+        &format!("{test} audio"),
+        &sub.slot(SLOT_AUDIO),
+        sub.connected_at,
+        t_switch,
+        48000.0,
+    );
+    drop(sub);
+    second.vanish().await;
+    if let Some(p) = silent_first {
+        p.vanish().await;
+    }
+}
+
+#[test]
+fn publisher_reconnect_keeps_viewer_stream_continuous() {
+    run("publisher_reconnect", ROOM_LIMIT, async {
+        reconnect_scenario(
+            "reconnect-after-delete",
+            true,
+            PublisherOpts::single(VideoCodec::Vp8, 640, 360),
+        )
+        .await;
+    });
+}
+
+/// Same, but the old session never says goodbye and even stays connected without media (a hung
+/// teacher machine, or a reboot faster than the SFU's timeout), and the layers are simulcast:
+/// the same `sub` publishing again takes over the viewers' slots.
+#[test]
+fn publisher_takeover_without_delete_simulcast() {
+    run("publisher_takeover", ROOM_LIMIT, async {
+        reconnect_scenario(
+            "takeover-without-delete",
+            false,
+            PublisherOpts::vp8_simulcast(),
+        )
+        .await;
+    });
+}
+
+// -------------------------------------------------------------------------------------------
+// d) auth and bad requests do not disturb a running lesson
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn auth_and_bad_requests_leave_the_lesson_alone() {
+    run("auth", ROOM_LIMIT, async {
+        let sfu = Sfu::start().await;
+        let room = "lesson-auth";
+        let teacher = sfu.token(room, "teacher", "teacher-1");
+        let publisher = must(
+            Publisher::connect(
+                &sfu,
+                room,
+                &teacher,
+                PublisherOpts::single(VideoCodec::Vp8, 640, 360),
+            )
+            .await,
+        );
+        sleep(secs(1.0)).await;
+        let viewer_tok = sfu.token(room, "classroom", "school-1");
+        let sub = must(
+            Subscriber::connect(&sfu, room, &viewer_tok, "", &[VideoCodec::Vp8], "viewer").await,
+        );
+        sleep(secs(1.5)).await;
+
+        // minted now, expired by the time it is used (the SFU allows no leeway)
+        let started = Instant::now();
+        let short_lived = mint_token_ttl(&sfu.secret, room, "teacher", "teacher-1", Some("1s"));
+        let offer = throwaway_offer().await;
+        let whip = format!("/whip/{room}");
+        let mut failures: Vec<String> = Vec::new();
+        let mut expect = |what: &str, got: u16, want: &[u16]| {
+            eprintln!("{what}: {got}");
+            if !want.contains(&got) {
+                failures.push(format!("{what}: got {got}, want {want:?}"));
+            }
+        };
+
+        let r = sfu.post_sdp(&whip, None, &offer).await;
+        expect("WHIP without Authorization", r.status, &[401]);
+        let r = sfu.post_sdp(&whip, Some("not-a-jwt"), &offer).await;
+        expect("WHIP with a garbage bearer token", r.status, &[401]);
+        let forged = mint_token("some-other-secret-0123456789abcdef", room, "teacher", "teacher-1");
+        let r = sfu.post_sdp(&whip, Some(&forged), &offer).await;
+        expect("WHIP with a token signed by another secret", r.status, &[401]);
+        let wait = Duration::from_millis(2500).saturating_sub(started.elapsed());
+        sleep(wait).await;
+        let r = sfu.post_sdp(&whip, Some(&short_lived), &offer).await;
+        expect("WHIP with an expired teacher token", r.status, &[401]);
+        let other_room = sfu.token("another-room", "teacher", "teacher-1");
+        let r = sfu.post_sdp(&whip, Some(&other_room), &offer).await;
+        expect("WHIP with a teacher token for another room", r.status, &[403]);
+        let observer = sfu.token(room, "observer", "inspector-1");
+        let r = sfu.post_sdp(&whip, Some(&observer), &offer).await;
+        expect("WHIP with an observer token", r.status, &[403]);
+        // malformed SDP, with the live teacher's own identity: must not tear the lesson down
+        let r = sfu
+            .post_sdp(&whip, Some(&teacher), "v=0\r\nthis is not an offer\r\n")
+            .await;
+        expect("WHIP with malformed SDP (live teacher's token)", r.status, &[400]);
+        let other_teacher = sfu.token(room, "teacher", "teacher-2");
+        let r = sfu.post_sdp(&whip, Some(&other_teacher), "garbage").await;
+        expect("WHIP with malformed SDP (other teacher)", r.status, &[400]);
+        // a different teacher while teacher-1 is live: refused (409 in sfu/src), never a takeover
+        let r = sfu.post_sdp(&whip, Some(&other_teacher), &offer).await;
+        expect("WHIP by a second teacher while one is live", r.status, &[409, 403]);
+        if r.status == 201 {
+            if let Some(l) = &r.location {
+                sfu.delete(l, Some(&other_teacher)).await;
+            }
+        }
+        // informational: WHEP without a token / for another room (contract not settled)
+        let r = sfu.post_sdp(&format!("/whep/{room}"), None, &offer).await;
+        eprintln!("(info) WHEP without Authorization: {} {}", r.status, r.body.lines().next().unwrap_or(""));
+        if r.status == 201 {
+            if let Some(l) = &r.location {
+                sfu.delete(l, None).await;
+            }
+        }
+
+        // a classroom publishing on /whip: its own small feed (201) or refused (403), but it
+        // must never replace the teacher's camera in the viewers' slots
+        let classroom_tok = sfu.token(room, "classroom", "school-7");
+        let mut small = PublisherOpts::single(VideoCodec::Vp8, 160, 120);
+        small.layers[0].kbps = 100;
+        let classroom = match Publisher::connect(&sfu, room, &classroom_tok, small).await {
+            Ok(p) => {
+                eprintln!("classroom WHIP publish accepted (its small feed)");
+                Some(p)
+            }
+            Err(e) => {
+                eprintln!("classroom WHIP publish refused: {e}");
+                if !e.contains("answered 403") {
+                    failures.push(format!("classroom WHIP publish: {e} (want 201 or 403)"));
+                }
+                None
+            }
+        };
+        sleep(secs(5.0)).await;
+
+        assert!(failures.is_empty(), "status codes:\n{}", failures.join("\n"));
+        assert_eq!(
+            publisher.state.current(),
+            webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState::Connected,
+            "teacher's publisher connection went down: {:?}",
+            publisher.state.states()
+        );
+        let cam = sub.slot(SLOT_CAMERA);
+        let track = camera_track("viewer", &cam);
+        assert_eq!(track.mime, "video/vp8");
+        let rep = analyze(&cam.pkts, sub.connected_at);
+        eprintln!("viewer camera: {}", rep.line());
+        eprintln!("publisher: {}", publisher.stats.summary());
+        check_camera("viewer", &rep, Duration::from_secs(6));
+        assert!(
+            rep.keyframes.iter().all(|(_, k)| k.width == 640 && k.height == 360),
+            "viewer's camera slot carried frames that are not the teacher's 640x360: {}",
+            rep.line()
+        );
+        check_audio("viewer", &sub.slot(SLOT_AUDIO), sub.connected_at, Duration::from_secs(6));
+        if let Some(c) = classroom {
+            let st = c.leave(&sfu).await;
+            eprintln!("classroom DELETE: {st}");
+        }
+        drop(sub);
+        publisher.vanish().await;
+    });
+}
+
+// -------------------------------------------------------------------------------------------
+// e) keyframes on demand: PLI to the publisher when a viewer starts, throttled
+// -------------------------------------------------------------------------------------------
+
+#[test]
+fn new_viewers_get_a_keyframe_via_pli() {
+    run("pli", ROOM_LIMIT, async {
+        let sfu = Sfu::start().await;
+        let room = "lesson-pli";
+        let teacher = sfu.token(room, "teacher", "teacher-1");
+        let mut opts = PublisherOpts::vp8_simulcast();
+        // only the very first frame of each layer is a keyframe unless the SFU asks
+        opts.keyframe_interval = Duration::from_secs(3600);
+        let publisher = must(Publisher::connect(&sfu, room, &teacher, opts).await);
+        sleep(secs(3.0)).await;
+        let before = publisher.stats.plis();
+
+        let mut subs = Vec::new();
+        for (i, (name, q)) in [("default", ""), ("low", "?layer=low")].iter().enumerate() {
+            let tok = sfu.token(room, "classroom", &format!("school-{i}"));
+            subs.push((
+                *name,
+                must(Subscriber::connect(&sfu, room, &tok, q, &[VideoCodec::Vp8], name).await),
+            ));
+        }
+        sleep(secs(8.0)).await;
+        let total = publisher.stats.plis();
+        eprintln!(
+            "publisher: {} (PLI/FIR before viewers: {before}, after: {total})",
+            publisher.stats.summary()
+        );
+        for (name, sub) in &subs {
+            let cam = sub.slot(SLOT_CAMERA);
+            let _ = camera_track(name, &cam);
+            let rep = analyze(&cam.pkts, sub.connected_at);
+            eprintln!("{name} camera: {}", rep.line());
+            let first = rep.first_key_after.unwrap_or_else(|| {
+                panic!(
+                    "{name}: no keyframe at all — the SFU did not ask the publisher for one (publisher: {})",
+                    publisher.stats.summary()
+                )
+            });
+            assert!(
+                first <= KEYFRAME_DEADLINE,
+                "{name}: first keyframe {:.2}s after connecting: {}",
+                first.as_secs_f64(),
+                rep.line()
+            );
+            assert!(
+                rep.span >= Duration::from_secs(5) && rep.missing == 0 && rep.ssrcs.len() == 1,
+                "{name}: unsteady stream: {}",
+                rep.line()
+            );
+        }
+        assert!(total > before, "the publisher never received a PLI/FIR");
+        // throttled: two viewers joining must not cause a PLI storm (≤ 1 per layer per second
+        // would be 24 in 8 s)
+        assert!(
+            total - before <= 24,
+            "{} PLI/FIR in 8 s for two joining viewers: not throttled ({})",
+            total - before,
+            publisher.stats.summary()
+        );
+        drop(subs);
+        publisher.vanish().await;
+    });
+}
