@@ -1,0 +1,43 @@
+# Two commands matter: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: deps build release demo test test-rust test-web lint fmt bench clean
+
+deps:
+	./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --workspace
+
+release: deps
+	$(CARGO) build --release -p sfu
+
+demo: release
+	./scripts/demo.sh
+
+test: deps
+	$(CARGO) build -p sfu
+	$(CARGO) test --workspace
+	cd web && SFU_BIN=$(CURDIR)/target/debug/sfu node --test tests/
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-web:
+	$(CARGO) build -p sfu
+	cd web && SFU_BIN=$(CURDIR)/target/debug/sfu node --test tests/
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench -p sfu
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A demo lesson on this machine: the SFU, a synthetic teacher (headless Chromium with a fake
+# camera and mic) and two synthetic classrooms; prints the pages to open. Ctrl-C stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HTTP=${SFU_HTTP:-127.0.0.1:7800}
+MEDIA_PORT=${SFU_MEDIA_PORT:-7801}
+ROOM=${ROOM:-demo}
+export CLASSROOM_SECRET=${CLASSROOM_SECRET:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
+SFU=./target/release/sfu
+mkdir -p artifacts
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+"$SFU" serve --http "$HTTP" --media-port "$MEDIA_PORT" >artifacts/demo-sfu.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS "http://$HTTP/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://$HTTP/healthz" >/dev/null || { echo "SFU did not start; see artifacts/demo-sfu.log"; exit 1; }
+
+tok() { "$SFU" token --room "$ROOM" --role "$1" --sub "$2" --name "$3" --ttl 4h; }
+TEACHER=$(tok teacher central-school-1 "王老师（中心校）")
+C1=$(tok classroom point-1 "一号教学点")
+C2=$(tok classroom point-2 "二号教学点")
+C3=$(tok classroom point-3 "三号教学点")
+OBS=$(tok observer bureau "教育局巡课")
+
+BASE="http://$HTTP"
+(cd web && node tools/synthetic.mjs \
+  "$BASE/teacher.html?room=$ROOM&token=$TEACHER&autostart=1" \
+  "$BASE/classroom.html?room=$ROOM&token=$C1" \
+  "$BASE/classroom.html?room=$ROOM&token=$C2") >artifacts/demo-synthetic.log 2>&1 &
+pids+=($!)
+
+cat <<MSG
+
+演示课堂已开始 / The demo lesson is running (room "$ROOM").
+  A synthetic teacher publishes a test camera and tone; two synthetic classrooms play it.
+
+  Open a classroom page (plays the lesson):
+    $BASE/classroom.html?room=$ROOM&token=$C3
+  Observer view:
+    $BASE/classroom.html?room=$ROOM&token=$OBS
+  Room state (JSON):  $BASE/api/rooms/$ROOM
+  Prometheus metrics: $BASE/metrics
+  Logs: artifacts/demo-sfu.log, artifacts/demo-synthetic.log
+
+Press Ctrl-C to stop.
+MSG
+wait "${pids[0]}"
