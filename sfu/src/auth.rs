@@ -79,7 +79,10 @@ pub enum AuthError {
 impl AuthError {
     /// 401 for a token that does not prove who you are, 403 for one that proves it but forbids this.
     pub fn is_forbidden(&self) -> bool {
-        matches!(self, AuthError::WrongRoom { .. } | AuthError::Forbidden { .. })
+        matches!(
+            self,
+            AuthError::WrongRoom { .. } | AuthError::Forbidden { .. }
+        )
     }
 }
 
@@ -180,7 +183,13 @@ mod tests {
     fn mint_and_verify_round_trip() {
         let keys = TokenKeys::new("s3cret").unwrap();
         let t = keys
-            .mint("r1", Role::Teacher, "school-1", "王老师", Duration::from_secs(60))
+            .mint(
+                "r1",
+                Role::Teacher,
+                "school-1",
+                "王老师",
+                Duration::from_secs(60),
+            )
             .unwrap();
         let c = keys.verify_for_room(Some(&t), "r1").unwrap();
         assert_eq!(c.sub, "school-1");
@@ -205,7 +214,10 @@ mod tests {
         // exp == now; with no leeway it is rejected once the second has passed.
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(keys.verify(&expired), Err(AuthError::Expired));
-        assert!(matches!(keys.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            keys.verify("not.a.jwt"),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

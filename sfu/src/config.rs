@@ -134,7 +134,9 @@ impl Config {
                     v.push_str(&format!("; username=\"{u}\""));
                 }
                 if let Some(c) = &s.credential {
-                    v.push_str(&format!("; credential=\"{c}\"; credential-type=\"password\""));
+                    v.push_str(&format!(
+                        "; credential=\"{c}\"; credential-type=\"password\""
+                    ));
                 }
                 v
             })
@@ -159,7 +161,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.media_port, 9000);
-        assert_eq!(c.advertised_ips(), vec!["203.0.113.7".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            c.advertised_ips(),
+            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(
             c.ice_server_links(),
             vec!["<stun:stun.example.org:3478>; rel=\"ice-server\"".to_string()]

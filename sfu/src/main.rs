@@ -8,7 +8,11 @@ use sfu::auth::{Role, TokenKeys};
 use sfu::config::Config;
 
 #[derive(Parser)]
-#[command(name = "sfu", version, about = "Selective forwarding unit for live synchronous classrooms")]
+#[command(
+    name = "sfu",
+    version,
+    about = "Selective forwarding unit for live synchronous classrooms"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -31,12 +31,16 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let rooms = IntGauge::new("sfu_rooms", "Rooms with at least one participant").unwrap();
@@ -58,29 +62,61 @@ impl Metrics {
             ]),
         )
         .unwrap();
-        registry.register(Box::new(forward_seconds.clone())).unwrap();
+        registry
+            .register(Box::new(forward_seconds.clone()))
+            .unwrap();
         Metrics {
             rooms,
             peers,
-            packets_in: counter("sfu_rtp_packets_in_total", "RTP packets received from publishers"),
-            bytes_in: counter("sfu_rtp_bytes_in_total", "RTP payload bytes received from publishers"),
-            packets_out: counter("sfu_rtp_packets_forwarded_total", "RTP packets forwarded to subscribers"),
-            bytes_out: counter("sfu_rtp_bytes_forwarded_total", "RTP payload bytes forwarded to subscribers"),
-            datagrams_in: counter("sfu_datagrams_in_total", "Datagrams received on the media port"),
-            datagrams_out: counter("sfu_datagrams_out_total", "Datagrams sent from the media port"),
+            packets_in: counter(
+                "sfu_rtp_packets_in_total",
+                "RTP packets received from publishers",
+            ),
+            bytes_in: counter(
+                "sfu_rtp_bytes_in_total",
+                "RTP payload bytes received from publishers",
+            ),
+            packets_out: counter(
+                "sfu_rtp_packets_forwarded_total",
+                "RTP packets forwarded to subscribers",
+            ),
+            bytes_out: counter(
+                "sfu_rtp_bytes_forwarded_total",
+                "RTP payload bytes forwarded to subscribers",
+            ),
+            datagrams_in: counter(
+                "sfu_datagrams_in_total",
+                "Datagrams received on the media port",
+            ),
+            datagrams_out: counter(
+                "sfu_datagrams_out_total",
+                "Datagrams sent from the media port",
+            ),
             dropped: counter_vec(
                 "sfu_dropped_datagrams_total",
                 "Datagrams dropped on the media port",
                 &["reason"],
             ),
-            nacks_received: counter("sfu_nacks_received_total", "NACKs received from subscribers"),
-            plis_received: counter("sfu_plis_received_total", "PLI/FIR received from subscribers"),
+            nacks_received: counter(
+                "sfu_nacks_received_total",
+                "NACKs received from subscribers",
+            ),
+            plis_received: counter(
+                "sfu_plis_received_total",
+                "PLI/FIR received from subscribers",
+            ),
             keyframe_requests_sent: counter(
                 "sfu_keyframe_requests_sent_total",
                 "Keyframe requests (PLI/FIR) sent to publishers",
             ),
-            keyframes_received: counter("sfu_keyframes_received_total", "Keyframes received from publishers"),
-            layer_switches: counter("sfu_layer_switches_total", "Source or layer switches in subscriber slots"),
+            keyframes_received: counter(
+                "sfu_keyframes_received_total",
+                "Keyframes received from publishers",
+            ),
+            layer_switches: counter(
+                "sfu_layer_switches_total",
+                "Source or layer switches in subscriber slots",
+            ),
             sessions_created: counter_vec(
                 "sfu_sessions_created_total",
                 "WHIP/WHEP sessions created",

@@ -157,10 +157,7 @@ impl SlotSource {
         match rid {
             None if self.layers.len() == 1 => Some(0),
             None => None,
-            Some(r) => self
-                .layers
-                .iter()
-                .position(|l| l.rid.as_deref() == Some(r)),
+            Some(r) => self.layers.iter().position(|l| l.rid.as_deref() == Some(r)),
         }
     }
 

@@ -50,11 +50,16 @@ pub async fn run(
             .map(|ip| SocketAddr::new(*ip, bound.port()))
             .unwrap_or(bound)
     };
-    let sockets = MediaSockets::bind(&config.media_bind, config.media_port, config.ice_tcp, advertise)
-        .map_err(|source| ServerError::MediaBind {
-            port: config.media_port,
-            source,
-        })?;
+    let sockets = MediaSockets::bind(
+        &config.media_bind,
+        config.media_port,
+        config.ice_tcp,
+        advertise,
+    )
+    .map_err(|source| ServerError::MediaBind {
+        port: config.media_port,
+        source,
+    })?;
     let rtc = Arc::new(RtcSettings {
         udp_candidates: sockets.udp_candidates(),
         tcp_candidates: sockets.tcp_candidates(),
@@ -75,12 +80,13 @@ pub async fn run(
         .spawn(move || media_loop.run())
         .map_err(ServerError::Media)?;
 
-    let listener = TcpListener::bind(config.http)
-        .await
-        .map_err(|source| ServerError::HttpBind {
-            addr: config.http,
-            source,
-        })?;
+    let listener =
+        TcpListener::bind(config.http)
+            .await
+            .map_err(|source| ServerError::HttpBind {
+                addr: config.http,
+                source,
+            })?;
     info!(
         http = %config.http,
         media = ?rtc.udp_candidates,

@@ -50,8 +50,18 @@ fn whep_offer() -> String {
     .join("\r\n")
 }
 
-async fn post_raw(sfu: &Sfu, path: &str, token: Option<&str>, ctype: &str, body: Vec<u8>) -> (u16, String) {
-    let mut req = sfu.client.post(sfu.url(path)).header("content-type", ctype).body(body);
+async fn post_raw(
+    sfu: &Sfu,
+    path: &str,
+    token: Option<&str>,
+    ctype: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let mut req = sfu
+        .client
+        .post(sfu.url(path))
+        .header("content-type", ctype)
+        .body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -75,16 +85,37 @@ fn malformed_requests_get_clear_errors() {
         let (st, _) = post_raw(&sfu, "/whep/r1", Some(&viewer), sdp, vec![0xff, 0xfe, 0x00]).await;
         assert_eq!(st, 400);
         // Wrong content type.
-        let (st, _) = post_raw(&sfu, "/whep/r1", Some(&viewer), "text/plain", whep_offer().into_bytes()).await;
+        let (st, _) = post_raw(
+            &sfu,
+            "/whep/r1",
+            Some(&viewer),
+            "text/plain",
+            whep_offer().into_bytes(),
+        )
+        .await;
         assert_eq!(st, 415);
         // Oversized body.
         let (st, _) = post_raw(&sfu, "/whep/r1", Some(&viewer), sdp, vec![b'a'; 200 * 1024]).await;
         assert_eq!(st, 413);
         // Unknown layer name and bad room name.
-        let (st, _) = post_raw(&sfu, "/whep/r1?layer=ultra", Some(&viewer), sdp, whep_offer().into_bytes()).await;
+        let (st, _) = post_raw(
+            &sfu,
+            "/whep/r1?layer=ultra",
+            Some(&viewer),
+            sdp,
+            whep_offer().into_bytes(),
+        )
+        .await;
         assert_eq!(st, 400);
         let bad_room_token = sfu.token("a b", "classroom", "x");
-        let (st, _) = post_raw(&sfu, "/whep/a%20b", Some(&bad_room_token), sdp, whep_offer().into_bytes()).await;
+        let (st, _) = post_raw(
+            &sfu,
+            "/whep/a%20b",
+            Some(&bad_room_token),
+            sdp,
+            whep_offer().into_bytes(),
+        )
+        .await;
         assert_eq!(st, 400);
         // Only codecs we do not forward.
         let pcmu_only = whep_offer()
@@ -92,17 +123,25 @@ fn malformed_requests_get_clear_errors() {
             .replace("SAVPF 111", "SAVPF 0")
             .replace("a=fmtp:111 minptime=10;useinbandfec=1\r\n", "")
             .replace("a=rtpmap:96 VP8/90000", "a=rtpmap:96 H263/90000");
-        let (st, body) = post_raw(&sfu, "/whep/r1", Some(&viewer), sdp, pcmu_only.into_bytes()).await;
+        let (st, body) =
+            post_raw(&sfu, "/whep/r1", Some(&viewer), sdp, pcmu_only.into_bytes()).await;
         assert!(st == 422 || st == 400, "unsupported codecs: {st} {body}");
 
         // A valid offer still works after all that.
         let ok = sfu.post_sdp("/whep/r1", Some(&viewer), &whep_offer()).await;
         assert_eq!(ok.status, 201, "{}", ok.body);
         let location = ok.location.clone().expect("Location");
-        let location = if location.starts_with("http") { location } else { sfu.url(&location) };
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            sfu.url(&location)
+        };
         let etag = ok.etag.clone().expect("ETag");
         assert!(ok.body.contains("a=ice-lite"), "ICE-lite answer");
-        assert!(ok.body.contains("a=candidate"), "answer carries our candidates");
+        assert!(
+            ok.body.contains("a=candidate"),
+            "answer carries our candidates"
+        );
 
         // PATCH: wrong ETag → 412, unknown session → 404, trickle → 204, restart → 200 + new ETag.
         let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n";
@@ -118,21 +157,37 @@ fn malformed_requests_get_clear_errors() {
             }
             req.send()
         };
-        let r = patch(location.clone(), Some("\"nope\"".into()), frag.into()).await.unwrap();
+        let r = patch(location.clone(), Some("\"nope\"".into()), frag.into())
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 412);
-        let r = patch(sfu.url("/whep/r1/0000"), None, frag.into()).await.unwrap();
+        let r = patch(sfu.url("/whep/r1/0000"), None, frag.into())
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 404);
-        let r = patch(location.clone(), Some(etag.clone()), frag.into()).await.unwrap();
+        let r = patch(location.clone(), Some(etag.clone()), frag.into())
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 204);
         let restart = "a=ice-ufrag:efgh\r\na=ice-pwd:zyxwvutsrqponmlkjihgfedc\r\n";
-        let r = patch(location.clone(), Some(etag.clone()), restart.into()).await.unwrap();
+        let r = patch(location.clone(), Some(etag.clone()), restart.into())
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        let new_etag = r.headers().get("etag").unwrap().to_str().unwrap().to_string();
+        let new_etag = r
+            .headers()
+            .get("etag")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
         assert_ne!(new_etag, etag);
         let text = r.text().await.unwrap();
         assert!(text.contains("a=ice-ufrag:"), "{text}");
         // The old ETag no longer matches.
-        let r = patch(location.clone(), Some(etag), frag.into()).await.unwrap();
+        let r = patch(location.clone(), Some(etag), frag.into())
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 412);
 
         // DELETE needs a token; another classroom may not end this one's session.
@@ -173,7 +228,10 @@ fn garbage_on_the_media_port_is_dropped() {
         let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
         rtp.extend_from_slice(&[0u8; 100]);
         let _ = udp.send_to(&rtp, target);
-        let _ = udp.send_to(&[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3], target);
+        let _ = udp.send_to(
+            &[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3],
+            target,
+        );
         let ufrag = ok
             .body
             .lines()
@@ -199,12 +257,18 @@ fn garbage_on_the_media_port_is_dropped() {
         let _ = udp.send_to(&lying, target);
 
         // ICE-TCP: garbage, an oversized frame, and connections that never speak.
-        for payload in [vec![0xffu8, 0xff, 1, 2, 3], b"GET / HTTP/1.1\r\n\r\n".to_vec(), vec![0, 4, 1, 2, 3, 4]] {
+        for payload in [
+            vec![0xffu8, 0xff, 1, 2, 3],
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            vec![0, 4, 1, 2, 3, 4],
+        ] {
             if let Ok(mut s) = TcpStream::connect(target) {
                 let _ = s.write_all(&payload);
             }
         }
-        let idle: Vec<TcpStream> = (0..20).filter_map(|_| TcpStream::connect(target).ok()).collect();
+        let idle: Vec<TcpStream> = (0..20)
+            .filter_map(|_| TcpStream::connect(target).ok())
+            .collect();
 
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(sfu.is_running(), "the SFU survived");
@@ -216,7 +280,10 @@ fn garbage_on_the_media_port_is_dropped() {
             .filter(|l| l.starts_with("sfu_dropped_datagrams_total"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
-        assert!(dropped >= 100.0, "garbage counted as dropped: {dropped}\n{metrics}");
+        assert!(
+            dropped >= 100.0,
+            "garbage counted as dropped: {dropped}\n{metrics}"
+        );
         // The session and the API still work; a new session can be made.
         let (st, room) = sfu.get("/api/rooms/r2").await;
         assert_eq!(st, 200, "{room}");

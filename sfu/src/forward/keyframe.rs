@@ -105,7 +105,9 @@ fn h264_keyframe(p: &[u8]) -> bool {
             let mut i = 1;
             while i + 2 < p.len() {
                 let size = u16::from_be_bytes([p[i], p[i + 1]]) as usize;
-                let Some(&nal) = p.get(i + 2) else { return false };
+                let Some(&nal) = p.get(i + 2) else {
+                    return false;
+                };
                 if matches!(nal & 0x1f, 5 | 7) {
                     return true;
                 }
@@ -158,12 +160,15 @@ mod tests {
         assert!(starts_keyframe(Codec::H264, &[0x65, 0x88])); // IDR
         assert!(starts_keyframe(Codec::H264, &[0x67, 0x42])); // SPS
         assert!(!starts_keyframe(Codec::H264, &[0x41, 0x9a])); // non-IDR
-        // STAP-A carrying SPS and PPS.
+                                                               // STAP-A carrying SPS and PPS.
         assert!(starts_keyframe(
             Codec::H264,
             &[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]
         ));
-        assert!(!starts_keyframe(Codec::H264, &[0x78, 0x00, 0x02, 0x41, 0x42]));
+        assert!(!starts_keyframe(
+            Codec::H264,
+            &[0x78, 0x00, 0x02, 0x41, 0x42]
+        ));
         // Truncated STAP-A must not panic.
         assert!(!starts_keyframe(Codec::H264, &[0x78, 0xff, 0xff]));
         // FU-A start of an IDR, and a middle fragment.

@@ -27,11 +27,6 @@ impl KeyframeThrottle {
             }
         }
     }
-
-    /// A keyframe arrived; the next need may be requested right away.
-    pub fn keyframe_seen(&mut self) {
-        self.last = None;
-    }
 }
 
 #[cfg(test)]
@@ -52,15 +47,5 @@ mod tests {
             }
         }
         assert_eq!(sent, 4);
-    }
-
-    #[test]
-    fn keyframe_resets_the_window() {
-        let t0 = Instant::now();
-        let mut k = KeyframeThrottle::new(Duration::from_millis(500));
-        assert!(k.try_request(t0));
-        assert!(!k.try_request(t0 + Duration::from_millis(100)));
-        k.keyframe_seen();
-        assert!(k.try_request(t0 + Duration::from_millis(100)));
     }
 }

@@ -109,7 +109,10 @@ mod tests {
         let mut outs = vec![];
         for i in 0..10u64 {
             let t = t0 + Duration::from_millis(33 * i);
-            outs.push(r.rewrite(a, 50_000 + i, 1_000_000 + 2970 * i as u32, t).unwrap());
+            outs.push(
+                r.rewrite(a, 50_000 + i, 1_000_000 + 2970 * i as u32, t)
+                    .unwrap(),
+            );
         }
         assert_eq!(outs[0], (1000, 1_000_000));
         // Switch to a layer with unrelated numbering 33 ms after the last packet.
@@ -121,7 +124,9 @@ mod tests {
         // Old-source packets are no longer forwarded.
         assert_eq!(r.rewrite(a, 50_010, 0, t), None);
         // Timestamp wraps in the source: output keeps increasing modulo 2^32.
-        let (s2, ts2) = r.rewrite(b, 8, 4_000_000_000u32.wrapping_add(400_000_000), t).unwrap();
+        let (s2, ts2) = r
+            .rewrite(b, 8, 4_000_000_000u32.wrapping_add(400_000_000), t)
+            .unwrap();
         assert_eq!(s2, 1011);
         assert_eq!(ts2.wrapping_sub(ts), 400_000_000);
         // A reconnect (new source) 2 s later: sequence continues, timestamp advances 2 s.

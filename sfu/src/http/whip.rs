@@ -49,11 +49,13 @@ fn valid_room(room: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn authorize(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, Response> {
-    let token = bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()));
-    s.keys
-        .verify_for_room(token, room)
-        .map_err(|e| auth_error(s, e))
+fn authorize(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, AuthError> {
+    let token = bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    s.keys.verify_for_room(token, room)
 }
 
 fn is_content_type(headers: &HeaderMap, want: &str) -> bool {
@@ -70,7 +72,15 @@ pub async fn post_whip(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    create(s, room, headers, body, SessionKind::Publish, LayerPref::High).await
+    create(
+        s,
+        room,
+        headers,
+        body,
+        SessionKind::Publish,
+        LayerPref::High,
+    )
+    .await
 }
 
 pub async fn post_whep(
@@ -97,21 +107,32 @@ async fn create(
     pref: LayerPref,
 ) -> Response {
     if !valid_room(&room) {
-        return reject(&s, StatusCode::BAD_REQUEST, "room names use letters, digits, '-', '_' and '.' (at most 64)");
+        return reject(
+            &s,
+            StatusCode::BAD_REQUEST,
+            "room names use letters, digits, '-', '_' and '.' (at most 64)",
+        );
     }
     let claims = match authorize(&s, &headers, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return auth_error(&s, e),
     };
     if kind == SessionKind::Publish && !matches!(claims.role, Role::Teacher | Role::Admin) {
         return reject(
             &s,
             StatusCode::FORBIDDEN,
-            format!("role {} may not publish the lesson (teacher only)", claims.role),
+            format!(
+                "role {} may not publish the lesson (teacher only)",
+                claims.role
+            ),
         );
     }
     if !is_content_type(&headers, SDP) {
-        return reject(&s, StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the offer as application/sdp");
+        return reject(
+            &s,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the offer as application/sdp",
+        );
     }
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return reject(&s, StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
@@ -120,7 +141,16 @@ async fn create(
     let settings = s.rtc.clone();
     let (room2, id2) = (room.clone(), id.clone());
     let built = tokio::task::spawn_blocking(move || {
-        accept_offer(&settings, id2, room2, claims, kind, pref, &offer, Instant::now())
+        accept_offer(
+            &settings,
+            id2,
+            room2,
+            claims,
+            kind,
+            pref,
+            &offer,
+            Instant::now(),
+        )
     })
     .await;
     let ns = match built {
@@ -129,7 +159,13 @@ async fn create(
             return reject(&s, StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }
         Ok(Err(e)) => return reject(&s, StatusCode::BAD_REQUEST, e.to_string()),
-        Err(_) => return reject(&s, StatusCode::INTERNAL_SERVER_ERROR, "offer handling failed"),
+        Err(_) => {
+            return reject(
+                &s,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "offer handling failed",
+            )
+        }
     };
     let answer = ns.answer.clone();
     let etag = match s.media.call(|tx| Command::Add(Box::new(ns), tx)).await {
@@ -137,7 +173,16 @@ async fn create(
         Ok(Err(LoopError::Conflict(m))) => return reject(&s, StatusCode::CONFLICT, m),
         Ok(Err(e)) | Err(e) => return reject(&s, StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let location = format!("/{}/{}/{}", if kind == SessionKind::Publish { "whip" } else { "whep" }, room, id);
+    let location = format!(
+        "/{}/{}/{}",
+        if kind == SessionKind::Publish {
+            "whip"
+        } else {
+            "whep"
+        },
+        room,
+        id
+    );
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -176,14 +221,22 @@ pub async fn patch_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authorize(&s, &headers, &room) {
-        return r;
+    if let Err(e) = authorize(&s, &headers, &room) {
+        return auth_error(&s, e);
     }
     if !is_content_type(&headers, SDPFRAG) {
-        return reject(&s, StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("PATCH takes {SDPFRAG}"));
+        return reject(
+            &s,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("PATCH takes {SDPFRAG}"),
+        );
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return reject(&s, StatusCode::BAD_REQUEST, "the fragment is not UTF-8 text");
+        return reject(
+            &s,
+            StatusCode::BAD_REQUEST,
+            "the fragment is not UTF-8 text",
+        );
     };
     let frag = parse_sdpfrag(text);
     let if_match = headers
@@ -212,9 +265,11 @@ pub async fn patch_session(
             r
         }
         Ok(Err(LoopError::NotFound)) => reject(&s, StatusCode::NOT_FOUND, "no such session"),
-        Ok(Err(LoopError::PreconditionFailed)) => {
-            reject(&s, StatusCode::PRECONDITION_FAILED, LoopError::PreconditionFailed.to_string())
-        }
+        Ok(Err(LoopError::PreconditionFailed)) => reject(
+            &s,
+            StatusCode::PRECONDITION_FAILED,
+            LoopError::PreconditionFailed.to_string(),
+        ),
         Ok(Err(e @ LoopError::Restart(_))) => reject(&s, StatusCode::BAD_REQUEST, e.to_string()),
         Ok(Err(e)) | Err(e) => reject(&s, StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
@@ -227,7 +282,7 @@ pub async fn delete_session(
 ) -> Response {
     let who = match authorize(&s, &headers, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(e) => return auth_error(&s, e),
     };
     match s
         .media

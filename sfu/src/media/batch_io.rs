@@ -121,7 +121,10 @@ mod linux {
                 // SAFETY: the family says the storage holds a sockaddr_in.
                 let sin = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says the storage holds a sockaddr_in6.
@@ -188,7 +191,8 @@ mod linux {
                 });
             }
             // SAFETY: zeroed mmsghdr is valid; fields are filled below.
-            let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len()).map(|_| unsafe { zeroed() }).collect();
+            let mut msgs: Vec<libc::mmsghdr> =
+                (0..chunk.len()).map(|_| unsafe { zeroed() }).collect();
             for i in 0..chunk.len() {
                 msgs[i].msg_hdr.msg_name = &mut names[i].0 as *mut _ as *mut libc::c_void;
                 msgs[i].msg_hdr.msg_namelen = names[i].1;

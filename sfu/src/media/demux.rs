@@ -26,7 +26,7 @@ pub fn classify(buf: &[u8]) -> PacketClass {
 }
 
 fn is_stun(buf: &[u8]) -> bool {
-    buf.len() >= 20 && buf[4..8] == STUN_MAGIC && buf[0] & 0xc0 == 0 && buf.len() % 4 == 0
+    buf.len() >= 20 && buf[4..8] == STUN_MAGIC && buf[0] & 0xc0 == 0 && buf.len().is_multiple_of(4)
 }
 
 /// Our ufrag from a STUN message's USERNAME attribute, if it has one.

@@ -126,6 +126,8 @@ struct Room {
     publisher: Option<(u64, String)>,
 }
 
+// Nearly all work is RTP; boxing it would cost an allocation per packet.
+#[allow(clippy::large_enum_variant)]
 enum Work {
     Rtp(u64, RtpPacket),
     KeyframeRequest(u64, Mid, KeyframeRequestKind),
@@ -248,7 +250,9 @@ impl MediaSockets {
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn codec_of(p: &PayloadParams) -> Codec {
@@ -318,10 +322,8 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 _ => {}
             }
         }
-        Event::RtpPacket(p) => {
-            if s.kind == SessionKind::Publish {
-                work.push_back(Work::Rtp(s.key, p));
-            }
+        Event::RtpPacket(p) if s.kind == SessionKind::Publish => {
+            work.push_back(Work::Rtp(s.key, p));
         }
         Event::KeyframeRequest(r) => {
             metrics.plis_received.inc();
@@ -329,9 +331,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
         }
         Event::MediaEgressStats(st) => {
             let prev = s.stats.nacks.insert(st.mid, st.nacks).unwrap_or(0);
-            metrics
-                .nacks_received
-                .inc_by(st.nacks.saturating_sub(prev));
+            metrics.nacks_received.inc_by(st.nacks.saturating_sub(prev));
             s.stats.plis.insert(st.mid, st.plis + st.firs);
             if st.loss.is_some() {
                 s.stats.loss = st.loss;
@@ -548,9 +548,19 @@ impl MediaLoop {
         self.by_addr.get(&(proto, source)).copied()
     }
 
-    fn input(&mut self, key: u64, proto: Protocol, source: SocketAddr, dest: SocketAddr, buf: &[u8]) {
+    fn input(
+        &mut self,
+        key: u64,
+        proto: Protocol,
+        source: SocketAddr,
+        dest: SocketAddr,
+        buf: &[u8],
+    ) {
         let Ok(contents) = buf.try_into() else {
-            self.metrics.dropped.with_label_values(&["unparsable"]).inc();
+            self.metrics
+                .dropped
+                .with_label_values(&["unparsable"])
+                .inc();
             return;
         };
         let Some(s) = self.sessions.get_mut(&key) else {
@@ -566,7 +576,10 @@ impl MediaLoop {
             },
         );
         if !s.rtc.accepts(&input) {
-            self.metrics.dropped.with_label_values(&["not_accepted"]).inc();
+            self.metrics
+                .dropped
+                .with_label_values(&["not_accepted"])
+                .inc();
             return;
         }
         if let Err(e) = s.rtc.handle_input(input) {
@@ -698,7 +711,10 @@ impl MediaLoop {
                     Ok(None) => break,
                     Err(e) => {
                         debug!(peer = %c.peer, "closing ICE-TCP connection: {e}");
-                        self.metrics.dropped.with_label_values(&["tcp_framing"]).inc();
+                        self.metrics
+                            .dropped
+                            .with_label_values(&["tcp_framing"])
+                            .inc();
                         close = true;
                         break;
                     }
@@ -757,7 +773,10 @@ impl MediaLoop {
                 } else {
                     Interest::READABLE
                 };
-                let _ = self.poll.registry().reregister(&mut c.stream, token, interest);
+                let _ = self
+                    .poll
+                    .registry()
+                    .reregister(&mut c.stream, token, interest);
                 c.wants_write = want;
             }
         }
@@ -808,7 +827,10 @@ impl MediaLoop {
             let mut touched = vec![];
             for (src, dst, data) in tcp {
                 let Some(token) = self.tcp_by_pair.get(&(src, dst)).copied() else {
-                    self.metrics.dropped.with_label_values(&["tcp_no_conn"]).inc();
+                    self.metrics
+                        .dropped
+                        .with_label_values(&["tcp_no_conn"])
+                        .inc();
                     continue;
                 };
                 if let Some(c) = self.tcp.get_mut(&token) {
@@ -832,7 +854,9 @@ impl MediaLoop {
         while let Some(w) = self.work.pop_front() {
             match w {
                 Work::Rtp(from, pkt) => self.forward(from, pkt),
-                Work::KeyframeRequest(from, mid, kind) => self.subscriber_keyframe_request(from, mid, kind),
+                Work::KeyframeRequest(from, mid, kind) => {
+                    self.subscriber_keyframe_request(from, mid, kind)
+                }
                 Work::Connected(key) => self.on_connected(key),
             }
         }
@@ -995,14 +1019,19 @@ impl MediaLoop {
             }
             metrics.packets_out.inc();
             metrics.bytes_out.inc_by(pkt.payload.len() as u64);
-            metrics
-                .forward_seconds
-                .observe(Instant::now().saturating_duration_since(pkt.timestamp).as_secs_f64());
+            metrics.forward_seconds.observe(
+                Instant::now()
+                    .saturating_duration_since(pkt.timestamp)
+                    .as_secs_f64(),
+            );
         }
     }
 
     /// Ask the publisher of `source` for a keyframe, at most once per interval per layer.
     fn request_keyframe(&mut self, room: &str, slot: Slot, source: SourceId, now: Instant) {
+        if slot.is_audio() {
+            return;
+        }
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -1071,7 +1100,8 @@ impl MediaLoop {
                         .layer_switches
                         .inc_by(out.forwarder.switches() - before);
                 }
-                if s.connected {
+                // Audio switches on any packet; only video waits for (and asks for) keyframes.
+                if s.connected && !slot.is_audio() {
                     if let Some(src) = out.forwarder.waiting_for_keyframe() {
                         wants.push((*slot, src));
                     }
@@ -1095,13 +1125,20 @@ impl MediaLoop {
         // Count switches that completed since the last tick.
         let mut expired = vec![];
         for (key, s) in &self.sessions {
-            let never_connected =
-                !s.connected && now.saturating_duration_since(s.created) > self.settings.connect_timeout;
+            let never_connected = !s.connected
+                && now.saturating_duration_since(s.created) > self.settings.connect_timeout;
             let gone = s
                 .disconnected_at
                 .is_some_and(|t| now.saturating_duration_since(t) > DISCONNECT_GRACE);
             if never_connected || gone || !s.rtc.is_alive() {
-                expired.push((*key, if never_connected { "connect timeout" } else { "ICE lost" }));
+                expired.push((
+                    *key,
+                    if never_connected {
+                        "connect timeout"
+                    } else {
+                        "ICE lost"
+                    },
+                ));
             }
         }
         for (key, why) in expired {
@@ -1110,7 +1147,9 @@ impl MediaLoop {
         let stale: Vec<Token> = self
             .tcp
             .iter()
-            .filter(|(_, c)| !c.bound && now.saturating_duration_since(c.opened) > TCP_UNBOUND_TIMEOUT)
+            .filter(|(_, c)| {
+                !c.bound && now.saturating_duration_since(c.opened) > TCP_UNBOUND_TIMEOUT
+            })
             .map(|(t, _)| *t)
             .collect();
         for t in stale {
@@ -1309,7 +1348,10 @@ impl MediaLoop {
             _ => false,
         };
         let outcome = if remote_changed {
-            let (u, p) = (frag.ufrag.clone().unwrap_or_default(), frag.pwd.clone().unwrap_or_default());
+            let (u, p) = (
+                frag.ufrag.clone().unwrap_or_default(),
+                frag.pwd.clone().unwrap_or_default(),
+            );
             let offer = offer_with_credentials(&s.offer, &u, &p);
             let parsed = str0m::change::SdpOffer::from_sdp_string(&offer)
                 .map_err(|e| LoopError::Restart(e.to_string()))?;
@@ -1492,4 +1534,3 @@ impl MediaLoop {
         info!("media loop stopped");
     }
 }
-

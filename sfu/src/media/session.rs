@@ -175,7 +175,10 @@ pub fn accept_offer(
             (Kind::Audio, MediaKind::Audio) | (Kind::Video, MediaKind::Video)
         );
         if media.disabled() || !has_codec || !kind_ok {
-            unusable.push(format!("{} (mid {mid})", if *k == Kind::Audio { "audio" } else { "video" }));
+            unusable.push(format!(
+                "{} (mid {mid})",
+                if *k == Kind::Audio { "audio" } else { "video" }
+            ));
             continue;
         }
         let rids = match media.rids_rx() {
@@ -285,7 +288,10 @@ mod tests {
         let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\nm=video 9 UDP 96\r\na=mid:1\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:2\r\n";
         assert_eq!(
             mlines(sdp),
-            vec![(Kind::Audio, Some("0".into())), (Kind::Video, Some("1".into()))]
+            vec![
+                (Kind::Audio, Some("0".into())),
+                (Kind::Video, Some("1".into()))
+            ]
         );
     }
 

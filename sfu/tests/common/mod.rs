@@ -44,8 +44,7 @@ use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndicat
 use webrtc::rtp::header::Header;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::{
-    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
-    RTPCodecType,
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiver, RTCRtpTransceiverInit};
@@ -84,6 +83,23 @@ pub fn run<F: Future<Output = ()>>(name: &str, limit: Duration, body: F) {
     }
 }
 
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\u{1b}' && it.peek() == Some(&'[') {
+            for d in it.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn tail(path: &Path, lines: usize) -> String {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -94,7 +110,7 @@ fn tail(path: &Path, lines: usize) -> String {
     let _ = f.seek(SeekFrom::Start(start));
     let mut buf = Vec::new();
     let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
+    let text = strip_ansi(&String::from_utf8_lossy(&buf));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -169,8 +185,11 @@ impl Sfu {
             let media_port = free_media_port();
             let secret = format!("{:032x}", rand::random::<u128>());
             let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
-            let log_path = std::env::temp_dir()
-                .join(format!("sfu-webrtc-rs-{}-{}.log", std::process::id(), id));
+            let log_path = std::env::temp_dir().join(format!(
+                "sfu-webrtc-rs-{}-{}.log",
+                std::process::id(),
+                id
+            ));
             let log = std::fs::File::create(&log_path).expect("create sfu log");
             let child = Command::new(env!("CARGO_BIN_EXE_sfu"))
                 .args([
@@ -274,6 +293,40 @@ impl Sfu {
         tail(&self.log_path, lines)
     }
 
+    /// Prints `GET /api/rooms/{room}` (the SFU's own counters, for diagnosis).
+    pub async fn dump_room(&self, room: &str) {
+        let (st, body) = self.get(&format!("/api/rooms/{room}")).await;
+        eprintln!("GET /api/rooms/{room} -> {st}: {body}");
+    }
+
+    /// The whole log without ANSI colour codes.
+    pub fn log_text(&self) -> String {
+        let raw = std::fs::read(&self.log_path).unwrap_or_default();
+        strip_ansi(&String::from_utf8_lossy(&raw))
+    }
+
+    /// Ends a test: SIGTERM must give exit code 0 within 15 s, and the log must hold no panic
+    /// and no ERROR line.
+    pub async fn finish(&mut self) {
+        let status = self.shutdown().await;
+        assert!(
+            matches!(status, Some(s) if s.success()),
+            "sfu did not exit 0 within 15 s of SIGTERM: {status:?}\n{}",
+            self.log_tail(40)
+        );
+        let log = self.log_text();
+        let bad: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("panicked") || l.contains(" ERROR "))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "sfu log has {} panic/ERROR lines:\n{}",
+            bad.len(),
+            bad.iter().take(20).copied().collect::<Vec<_>>().join("\n")
+        );
+    }
+
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.
     pub async fn shutdown(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
@@ -330,7 +383,13 @@ pub fn mint_token(secret: &str, room: &str, role: &str, sub: &str) -> String {
 }
 
 /// Runs `sfu token [--ttl TTL]` with the given secret.
-pub fn mint_token_ttl(secret: &str, room: &str, role: &str, sub: &str, ttl: Option<&str>) -> String {
+pub fn mint_token_ttl(
+    secret: &str,
+    room: &str,
+    role: &str,
+    sub: &str,
+    ttl: Option<&str>,
+) -> String {
     let mut args = vec!["token", "--room", room, "--role", role, "--sub", sub];
     if let Some(t) = ttl {
         args.extend(["--ttl", t]);
@@ -410,7 +469,8 @@ pub enum VideoCodec {
     H264,
 }
 
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 fn video_feedback() -> Vec<RTCPFeedback> {
     vec![
@@ -466,8 +526,26 @@ pub fn video_params(c: VideoCodec) -> RTCRtpCodecParameters {
     }
 }
 
+/// Which side of the SFU a webrtc-rs peer connection is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// WHIP: sends, may send simulcast (needs the rid header extensions).
+    Publisher,
+    /// WHEP: receives only.
+    Subscriber,
+}
+
 /// An API whose peer connections gather exactly one candidate: UDP on 127.0.0.1.
-pub fn build_api(video: &[VideoCodec]) -> API {
+///
+/// Subscribers do not offer the rtp-stream-id extensions, to stay clear of a webrtc-rs 0.17
+/// race: when the SFU's first SRTP packets for an SSRC declared in the answer arrive before
+/// webrtc-rs has started that receiver (common on a loaded machine), the SRTP session hands
+/// the stream to its "undeclared SSRC" simulcast prober, which eats up to
+/// SIMULCAST_PROBE_COUNT packets looking for a rid and then *closes* the stream; the track's
+/// reader then fails with "buffer: closed" and the viewer silently receives nothing more.
+/// Without a negotiated rid extension the prober gives up before touching the stream, and the
+/// receiver started from the answer's a=ssrc line gets every packet.
+pub fn build_api(video: &[VideoCodec], side: Side) -> API {
     let mut m = MediaEngine::default();
     m.register_codec(opus_params(), RTPCodecType::Audio)
         .expect("register opus");
@@ -475,11 +553,15 @@ pub fn build_api(video: &[VideoCodec]) -> API {
         m.register_codec(video_params(*c), RTPCodecType::Video)
             .expect("register video codec");
     }
-    for uri in [
-        webrtc::sdp::extmap::SDES_MID_URI,
-        webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
-        webrtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
-    ] {
+    let video_exts: &[&str] = match side {
+        Side::Publisher => &[
+            webrtc::sdp::extmap::SDES_MID_URI,
+            webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+            webrtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI,
+        ],
+        Side::Subscriber => &[webrtc::sdp::extmap::SDES_MID_URI],
+    };
+    for &uri in video_exts {
         m.register_header_extension(
             RTCRtpHeaderExtensionCapability {
                 uri: uri.to_owned(),
@@ -564,7 +646,7 @@ impl PcState {
                 self.states()
             )),
             Ok(Err(_)) => Err("state channel closed".into()),
-            Ok(Ok(s)) if s == RTCPeerConnectionState::Connected => {
+            Ok(Ok(RTCPeerConnectionState::Connected)) => {
                 Ok(lock(&self.connected_at).unwrap_or_else(Instant::now))
             }
             Ok(Ok(s)) => Err(format!("peer connection went {s} instead of connected")),
@@ -606,7 +688,7 @@ async fn gathered_offer(pc: &RTCPeerConnection) -> Result<String, String> {
 /// A complete, valid offer (audio + VP8 video, sendonly) from a throwaway peer connection,
 /// for requests that are meant to be refused for other reasons than the SDP.
 pub async fn throwaway_offer() -> String {
-    let api = build_api(&[VideoCodec::Vp8]);
+    let api = build_api(&[VideoCodec::Vp8], Side::Publisher);
     let pc = api
         .new_peer_connection(RTCConfiguration::default())
         .await
@@ -1020,13 +1102,72 @@ pub struct LayerStats {
     pub keyframes: AtomicU32,
     pub packets: AtomicU64,
     pub write_errors: AtomicU64,
+    /// SSRC webrtc-rs sends this layer with (known once connected)
+    pub ssrc: AtomicU32,
+    /// arrival times of PLI/FIR for this layer
+    pub requests_at: Mutex<Vec<Instant>>,
     force_key: AtomicBool,
+}
+
+impl LayerStats {
+    /// The shortest time between two consecutive keyframe requests on this layer.
+    pub fn min_request_spacing(&self) -> Option<Duration> {
+        let at = lock(&self.requests_at);
+        at.windows(2).map(|w| w[1] - w[0]).min()
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct PubStats {
     pub layers: Vec<LayerStats>,
     pub audio_packets: AtomicU64,
+    pub audio_ssrc: AtomicU32,
+    /// keyframe requests naming the audio SSRC
+    pub stray_requests: Mutex<Vec<String>>,
+}
+
+impl PubStats {
+    /// Counts the PLI/FIR in one RTCP compound that name the reader's own SSRC (`layer`:
+    /// index of a video layer, None: the audio sender). webrtc-rs hands a compound to the
+    /// reader of *every* SSRC it names, so counting only the own SSRC counts each request once.
+    fn on_rtcp(
+        &self,
+        layer: Option<usize>,
+        pkts: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>],
+    ) {
+        let own = match layer {
+            Some(i) => self.layers[i].ssrc.load(Ordering::SeqCst),
+            None => self.audio_ssrc.load(Ordering::SeqCst),
+        };
+        for p in pkts {
+            let any = p.as_any();
+            let (kind, ssrcs): (&str, Vec<u32>) =
+                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                    ("PLI", vec![pli.media_ssrc])
+                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                    ("FIR", fir.fir.iter().map(|e| e.ssrc).collect())
+                } else {
+                    continue;
+                };
+            for ssrc in ssrcs.into_iter().filter(|s| *s == own) {
+                match layer.map(|i| &self.layers[i]) {
+                    Some(ls) => {
+                        if kind == "PLI" {
+                            ls.plis.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            ls.firs.fetch_add(1, Ordering::SeqCst);
+                        }
+                        lock(&ls.requests_at).push(Instant::now());
+                        ls.force_key.store(true, Ordering::SeqCst);
+                    }
+                    None => {
+                        lock(&self.stray_requests)
+                            .push(format!("{kind} for the audio SSRC {ssrc}"));
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl PubStats {
@@ -1050,7 +1191,20 @@ impl PubStats {
                 l.write_errors.load(Ordering::SeqCst)
             );
         }
-        let _ = write!(s, "[audio: {} pkts]", self.audio_packets.load(Ordering::SeqCst));
+        let _ = write!(
+            s,
+            "[audio: {} pkts]",
+            self.audio_packets.load(Ordering::SeqCst)
+        );
+        let stray = lock(&self.stray_requests);
+        if !stray.is_empty() {
+            let _ = write!(
+                s,
+                " [{} stray keyframe requests, e.g. {}]",
+                stray.len(),
+                stray[0]
+            );
+        }
         s
     }
 }
@@ -1077,7 +1231,7 @@ impl Publisher {
         token: &str,
         opts: PublisherOpts,
     ) -> Result<Publisher, String> {
-        let api = build_api(&[opts.codec]);
+        let api = build_api(&[opts.codec], Side::Publisher);
         let pc = Arc::new(
             api.new_peer_connection(RTCConfiguration::default())
                 .await
@@ -1097,7 +1251,7 @@ impl Publisher {
                     ..Default::default()
                 })
                 .collect(),
-            audio_packets: AtomicU64::new(0),
+            ..Default::default()
         });
 
         let sendonly = || {
@@ -1179,13 +1333,28 @@ impl Publisher {
             .clone()
             .ok_or("WHIP 201 without a Location header")?;
         pc.set_remote_description(
-            RTCSessionDescription::answer(resp.body.clone())
-                .map_err(|e| format!("answer: {e}"))?,
+            RTCSessionDescription::answer(resp.body.clone()).map_err(|e| format!("answer: {e}"))?,
         )
         .await
         .map_err(|e| format!("set_remote_description(WHIP answer): {e}\n{}", resp.body))?;
 
         let connected_at = state.wait_connected(Duration::from_secs(15)).await?;
+        {
+            let params = video_sender.get_parameters().await;
+            for (i, l) in opts.layers.iter().enumerate() {
+                let enc = if opts.simulcast() {
+                    params.encodings.iter().find(|e| e.rid.as_str() == l.rid)
+                } else {
+                    params.encodings.first()
+                };
+                if let Some(e) = enc {
+                    stats.layers[i].ssrc.store(e.ssrc, Ordering::SeqCst);
+                }
+            }
+            if let Some(e) = audio_sender.get_parameters().await.encodings.first() {
+                stats.audio_ssrc.store(e.ssrc, Ordering::SeqCst);
+            }
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -1204,24 +1373,17 @@ impl Publisher {
                         sender.read_rtcp().await
                     };
                     let Ok((pkts, _)) = r else { break };
-                    for p in pkts {
-                        let any = p.as_any();
-                        let ls = &stats.layers[i];
-                        if any.downcast_ref::<PictureLossIndication>().is_some() {
-                            ls.plis.fetch_add(1, Ordering::SeqCst);
-                            ls.force_key.store(true, Ordering::SeqCst);
-                        } else if any.downcast_ref::<FullIntraRequest>().is_some() {
-                            ls.firs.fetch_add(1, Ordering::SeqCst);
-                            ls.force_key.store(true, Ordering::SeqCst);
-                        }
-                    }
+                    stats.on_rtcp(Some(i), &pkts);
                 }
             }));
         }
         {
             let sender = audio_sender.clone();
+            let stats = stats.clone();
             tasks.push(tokio::spawn(async move {
-                while sender.read_rtcp().await.is_ok() {}
+                while let Ok((pkts, _)) = sender.read_rtcp().await {
+                    stats.on_rtcp(None, &pkts);
+                }
             }));
         }
 
@@ -1245,14 +1407,14 @@ impl Publisher {
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
                     let now = Instant::now();
-                    let ts = ts0.wrapping_add(
-                        ((now - start).as_secs_f64() * 90000.0) as u64 as u32,
-                    );
+                    let ts =
+                        ts0.wrapping_add(((now - start).as_secs_f64() * 90000.0) as u64 as u32);
                     for (i, g) in gens.iter_mut().enumerate() {
                         let ls = &stats.layers[i];
                         let key = g.last_key.is_none()
                             || ls.force_key.swap(false, Ordering::SeqCst)
-                            || g.last_key.is_some_and(|k| now - k >= opts.keyframe_interval);
+                            || g.last_key
+                                .is_some_and(|k| now - k >= opts.keyframe_interval);
                         if key {
                             g.last_key = Some(now);
                             ls.keyframes.fetch_add(1, Ordering::SeqCst);
@@ -1288,13 +1450,14 @@ impl Publisher {
             tasks.push(tokio::spawn(async move {
                 let ts0: u32 = rand::random();
                 let mut seq: u16 = rand::random();
-                let start = Instant::now();
+                // like a sound card: one packet per 20 ms of audio; a late task catches up
+                // (Burst) so the packet count and timestamps stay exact under load
                 let mut tick = tokio::time::interval(Duration::from_millis(20));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let mut n: u32 = 0;
                 while !stop.load(Ordering::SeqCst) {
                     tick.tick().await;
-                    let frames = ((Instant::now() - start).as_millis() / 20) as u32;
+                    let frames = n;
                     let mut payload = vec![0xf8u8];
                     payload.extend((0..40u8).map(|i| i.wrapping_mul(7) ^ n as u8));
                     n = n.wrapping_add(1);
@@ -1413,6 +1576,8 @@ pub struct TrackSeen {
 pub struct SlotLog {
     pub tracks: Vec<TrackSeen>,
     pub pkts: Vec<RxPkt>,
+    /// read errors from webrtc-rs (the reader keeps going after transient ones)
+    pub read_errors: Vec<String>,
 }
 
 pub struct Subscriber {
@@ -1515,7 +1680,7 @@ impl Subscriber {
         video_codecs: &[VideoCodec],
         name: &str,
     ) -> Result<Subscriber, String> {
-        let api = build_api(video_codecs);
+        let api = build_api(video_codecs, Side::Subscriber);
         let pc = Arc::new(
             api.new_peer_connection(RTCConfiguration::default())
                 .await
@@ -1523,7 +1688,11 @@ impl Subscriber {
         );
         let mut state = PcState::attach(&pc);
         let mut transceivers: Vec<Arc<RTCRtpTransceiver>> = Vec::new();
-        for kind in [RTPCodecType::Audio, RTPCodecType::Video, RTPCodecType::Video] {
+        for kind in [
+            RTPCodecType::Audio,
+            RTPCodecType::Video,
+            RTPCodecType::Video,
+        ] {
             transceivers.push(
                 pc.add_transceiver_from_kind(
                     kind,
@@ -1565,7 +1734,35 @@ impl Subscriber {
                 };
                 lock(&slots[slot]).tracks.push(seen);
                 let h = tokio::spawn(async move {
-                    while let Ok((pkt, _)) = track.read_rtp().await {
+                    let mut consecutive_errors = 0;
+                    loop {
+                        let pkt = match track.read_rtp().await {
+                            Ok((pkt, _)) => {
+                                consecutive_errors = 0;
+                                pkt
+                            }
+                            Err(e) => {
+                                let msg = e.to_string();
+                                let closed = matches!(
+                                    e,
+                                    webrtc::Error::ErrClosedPipe | webrtc::Error::ErrRTPReceiverNil
+                                ) || msg.contains("closed")
+                                    || msg.contains("EOF");
+                                consecutive_errors += 1;
+                                {
+                                    let mut log = lock(&slots[slot]);
+                                    if log.read_errors.len() < 50 {
+                                        log.read_errors
+                                            .push(format!("{:?}: {msg}", Instant::now()));
+                                    }
+                                }
+                                if closed || consecutive_errors > 200 {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                                continue;
+                            }
+                        };
                         let key = if mime == "video/vp8" {
                             parse_vp8(&pkt.payload)
                         } else if mime == "video/h264" {
@@ -1607,11 +1804,15 @@ impl Subscriber {
             .clone()
             .ok_or_else(|| format!("{name}: WHEP 201 without a Location header"))?;
         pc.set_remote_description(
-            RTCSessionDescription::answer(resp.body.clone())
-                .map_err(|e| format!("answer: {e}"))?,
+            RTCSessionDescription::answer(resp.body.clone()).map_err(|e| format!("answer: {e}"))?,
         )
         .await
-        .map_err(|e| format!("{name}: set_remote_description(WHEP answer): {e}\n{}", resp.body))?;
+        .map_err(|e| {
+            format!(
+                "{name}: set_remote_description(WHEP answer): {e}\n{}",
+                resp.body
+            )
+        })?;
         let connected_at = state
             .wait_connected(Duration::from_secs(15))
             .await
@@ -1754,7 +1955,10 @@ pub fn analyze(pkts: &[RxPkt], t0: Instant) -> StreamReport {
         first_key_after: keyframes.first().map(|k| k.0),
         keyframes,
         first_packet_after: pkts.first().map(|p| p.at.saturating_duration_since(t0)),
-        first_packet_is_key: pkts.iter().find(|p| p.len > 0).is_some_and(|p| p.key.is_some()),
+        first_packet_is_key: pkts
+            .iter()
+            .find(|p| p.len > 0)
+            .is_some_and(|p| p.key.is_some()),
         frames,
     }
 }
