@@ -34,6 +34,7 @@ fn main() {
                 seq,
                 ts: (seq / 8) as u32 * 3000,
                 keyframe_start: key && starts_keyframe(Codec::Vp8, black_box(&payload)),
+                vp8: None,
             };
             for f in fwd.iter_mut() {
                 if black_box(f.on_packet(info, now)).is_some() {

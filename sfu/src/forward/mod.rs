@@ -5,6 +5,7 @@ pub mod keyframe_request;
 pub mod layer;
 pub mod rewrite;
 pub mod track_forwarder;
+pub mod vp8_rewrite;
 
 /// One incoming RTP stream of a publisher (a simulcast layer, or the only stream of a track).
 /// Unique for the life of the process, so a reconnecting publisher gets new ids.

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use super::rewrite::Rewriter;
+use super::vp8_rewrite::{Vp8Fields, Vp8Rewriter};
 use super::SourceId;
 
 /// A packet as the forwarder needs to see it.
@@ -14,11 +15,22 @@ pub struct PacketInfo {
     pub ts: u32,
     /// First packet of a keyframe (always true for audio).
     pub keyframe_start: bool,
+    /// VP8 descriptor fields, kept continuous like the sequence numbers.
+    pub vp8: Option<Vp8Fields>,
+}
+
+/// A packet to send, with its rewritten numbering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub seq: u64,
+    pub ts: u32,
+    pub vp8: Option<Vp8Fields>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TrackForwarder {
     rewriter: Rewriter,
+    vp8: Vp8Rewriter,
     current: Option<SourceId>,
     target: Option<SourceId>,
     switches: u64,
@@ -28,6 +40,7 @@ impl TrackForwarder {
     pub fn new(clock_rate: u32, first_seq: u16) -> Self {
         TrackForwarder {
             rewriter: Rewriter::new(clock_rate, first_seq),
+            vp8: Vp8Rewriter::default(),
             current: None,
             target: None,
             switches: 0,
@@ -65,19 +78,24 @@ impl TrackForwarder {
         }
     }
 
-    /// Decide on one packet: `Some((seq, ts))` to send it with rewritten numbering.
-    pub fn on_packet(&mut self, p: PacketInfo, now: Instant) -> Option<(u64, u32)> {
+    /// Decide on one packet: `Some` to send it with rewritten numbering.
+    pub fn on_packet(&mut self, p: PacketInfo, now: Instant) -> Option<Forwarded> {
         if Some(p.source) == self.target && self.current != self.target && p.keyframe_start {
             if self.current.is_some() || self.rewriter.source().is_some() {
                 self.switches += 1;
             }
             self.current = self.target;
             self.rewriter.switch_to(p.source, p.seq, p.ts, now);
+            if let Some(f) = p.vp8 {
+                self.vp8.switch_to(p.source, f);
+            }
         }
         if Some(p.source) != self.current {
             return None;
         }
-        self.rewriter.rewrite(p.source, p.seq, p.ts, now)
+        let (seq, ts) = self.rewriter.rewrite(p.source, p.seq, p.ts, now)?;
+        let vp8 = p.vp8.and_then(|f| self.vp8.rewrite(p.source, f));
+        Some(Forwarded { seq, ts, vp8 })
     }
 }
 
@@ -92,7 +110,12 @@ mod tests {
             seq,
             ts,
             keyframe_start: key,
+            vp8: None,
         }
+    }
+
+    fn fw(seq: u64, ts: u32) -> Option<Forwarded> {
+        Some(Forwarded { seq, ts, vp8: None })
     }
 
     #[test]
@@ -103,22 +126,50 @@ mod tests {
         assert_eq!(f.waiting_for_keyframe(), Some(SourceId(1)));
         // Delta frames before the first keyframe are not forwarded.
         assert_eq!(f.on_packet(pkt(1, 10, 0, false), t0), None);
-        assert_eq!(f.on_packet(pkt(1, 11, 3000, true), t0), Some((0, 3000)));
+        assert_eq!(f.on_packet(pkt(1, 11, 3000, true), t0), fw(0, 3000));
         assert_eq!(f.waiting_for_keyframe(), None);
-        assert_eq!(f.on_packet(pkt(1, 12, 3000, false), t0), Some((1, 3000)));
+        assert_eq!(f.on_packet(pkt(1, 12, 3000, false), t0), fw(1, 3000));
 
         // Ask for layer 2: layer 1 keeps flowing until layer 2's keyframe.
         f.set_target(Some(SourceId(2)));
         let t1 = t0 + Duration::from_millis(40);
         assert_eq!(f.on_packet(pkt(2, 500, 7, false), t1), None);
-        assert_eq!(f.on_packet(pkt(1, 13, 6000, false), t1), Some((2, 6000)));
+        assert_eq!(f.on_packet(pkt(1, 13, 6000, false), t1), fw(2, 6000));
         let t2 = t0 + Duration::from_millis(73);
-        let (s, ts) = f.on_packet(pkt(2, 501, 10, true), t2).unwrap();
-        assert_eq!(s, 3);
-        assert_eq!(ts, 6000 + 33 * 90);
+        let out = f.on_packet(pkt(2, 501, 10, true), t2).unwrap();
+        assert_eq!(out.seq, 3);
+        assert_eq!(out.ts, 6000 + 33 * 90);
         // The old layer is now dropped.
         assert_eq!(f.on_packet(pkt(1, 14, 9000, false), t2), None);
         assert_eq!(f.switches(), 1);
+    }
+
+    #[test]
+    fn vp8_picture_ids_continue_across_the_switch() {
+        use crate::forward::vp8_rewrite::Vp8Fields;
+        let t0 = Instant::now();
+        let mut f = TrackForwarder::new(90_000, 0);
+        let v = |pid: u16| {
+            Some(Vp8Fields {
+                picture_id: Some(pid),
+                picture_id_15: true,
+                tl0_pic_idx: Some(pid as u8),
+                key_idx: None,
+            })
+        };
+        f.set_target(Some(SourceId(1)));
+        let mut p = pkt(1, 1, 0, true);
+        p.vp8 = v(1000);
+        assert_eq!(
+            f.on_packet(p, t0).unwrap().vp8.unwrap().picture_id,
+            Some(1000)
+        );
+        f.set_target(Some(SourceId(2)));
+        let mut q = pkt(2, 1, 0, true);
+        q.vp8 = v(77);
+        let out = f.on_packet(q, t0).unwrap().vp8.unwrap();
+        assert_eq!(out.picture_id, Some(1001));
+        assert_eq!(out.tl0_pic_idx, Some(1000u16 as u8 + 1));
     }
 
     #[test]

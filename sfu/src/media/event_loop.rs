@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use str0m::format::{Codec as StrCodec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info, warn};
 
@@ -32,6 +32,7 @@ use crate::auth::{Claims, Role};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
 use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
+use crate::forward::vp8_rewrite::parse_fields;
 use crate::forward::SourceId;
 use crate::metrics::Metrics;
 use crate::program::{Program, Slot, SlotSource};
@@ -951,11 +952,17 @@ impl MediaLoop {
             self.update_room(&room_name, now);
         }
 
+        let vp8_desc = if codec == Codec::Vp8 {
+            Vp8Descriptor::parse(&pkt.payload).ok()
+        } else {
+            None
+        };
         let info = PacketInfo {
             source,
             seq: *pkt.seq_no,
             ts: pkt.header.timestamp,
             keyframe_start: keyframe,
+            vp8: vp8_desc.and_then(|_| parse_fields(&pkt.payload)),
         };
         let mut ext = ExtensionValues::default();
         if slot.is_audio() {
@@ -978,7 +985,7 @@ impl MediaLoop {
             let Some(out) = sub.out.get_mut(&slot) else {
                 continue;
             };
-            let Some((seq, ts)) = out.forwarder.on_packet(info, now) else {
+            let Some(fwd) = out.forwarder.on_packet(info, now) else {
                 continue;
             };
             let sub_pt = *out.pt_map.entry((from, pt)).or_insert_with(|| {
@@ -1004,12 +1011,32 @@ impl MediaLoop {
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            tx.write_rtp(
-                RtpWrite::new(sub_pt, seq.into(), ts, pkt.timestamp, pkt.payload.clone())
-                    .marker(pkt.header.marker)
-                    .ext_vals(ext.clone())
-                    .nackable(!slot.is_audio()),
-            );
+            let mut write = RtpWrite::new(
+                sub_pt,
+                fwd.seq.into(),
+                fwd.ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext.clone())
+            .nackable(!slot.is_audio());
+            if let (Some(desc), Some(v)) = (vp8_desc, fwd.vp8) {
+                let mut b = desc.patch();
+                if let Some(p) = v.picture_id {
+                    b = b.picture_id(p);
+                }
+                if let Some(t) = v.tl0_pic_idx {
+                    b = b.tl0_pic_idx(t);
+                }
+                if let Some(k) = v.key_idx {
+                    b = b.key_idx(k);
+                }
+                if let Ok(patch) = b.build() {
+                    write = write.vp8_patch(patch);
+                }
+            }
+            tx.write_rtp(write);
             let before = sub.scheduled;
             drain(sub, &mut self.outbox, &mut self.work, metrics);
             if sub.scheduled != before {

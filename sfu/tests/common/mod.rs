@@ -248,6 +248,11 @@ impl Sfu {
         panic!("could not start the sfu: {last_err}");
     }
 
+    /// Process id of the running SFU (for /proc sampling in benchmarks).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -1,0 +1,296 @@
+// Classroom (听课端) page: plays the lesson full screen over WHEP, with no
+// clicks: teacher camera, courseware (when shared) and teacher voice.
+// Reconnects by itself; the SFU keeps feeding the same receive slots when
+// the teacher reconnects, so nothing is renegotiated.
+//
+// Query: room, token, sfu (optional base URL).
+// Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked }.
+
+import { readParams, preferCodec } from './whip.js';
+import { LessonSession } from './session.js';
+
+// A slot counts as live while its decoder made progress within this window.
+const LIVE_WINDOW_MS = 2500;
+
+const $ = (id) => document.getElementById(id);
+const { room, token, sfu } = readParams();
+
+const ui = {
+  teacherVideo: $('teacher-video'),
+  coursewareVideo: $('courseware-video'),
+  audio: $('teacher-audio'),
+  notice: $('notice'),
+  noticeTitle: $('notice-title'),
+  noticeDetail: $('notice-detail'),
+  sound: $('sound-overlay'),
+  status: $('status-text'),
+  roomName: $('room-name'),
+  media: $('media-text'),
+};
+
+const STATE_TEXT = {
+  idle: '未连接',
+  connecting: '连接中…',
+  connected: '已连接',
+  reconnecting: '重新连接中…',
+  ended: '已结束',
+  error: '无法进入课堂',
+};
+
+const pageLoaded = document.readyState === 'complete'
+  ? Promise.resolve()
+  : new Promise((resolve) => window.addEventListener('load', resolve, { once: true }));
+
+let soundBlocked = false;
+let hadMedia = false; // some media played during this page's life
+
+// Per-slot activity, reset for each new PeerConnection.
+const media = {
+  pc: null,
+  camera: freshSlot(),
+  courseware: freshSlot(),
+  audio: freshSlot(),
+  kbps: 0,
+  loss: 0,
+};
+
+function freshSlot() {
+  return { frames: 0, bytes: 0, samples: 0, lastProgress: 0, live: false, width: 0, height: 0, fps: 0 };
+}
+
+const session = new LessonSession({
+  kind: 'whep',
+  sfu,
+  room,
+  token,
+  setup: setupPeerConnection,
+});
+
+function setupPeerConnection(pc) {
+  // Fixed order, the SFU fills m-lines by position: teacher voice, teacher camera, courseware.
+  const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
+  const camera = pc.addTransceiver('video', { direction: 'recvonly' });
+  const courseware = pc.addTransceiver('video', { direction: 'recvonly' });
+  preferCodec(camera, 'video/VP8');
+  preferCodec(courseware, 'video/VP8');
+
+  // Media elements fed before 'load' would hold the page's load event until media flows.
+  pageLoaded.then(() => {
+    attach(ui.audio, audio.receiver.track);
+    attach(ui.teacherVideo, camera.receiver.track);
+    attach(ui.coursewareVideo, courseware.receiver.track);
+    playAudio();
+  });
+
+  media.pc = pc;
+  media.camera = freshSlot();
+  media.courseware = freshSlot();
+  media.audio = freshSlot();
+}
+
+function attach(el, track) {
+  el.srcObject = new MediaStream([track]);
+  if (el.muted) el.play().catch(() => {}); // muted video: autoplay is always allowed
+}
+
+function playAudio() {
+  const p = ui.audio.play();
+  if (!p) return;
+  p.then(
+    () => {
+      soundBlocked = false;
+      ui.sound.hidden = true;
+    },
+    (e) => {
+      if (e && e.name === 'NotAllowedError') {
+        soundBlocked = true;
+        ui.sound.hidden = false;
+      }
+      // AbortError: a newer srcObject replaced this one; the next play() decides.
+    },
+  );
+}
+
+function unlockSound() {
+  if (!soundBlocked) return;
+  playAudio();
+  enterFullscreen();
+}
+
+function enterFullscreen() {
+  const el = document.documentElement;
+  if (!document.fullscreenElement && el.requestFullscreen) el.requestFullscreen().catch(() => {});
+}
+
+// ------------------------------------------------------------ monitoring
+
+async function sampleSlot(receiver, slot, now) {
+  const report = await receiver.getStats();
+  let frames = 0;
+  let bytes = 0;
+  let samples = 0;
+  let lost = 0;
+  let received = 0;
+  let best = null;
+  report.forEach((s) => {
+    if (s.type !== 'inbound-rtp') return;
+    frames += s.framesDecoded || 0;
+    bytes += s.bytesReceived || 0;
+    samples += s.totalSamplesReceived || 0;
+    lost += s.packetsLost || 0;
+    received += s.packetsReceived || 0;
+    if (!best || (s.framesDecoded || 0) + (s.bytesReceived || 0) > (best.framesDecoded || 0) + (best.bytesReceived || 0)) best = s;
+  });
+  const progressed = receiver.track.kind === 'video' ? frames > slot.frames : bytes > slot.bytes;
+  if (progressed) slot.lastProgress = now;
+  const deltaBytes = Math.max(0, bytes - slot.bytes);
+  slot.frames = frames;
+  slot.bytes = bytes;
+  slot.samples = samples;
+  slot.live = slot.lastProgress > 0 && now - slot.lastProgress < LIVE_WINDOW_MS;
+  slot.width = best?.frameWidth || 0;
+  slot.height = best?.frameHeight || 0;
+  slot.fps = best?.framesPerSecond || 0;
+  return { deltaBytes, lost, received };
+}
+
+let lastSample = { ts: 0, lost: 0, received: 0 };
+
+async function monitor() {
+  const pc = session.pc;
+  if (!pc || pc !== media.pc || pc.connectionState === 'closed') return;
+  const t = pc.getTransceivers();
+  if (t.length < 3) return;
+  const now = performance.now();
+  const [a, c, w] = await Promise.all([
+    sampleSlot(t[0].receiver, media.audio, now),
+    sampleSlot(t[1].receiver, media.camera, now),
+    sampleSlot(t[2].receiver, media.courseware, now),
+  ]);
+  if (pc !== media.pc) return;
+  const bytes = a.deltaBytes + c.deltaBytes + w.deltaBytes;
+  const lost = a.lost + c.lost + w.lost;
+  const received = a.received + c.received + w.received;
+  if (lastSample.ts && now > lastSample.ts) {
+    media.kbps = (bytes * 8) / (now - lastSample.ts);
+    const dl = lost - lastSample.lost;
+    const dr = received - lastSample.received;
+    media.loss = dl > 0 && dl + dr > 0 ? dl / (dl + dr) : 0;
+  }
+  lastSample = { ts: now, lost, received };
+  if (media.camera.live || media.courseware.live || media.audio.live) hadMedia = true;
+  // The audio element may have been paused by the browser (e.g. device change): nudge it.
+  if (!soundBlocked && ui.audio.paused && media.audio.live) playAudio();
+  render();
+}
+
+// ------------------------------------------------------------------ UI
+
+function render() {
+  const s = session.state;
+  document.body.dataset.state = s;
+  let status = STATE_TEXT[s] || s;
+  if (s === 'reconnecting' && session.error?.message) status += `（${session.error.message}）`;
+  ui.status.textContent = status;
+
+  const connected = s === 'connected';
+  const cam = connected && media.camera.live;
+  const cw = connected && media.courseware.live;
+  const voice = connected && media.audio.live;
+  document.body.classList.toggle('has-camera', cam);
+  document.body.classList.toggle('has-courseware', cw);
+
+  let title = '';
+  let detail = '';
+  if (s === 'error') {
+    title = '无法进入课堂';
+    detail = session.error?.message || '';
+  } else if (s === 'connecting' || s === 'idle') {
+    title = '正在连接课堂…';
+  } else if (s === 'reconnecting') {
+    title = '网络中断，正在重新连接…';
+    // Only a server's answer adds anything to the title (e.g. HTTP 503).
+    detail = session.error?.status ? session.error.message : '';
+  } else if (s === 'ended') {
+    title = '课堂已结束';
+  } else if (!cam && !cw) {
+    if (voice) {
+      title = '老师未开启摄像头';
+      detail = '正在播放老师的声音';
+    } else {
+      title = hadMedia ? '老师暂时离开，请稍候…' : '等待老师开始上课…';
+    }
+  }
+  ui.notice.hidden = !title;
+  ui.noticeTitle.textContent = title;
+  ui.noticeDetail.textContent = detail;
+  ui.noticeDetail.hidden = !detail;
+
+  const main = cw ? media.courseware : media.camera;
+  if (connected && (cam || cw)) {
+    const parts = [];
+    if (main.width) parts.push(`${main.width}×${main.height}`);
+    if (main.fps) parts.push(`${Math.round(main.fps)} 帧/秒`);
+    parts.push(media.kbps >= 1000 ? `${(media.kbps / 1000).toFixed(2)} Mbit/s` : `${Math.round(media.kbps)} kbit/s`);
+    parts.push(`丢包 ${(media.loss * 100).toFixed(1)}%`);
+    ui.media.textContent = parts.join(' · ');
+  } else {
+    ui.media.textContent = '—';
+  }
+}
+
+session.addEventListener('state', () => {
+  if (session.state !== 'connected') lastSample = { ts: 0, lost: 0, received: 0 };
+  render();
+});
+
+ui.sound.addEventListener('click', (e) => {
+  e.stopPropagation();
+  unlockSound();
+});
+document.addEventListener('click', () => unlockSound());
+document.addEventListener('keydown', () => unlockSound());
+document.addEventListener('dblclick', () => {
+  if (document.fullscreenElement) document.exitFullscreen().catch(() => {});
+  else enterFullscreen();
+});
+window.addEventListener('pagehide', () => {
+  if (session.running) session.stop({ keepalive: true });
+});
+
+setInterval(() => {
+  monitor().catch(() => {});
+}, 1000);
+
+// ---------------------------------------------------------------- boot
+
+ui.roomName.textContent = room || '（未指定）';
+
+window.lesson = {
+  get pc() {
+    return session.pc;
+  },
+  get state() {
+    return session.state;
+  },
+  get error() {
+    return session.error;
+  },
+  get sessions() {
+    return session.sessions;
+  },
+  get media() {
+    const { camera, courseware, audio, kbps, loss } = media;
+    return { camera: { ...camera }, courseware: { ...courseware }, audio: { ...audio }, kbps, loss };
+  },
+  get soundBlocked() {
+    return soundBlocked;
+  },
+};
+
+if (!room || !token) {
+  session.fail('链接缺少 room 或 token 参数');
+} else {
+  session.start();
+}
+render();
