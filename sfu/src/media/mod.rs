@@ -8,6 +8,9 @@ pub mod session;
 pub mod snapshot;
 pub mod tcp_framing;
 
+#[cfg(test)]
+mod repair_tests;
+
 use std::sync::mpsc;
 use std::sync::Arc;
 
