@@ -585,6 +585,53 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     assert.deepEqual(consoleErrors.slice(consoleBase), [], 'console errors');
   });
 
+  test('ICE-TCP: a classroom whose firewall blocks UDP plays over TCP on the media port', async () => {
+    const [consoleBase, pageBase] = [consoleErrors.length, pageErrors.length];
+    const room = `${ROOM}-tcp`;
+    const teacherToken = await mintToken('teacher', 'teacher-tcp', '赵老师', { room });
+    const viewerToken = await mintToken('classroom', 'school-tcp', '教学点', { room });
+    const teacher = await openPage(
+      'teacher-tcp',
+      `${baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
+      { media: true },
+    );
+    await waitState(teacher, 'teacher-tcp', 'connected');
+    // The "firewall": the classroom only ever learns the SFU's TCP candidate.
+    const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+    let rewritten = 0;
+    await context.route('**/whep/**', async (route) => {
+      if (route.request().method() !== 'POST') return route.continue();
+      const response = await route.fetch();
+      const sdp = (await response.text())
+        .split('\r\n')
+        .filter((l) => !(l.startsWith('a=candidate') && / udp /i.test(l)))
+        .join('\r\n');
+      rewritten += 1;
+      await route.fulfill({ response, body: sdp });
+    });
+    const viewer = await context.newPage();
+    watchPage(viewer, 'classroom-tcp');
+    await viewer.goto(`${baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    await waitState(viewer, 'classroom-tcp', 'connected');
+    assert.ok(rewritten >= 1, 'the WHEP answer passed through the firewall rewrite');
+    const ok = await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 60, { timeout: START_TIMEOUT_MS });
+    const pair = await viewer.evaluate(async () => {
+      const stats = await window.lesson.pc.getStats();
+      let selected = null;
+      stats.forEach((s) => { if (s.type === 'transport') selected = s.selectedCandidatePairId; });
+      const p = selected && stats.get(selected);
+      const remote = p && stats.get(p.remoteCandidateId);
+      return remote ? { protocol: remote.protocol, port: remote.port } : null;
+    });
+    assert.ok(ok, 'classroom-tcp decoded the teacher over ICE-TCP');
+    assert.deepEqual(pair, { protocol: 'tcp', port: sfuPorts.mediaPort }, 'the selected pair is TCP to the media port');
+    await teacher.evaluate(() => window.lesson.stop());
+    await teacher.context().close();
+    await context.close();
+    assert.deepEqual(pageErrors.slice(pageBase), [], 'uncaught page errors');
+    assert.deepEqual(consoleErrors.slice(consoleBase), [], 'console errors');
+  });
+
   test('blocked autoplay: the classroom asks for one click, then plays sound', async () => {
     const pageBase = pageErrors.length;
     const consoleBase = consoleErrors.length;
