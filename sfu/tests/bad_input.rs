@@ -295,3 +295,63 @@ fn garbage_on_the_media_port_is_dropped() {
         assert!(status.success(), "clean exit: {status:?}");
     });
 }
+
+#[test]
+fn ipv6_and_ipv4_candidates_on_one_port() {
+    run("ipv6_and_ipv4_candidates_on_one_port", secs(60.0), async {
+        let sfu = Sfu::start_with(&["--media-bind", "127.0.0.1", "--media-bind", "::1"]).await;
+        let viewer = sfu.token("r6", "classroom", "point-6");
+        let ok = sfu.post_sdp("/whep/r6", Some(&viewer), &whep_offer()).await;
+        assert_eq!(ok.status, 201, "{}", ok.body);
+        let port = sfu.media_port.to_string();
+        let cands: Vec<&str> = ok
+            .body
+            .lines()
+            .filter(|l| l.starts_with("a=candidate"))
+            .collect();
+        let has = |ip: &str, proto: &str| {
+            cands
+                .iter()
+                .any(|c| c.contains(&format!(" {ip} {port} ")) && c.to_lowercase().contains(proto))
+        };
+        assert!(has("127.0.0.1", "udp"), "{cands:?}");
+        assert!(has("::1", "udp"), "{cands:?}");
+        assert!(
+            has("::1", "tcp") && cands.iter().any(|c| c.contains("tcptype passive")),
+            "{cands:?}"
+        );
+    });
+}
+
+#[test]
+fn sessions_that_never_connect_are_dropped() {
+    run(
+        "sessions_that_never_connect_are_dropped",
+        secs(60.0),
+        async {
+            let cfg = std::env::temp_dir()
+                .join(format!("sfu-connect-timeout-{}.toml", std::process::id()));
+            std::fs::write(&cfg, "connect_timeout_ms = 1000\n").unwrap();
+            let sfu = Sfu::start_with(&["--config", cfg.to_str().unwrap()]).await;
+            let viewer = sfu.token("r7", "classroom", "point-7");
+            let ok = sfu.post_sdp("/whep/r7", Some(&viewer), &whep_offer()).await;
+            assert_eq!(ok.status, 201, "{}", ok.body);
+            let (st, _) = sfu.get("/api/rooms/r7").await;
+            assert_eq!(st, 200);
+            // No ICE ever arrives: the session and its room go away by themselves.
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (st, body) = sfu.get("/api/rooms/r7").await;
+                if st == 404 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "session leaked: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let _ = std::fs::remove_file(&cfg);
+        },
+    );
+}

@@ -179,6 +179,11 @@ fn http_client() -> reqwest::Client {
 
 impl Sfu {
     pub async fn start() -> Sfu {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the SFU with extra `serve` arguments (e.g. `--config`, `--media-bind`).
+    pub async fn start_with(extra: &[&str]) -> Sfu {
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let http_port = free_tcp_port();
@@ -199,6 +204,7 @@ impl Sfu {
                     "--media-port",
                     &media_port.to_string(),
                 ])
+                .args(extra)
                 .env("CLASSROOM_SECRET", &secret)
                 .env("RUST_LOG", sfu_log_filter())
                 .stdin(Stdio::null())
