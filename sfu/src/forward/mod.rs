@@ -1,5 +1,6 @@
 //! Forwarding decisions, free of I/O: which packets go to a subscriber and how they are rewritten.
 
+pub mod allocator;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod layer;

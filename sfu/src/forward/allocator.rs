@@ -1,0 +1,472 @@
+//! Sharing one subscriber's bandwidth estimate among the tracks of the lesson.
+//!
+//! The teacher's voice comes first and is never paused; video tracks follow in the room's
+//! priority order (by default courseware, then the teacher's camera). Every video track first
+//! gets its lowest layer, in priority order, so a classroom sees something of everything that
+//! fits; then the budget left raises tracks one by one, the most important to its best layer
+//! first (a readable blackboard beats a sharp face). What does not fit is paused.
+//!
+//! [`Allocator`] adds the time behaviour: it goes down as soon as the estimate no longer
+//! carries the current choice, and up only when the estimate clears the next choice by a
+//! margin and the current one has been held for a while, so it does not oscillate.
+
+use std::time::{Duration, Instant};
+
+use crate::program::Slot;
+
+/// What a track offers the allocator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackOffer {
+    pub slot: Slot,
+    /// Bitrate of each layer, lowest first; `None` for a layer that is not flowing.
+    pub layers_bps: Vec<Option<u64>>,
+    /// Highest layer this subscriber may get (e.g. `?layer=mid`).
+    pub max_layer: usize,
+}
+
+impl TrackOffer {
+    fn best_within(&self, budget: u64, above: Option<usize>) -> Option<(usize, u64)> {
+        let start = above.map_or(0, |a| a + 1);
+        (start..self.layers_bps.len().min(self.max_layer + 1))
+            .rev()
+            .find_map(|i| self.layers_bps[i].filter(|b| *b <= budget).map(|b| (i, b)))
+    }
+
+    fn lowest(&self) -> Option<(usize, u64)> {
+        (0..self.layers_bps.len().min(self.max_layer + 1))
+            .find_map(|i| self.layers_bps[i].map(|b| (i, b)))
+    }
+
+    fn rate(&self, layer: Option<usize>) -> u64 {
+        layer
+            .and_then(|i| self.layers_bps.get(i).copied().flatten())
+            .unwrap_or(0)
+    }
+}
+
+/// Which video comes first when the link is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Courseware before the teacher's camera: the usual lesson.
+    #[default]
+    Lecture,
+    /// The teacher's camera before courseware: music, PE, experiments.
+    Camera,
+}
+
+impl Policy {
+    pub fn order(self) -> &'static [Slot] {
+        match self {
+            Policy::Lecture => &[Slot::TeacherAudio, Slot::Courseware, Slot::TeacherCamera],
+            Policy::Camera => &[Slot::TeacherAudio, Slot::TeacherCamera, Slot::Courseware],
+        }
+    }
+}
+
+/// A layer (index) per track, `None` when paused, in the order of the offers.
+pub type Choice = Vec<(Slot, Option<usize>)>;
+
+fn rank(policy: Policy, slot: Slot) -> usize {
+    policy
+        .order()
+        .iter()
+        .position(|s| *s == slot)
+        .unwrap_or(usize::MAX)
+}
+
+/// The best choice that fits `budget` bits per second.
+pub fn allocate(budget: u64, tracks: &[TrackOffer], policy: Policy) -> Choice {
+    let mut order: Vec<usize> = (0..tracks.len()).collect();
+    order.sort_by_key(|&i| rank(policy, tracks[i].slot));
+    let mut choice: Vec<Option<usize>> = vec![None; tracks.len()];
+    let mut left = budget;
+    // Audio: always, whatever the budget says.
+    for &i in &order {
+        if tracks[i].slot.is_audio() {
+            if let Some((l, b)) = tracks[i].lowest() {
+                choice[i] = Some(l);
+                left = left.saturating_sub(b);
+            }
+        }
+    }
+    // Every video at its lowest layer, most important first.
+    for &i in order.iter().filter(|&&i| !tracks[i].slot.is_audio()) {
+        if let Some((l, b)) = tracks[i].lowest() {
+            if b <= left {
+                choice[i] = Some(l);
+                left -= b;
+            }
+        }
+    }
+    // Then raise them, most important first, each as far as it goes.
+    for &i in order.iter().filter(|&&i| !tracks[i].slot.is_audio()) {
+        let Some(cur) = choice[i] else { continue };
+        let have = tracks[i].rate(Some(cur));
+        if let Some((l, b)) = tracks[i].best_within(left + have, Some(cur)) {
+            left = left + have - b;
+            choice[i] = Some(l);
+        }
+    }
+    tracks.iter().map(|t| t.slot).zip(choice).collect()
+}
+
+/// Total bitrate of a choice.
+pub fn total(tracks: &[TrackOffer], choice: &Choice) -> u64 {
+    tracks
+        .iter()
+        .zip(choice)
+        .map(|(t, (_, l))| t.rate(*l))
+        .sum()
+}
+
+/// The choice one step better than `current`: the next layer (or resumption) of the most
+/// important track that can still improve. This is what probing should make room for.
+pub fn next_step(tracks: &[TrackOffer], current: &Choice, policy: Policy) -> Option<Choice> {
+    let mut order: Vec<usize> = (0..tracks.len()).collect();
+    order.sort_by_key(|&i| rank(policy, tracks[i].slot));
+    for i in order {
+        let t = &tracks[i];
+        let cur = current.get(i).and_then(|c| c.1);
+        let next = (cur.map_or(0, |c| c + 1)..t.layers_bps.len().min(t.max_layer + 1))
+            .find(|&l| t.layers_bps[l].is_some());
+        if let Some(n) = next {
+            let mut c = current.clone();
+            c[i].1 = Some(n);
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// The estimate must exceed a better choice's rate by this factor to move up.
+    pub up_margin: f64,
+    /// A choice is held at least this long before moving up again.
+    pub min_dwell: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            up_margin: 1.15,
+            min_dwell: Duration::from_secs(4),
+        }
+    }
+}
+
+/// What the allocator decided at one update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub choice: Choice,
+    /// Rate of the current choice.
+    pub allocated_bps: u64,
+    /// Rate of the next better choice, to probe for (None: nothing better exists).
+    pub probe_bps: Option<u64>,
+    /// Rate of everything at its best, the eventual goal.
+    pub desired_bps: u64,
+    pub changed: bool,
+}
+
+/// Per-subscriber allocation over time.
+#[derive(Debug, Clone)]
+pub struct Allocator {
+    policy: Policy,
+    tuning: Tuning,
+    current: Option<Choice>,
+    last_change: Option<Instant>,
+    pauses: u64,
+    changes: u64,
+}
+
+impl Allocator {
+    pub fn new(policy: Policy, tuning: Tuning) -> Self {
+        Allocator {
+            policy,
+            tuning,
+            current: None,
+            last_change: None,
+            pauses: 0,
+            changes: 0,
+        }
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    pub fn current(&self) -> Option<&Choice> {
+        self.current.as_ref()
+    }
+
+    /// How many times a video track was paused for lack of bandwidth.
+    pub fn pauses(&self) -> u64 {
+        self.pauses
+    }
+
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    pub fn update(&mut self, now: Instant, estimate_bps: u64, tracks: &[TrackOffer]) -> Decision {
+        let fits_now = allocate(estimate_bps, tracks, self.policy);
+        let with_margin = allocate(
+            (estimate_bps as f64 / self.tuning.up_margin) as u64,
+            tracks,
+            self.policy,
+        );
+        let next = match &self.current {
+            // First decision, or the tracks changed shape: start from what fits.
+            None => fits_now,
+            Some(cur) if !same_tracks(cur, &fits_now) => fits_now,
+            Some(cur) => {
+                let cur_still_valid = tracks.iter().zip(cur).all(|(t, (_, l))| {
+                    l.is_none_or(|l| t.layers_bps.get(l).copied().flatten().is_some())
+                });
+                let cur_rate = total(tracks, cur);
+                let cur_capped = cur
+                    .iter()
+                    .zip(tracks)
+                    .all(|((_, l), t)| l.is_none_or(|l| l <= t.max_layer));
+                if !cur_still_valid || cur_rate > estimate_bps || !cur_capped {
+                    // Down (or a layer vanished): at once.
+                    fits_now
+                } else if better(&with_margin, cur)
+                    && self
+                        .last_change
+                        .is_none_or(|t| now.saturating_duration_since(t) >= self.tuning.min_dwell)
+                {
+                    with_margin
+                } else {
+                    cur.clone()
+                }
+            }
+        };
+        let changed = self.current.as_ref() != Some(&next);
+        if changed {
+            if let Some(cur) = &self.current {
+                self.pauses += next
+                    .iter()
+                    .zip(cur)
+                    .filter(|((s, n), (_, c))| !s.is_audio() && n.is_none() && c.is_some())
+                    .count() as u64;
+            }
+            self.changes += 1;
+            self.last_change = Some(now);
+        }
+        let allocated_bps = total(tracks, &next);
+        let probe_bps = next_step(tracks, &next, self.policy).map(|c| total(tracks, &c));
+        let best: Choice = tracks
+            .iter()
+            .map(|t| (t.slot, t.best_within(u64::MAX, None).map(|x| x.0)))
+            .collect();
+        self.current = Some(next.clone());
+        Decision {
+            choice: next,
+            allocated_bps,
+            probe_bps,
+            desired_bps: total(tracks, &best),
+            changed,
+        }
+    }
+}
+
+fn same_tracks(a: &Choice, b: &Choice) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.0 == y.0)
+}
+
+/// True when `a` gives some track more than `b` and no track less.
+fn better(a: &Choice, b: &Choice) -> bool {
+    let rank = |l: Option<usize>| l.map_or(0, |l| l + 1);
+    let mut any = false;
+    for ((_, x), (_, y)) in a.iter().zip(b) {
+        if rank(*x) < rank(*y) {
+            return false;
+        }
+        any |= rank(*x) > rank(*y);
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u64 = 1000;
+
+    fn lesson(max_layer: usize) -> Vec<TrackOffer> {
+        vec![
+            TrackOffer {
+                slot: Slot::TeacherAudio,
+                layers_bps: vec![Some(40 * K)],
+                max_layer: 0,
+            },
+            TrackOffer {
+                slot: Slot::TeacherCamera,
+                layers_bps: vec![Some(150 * K), Some(500 * K), Some(1500 * K)],
+                max_layer,
+            },
+            TrackOffer {
+                slot: Slot::Courseware,
+                layers_bps: vec![Some(300 * K)],
+                max_layer: 0,
+            },
+        ]
+    }
+
+    fn layers(c: &Choice) -> Vec<Option<usize>> {
+        c.iter().map(|x| x.1).collect()
+    }
+
+    #[test]
+    fn priorities_at_fixed_budgets() {
+        let t = lesson(2);
+        // Everything fits.
+        assert_eq!(
+            layers(&allocate(5000 * K, &t, Policy::Lecture)),
+            [Some(0), Some(2), Some(0)]
+        );
+        // 1 Mbit/s: audio, courseware, then the camera's best that fits.
+        assert_eq!(
+            layers(&allocate(1000 * K, &t, Policy::Lecture)),
+            [Some(0), Some(1), Some(0)]
+        );
+        // 400 kbit/s: courseware before the camera in a lecture.
+        assert_eq!(
+            layers(&allocate(400 * K, &t, Policy::Lecture)),
+            [Some(0), None, Some(0)]
+        );
+        // ... and the camera first for a music lesson.
+        assert_eq!(
+            layers(&allocate(400 * K, &t, Policy::Camera)),
+            [Some(0), Some(0), None]
+        );
+        // 20 kbit/s: the voice is never starved, video is paused.
+        assert_eq!(
+            layers(&allocate(20 * K, &t, Policy::Lecture)),
+            [Some(0), None, None]
+        );
+        // A subscriber capped at mid.
+        assert_eq!(
+            layers(&allocate(5000 * K, &lesson(1), Policy::Lecture)),
+            [Some(0), Some(1), Some(0)]
+        );
+    }
+
+    #[test]
+    fn missing_layers_are_skipped() {
+        let mut t = lesson(2);
+        t[1].layers_bps = vec![Some(150 * K), None, Some(1500 * K)];
+        assert_eq!(
+            layers(&allocate(1000 * K, &t, Policy::Lecture)),
+            [Some(0), Some(0), Some(0)]
+        );
+        assert_eq!(
+            layers(&allocate(2000 * K, &t, Policy::Lecture)),
+            [Some(0), Some(2), Some(0)]
+        );
+        let next = next_step(
+            &t,
+            &allocate(1000 * K, &t, Policy::Lecture),
+            Policy::Lecture,
+        )
+        .unwrap();
+        assert_eq!(layers(&next), [Some(0), Some(2), Some(0)]);
+    }
+
+    /// RFC 8867 section 5.1 style: capacity steps, scaled to a rural 1-10 Mbit/s link. The
+    /// estimate follows capacity with a lag; the choice must go down within 1 s and up only
+    /// after the dwell, with no oscillation while capacity is steady.
+    #[test]
+    fn capacity_steps_on_a_virtual_clock() {
+        let t = lesson(2);
+        let mut a = Allocator::new(Policy::Lecture, Tuning::default());
+        let t0 = Instant::now();
+        // (from second, capacity) — 5, then 0.8, then 5 Mbit/s again, then 2.5.
+        let steps = [
+            (0u64, 5000 * K),
+            (20, 800 * K),
+            (40, 5000 * K),
+            (70, 2500 * K),
+        ];
+        let capacity = |s: f64| {
+            steps
+                .iter()
+                .rev()
+                .find(|(at, _)| s >= *at as f64)
+                .unwrap()
+                .1
+        };
+        let mut estimate = 1000.0 * K as f64;
+        let mut history = vec![];
+        let dt = 0.1;
+        for i in 0..900 {
+            let s = i as f64 * dt;
+            // The estimate moves toward capacity: fast down (GCC backs off), slower up.
+            let cap = capacity(s) as f64 * 0.9;
+            let rate = if cap < estimate { 0.5 } else { 0.08 };
+            estimate += (cap - estimate) * rate;
+            let d = a.update(t0 + Duration::from_secs_f64(s), estimate as u64, &t);
+            history.push((s, layers(&d.choice), d.allocated_bps, d.probe_bps));
+        }
+        let at = |s: f64| history.iter().find(|h| h.0 >= s).unwrap();
+        // Steady at 5 Mbit/s: everything at its best.
+        assert_eq!(at(15.0).1, [Some(0), Some(2), Some(0)]);
+        // Down within 1 s of the drop to 0.8 Mbit/s, to a choice that fits under it.
+        let down = history
+            .iter()
+            .find(|h| h.0 >= 20.0 && h.2 <= 720 * K)
+            .unwrap();
+        assert!(
+            down.0 - 20.0 <= 1.0,
+            "went down after {:.1} s",
+            down.0 - 20.0
+        );
+        assert_eq!(at(30.0).1, [Some(0), Some(0), Some(0)]);
+        // While capacity is 0.8 the allocation stays under it.
+        assert!(history
+            .iter()
+            .filter(|h| h.0 >= 21.0 && h.0 < 40.0)
+            .all(|h| h.2 <= 800 * K));
+        // Back on the high layer within 8 s of recovery.
+        let up = history
+            .iter()
+            .find(|h| h.0 >= 40.0 && h.1[1] == Some(2))
+            .unwrap();
+        assert!(up.0 - 40.0 <= 8.0, "back up after {:.1} s", up.0 - 40.0);
+        // 2.5 Mbit/s (estimate 2.25): camera high + courseware + audio = 1.84 fits, steady.
+        let late: Vec<_> = history.iter().filter(|h| h.0 >= 75.0).collect();
+        assert!(late.iter().all(|h| h.1 == [Some(0), Some(2), Some(0)]));
+        // No oscillation: few changes overall.
+        assert!(a.changes() <= 10, "{} changes", a.changes());
+        // While at the top, there is nothing left to probe for.
+        assert_eq!(at(15.0).3, None);
+        assert!(at(30.0).3.is_some());
+    }
+
+    #[test]
+    fn pauses_and_resumes_with_hysteresis() {
+        let t = lesson(2);
+        let mut a = Allocator::new(Policy::Lecture, Tuning::default());
+        let t0 = Instant::now();
+        let d = a.update(t0, 2000 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), Some(2), Some(0)]);
+        // Collapse: only audio fits.
+        let d = a.update(t0 + Duration::from_secs(1), 100 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), None, None]);
+        assert_eq!(a.pauses(), 2);
+        // Enough for the camera's low layer, but not with the margin: stays paused.
+        let d = a.update(t0 + Duration::from_secs(10), 200 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), None, None]);
+        // With the margin and after the dwell: the low camera layer resumes (courseware,
+        // first in priority, does not fit yet).
+        let d = a.update(t0 + Duration::from_secs(11), 230 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), Some(0), None]);
+        // Not again before the dwell has passed, even with plenty of room.
+        let d = a.update(t0 + Duration::from_secs(12), 5000 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), Some(0), None]);
+        let d = a.update(t0 + Duration::from_secs(16), 5000 * K, &t);
+        assert_eq!(layers(&d.choice), [Some(0), Some(2), Some(0)]);
+    }
+}
