@@ -9,6 +9,25 @@ use crate::forward::keyframe_request::KeyframeThrottle;
 use crate::forward::layer::{choose_layer, order_rids, LayerPref};
 use crate::forward::SourceId;
 
+/// Bytes of RTP, SRTP, UDP and IP headers per packet, counted into layer rates so that they
+/// compare with the congestion controller's estimate of the wire.
+const WIRE_OVERHEAD: usize = 60;
+
+/// Rates assumed for a flowing layer before it has been measured, lowest layer first.
+fn assumed_rate(slot: Slot, index: usize, layers: usize) -> u64 {
+    if slot.is_audio() {
+        return 64_000;
+    }
+    match (layers, index) {
+        (1, _) => 1_000_000,
+        (2, 0) => 300_000,
+        (2, _) => 1_200_000,
+        (_, 0) => 180_000,
+        (_, 1) => 550_000,
+        _ => 1_700_000,
+    }
+}
+
 /// A layer that sent nothing for this long is treated as stopped (Chromium drops its top
 /// layers when its own uplink estimate falls).
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
@@ -124,7 +143,10 @@ impl RateMeter {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= Duration::from_secs(1) {
-            self.bps = self.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            let new = self.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            // Lean high: keyframes make single windows spiky, and an allocation that
+            // underestimates a layer congests the classroom's link.
+            self.bps = new.max((self.bps + new) / 2);
             self.window_start = Some(now);
             self.window_bytes = 0;
         }
@@ -180,7 +202,7 @@ impl SlotSource {
             l.last_packet = Some(now);
             l.packets += 1;
             l.bytes += bytes as u64;
-            l.rate.add(bytes, now);
+            l.rate.add(bytes + WIRE_OVERHEAD, now);
             if keyframe {
                 l.keyframes += 1;
                 if size.is_some() {
@@ -188,6 +210,21 @@ impl SlotSource {
                 }
             }
         }
+    }
+
+    /// Wire bitrate of each layer (lowest first) for the allocator; `None` where not flowing.
+    pub fn layer_rates(&self, slot: Slot, now: Instant) -> Vec<Option<u64>> {
+        let n = self.layers.len();
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.is_active(now).then(|| match l.bitrate_bps() {
+                    0 => assumed_rate(slot, i, n),
+                    b => b,
+                })
+            })
+            .collect()
     }
 
     /// The source a subscriber with preference `pref` should follow now.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::auth::{bearer, AuthError, Claims, Role};
+use crate::forward::allocator::Policy;
 use crate::forward::layer::LayerPref;
 use crate::media::session::{accept_offer, parse_sdpfrag, SessionError, SessionKind};
 use crate::media::{Command, LoopError, PatchOutcome};
@@ -66,12 +67,28 @@ fn is_content_type(headers: &HeaderMap, want: &str) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(want))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct WhipQuery {
+    policy: Option<Policy>,
+}
+
 pub async fn post_whip(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    query: Result<Query<WhipQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let policy = match query {
+        Ok(Query(q)) => q.policy,
+        Err(_) => {
+            return reject(
+                &s,
+                StatusCode::BAD_REQUEST,
+                "policy is lecture (courseware first) or camera (camera first)",
+            )
+        }
+    };
     create(
         s,
         room,
@@ -79,6 +96,7 @@ pub async fn post_whip(
         body,
         SessionKind::Publish,
         LayerPref::High,
+        policy,
     )
     .await
 }
@@ -95,7 +113,7 @@ pub async fn post_whep(
         Some(Ok(p)) => p,
         Some(Err(e)) => return reject(&s, StatusCode::BAD_REQUEST, e),
     };
-    create(s, room, headers, body, SessionKind::Subscribe, pref).await
+    create(s, room, headers, body, SessionKind::Subscribe, pref, None).await
 }
 
 async fn create(
@@ -105,6 +123,7 @@ async fn create(
     body: Bytes,
     kind: SessionKind,
     pref: LayerPref,
+    policy: Option<Policy>,
 ) -> Response {
     if !valid_room(&room) {
         return reject(
@@ -154,7 +173,10 @@ async fn create(
     })
     .await;
     let ns = match built {
-        Ok(Ok(ns)) => ns,
+        Ok(Ok(mut ns)) => {
+            ns.policy = policy;
+            ns
+        }
         Ok(Err(e @ SessionError::UnsupportedCodec(_))) => {
             return reject(&s, StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
         }

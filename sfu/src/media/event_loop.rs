@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::{Codec as StrCodec, PayloadParams};
 use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
@@ -29,6 +30,7 @@ use super::snapshot::*;
 use super::tcp_framing::{frame_into, Deframer};
 use super::{Command, LoopError, MediaHandle, PatchOutcome};
 use crate::auth::{Claims, Role};
+use crate::forward::allocator::{Allocator, Decision, Policy, TrackOffer, Tuning};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
 use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
@@ -91,7 +93,6 @@ struct SessionStats {
     last_bytes_at: Option<Instant>,
     loss: Option<f32>,
     rtt: Option<Duration>,
-    estimate_bps: Option<u64>,
     nacks: HashMap<Mid, u64>,
     plis: HashMap<Mid, u64>,
 }
@@ -117,10 +118,24 @@ struct Session {
     codecs: HashMap<u8, (Codec, PayloadParams)>,
     out: HashMap<Slot, OutSlot>,
     stats: SessionStats,
+    /// Subscribers: the bandwidth estimate (TWCC, or REMB from receivers without TWCC).
+    estimate: Option<Estimate>,
+    video_twcc: bool,
+    allocator: Allocator,
+    decision: Option<Decision>,
+    /// (minimum, desired) last given to the congestion controller.
+    bwe_set: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    bps: u64,
+    twcc: bool,
 }
 
 struct Room {
     created: SystemTime,
+    policy: Policy,
     program: Program,
     members: Vec<u64>,
     /// The teacher (sub) whose session feeds the program.
@@ -341,6 +356,21 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 s.stats.rtt = st.rtt;
             }
         }
+        Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) if s.video_twcc => {
+            s.estimate = Some(Estimate {
+                bps: estimate.as_u64(),
+                twcc: true,
+            });
+        }
+        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
+            // REMB only counts for receivers that give no transport-wide feedback.
+            if !s.estimate.is_some_and(|e| e.twcc) {
+                s.estimate = Some(Estimate {
+                    bps: estimate.as_u64(),
+                    twcc: false,
+                });
+            }
+        }
         Event::PeerStats(st) => {
             let now = st.timestamp;
             if let Some(last) = s.stats.last_bytes_at {
@@ -363,13 +393,50 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             if st.rtt.is_some() {
                 s.stats.rtt = st.rtt;
             }
-            s.stats.estimate_bps = st.bwe_tx.map(|b| b.as_u64());
             if s.kind == SessionKind::Publish {
                 s.stats.loss = st.ingress_loss_fraction.or(s.stats.loss);
             }
         }
         _ => {}
     }
+}
+
+/// The source each of a subscriber's slots should follow: the allocator's choice once the
+/// subscriber has a bandwidth estimate, else the preferred flowing layer.
+fn choose_targets(
+    s: &mut Session,
+    program: &Program,
+    policy: Policy,
+    now: Instant,
+) -> HashMap<Slot, Option<SourceId>> {
+    let mut slots: Vec<Slot> = s.out.keys().copied().collect();
+    slots.sort();
+    let Some(est) = s.estimate else {
+        return slots
+            .into_iter()
+            .map(|slot| (slot, program.choose(slot, s.pref, now)))
+            .collect();
+    };
+    let offers: Vec<TrackOffer> = slots
+        .iter()
+        .filter_map(|slot| {
+            let src = program.slots.get(slot)?;
+            Some(TrackOffer {
+                slot: *slot,
+                layers_bps: src.layer_rates(*slot, now),
+                max_layer: s.pref.index(src.layers.len()),
+            })
+        })
+        .collect();
+    s.allocator.set_policy(policy);
+    let d = s.allocator.update(now, est.bps, &offers);
+    let mut targets: HashMap<Slot, Option<SourceId>> = slots.iter().map(|s| (*s, None)).collect();
+    for (slot, layer) in &d.choice {
+        let src = layer.and_then(|i| program.slots.get(slot)?.layers.get(i).map(|l| l.source));
+        targets.insert(*slot, src);
+    }
+    s.decision = Some(d);
+    targets
 }
 
 impl MediaLoop {
@@ -985,7 +1052,12 @@ impl MediaLoop {
             let Some(out) = sub.out.get_mut(&slot) else {
                 continue;
             };
-            let Some(fwd) = out.forwarder.on_packet(info, now) else {
+            let switches = out.forwarder.switches();
+            let fwd = out.forwarder.on_packet(info, now);
+            if out.forwarder.switches() != switches {
+                metrics.layer_switches.inc();
+            }
+            let Some(fwd) = fwd else {
                 continue;
             };
             let sub_pt = *out.pt_map.entry((from, pt)).or_insert_with(|| {
@@ -1118,14 +1190,23 @@ impl MediaLoop {
             if s.kind != SessionKind::Subscribe {
                 continue;
             }
+            let targets = choose_targets(s, &room.program, room.policy, now);
+            if let Some(d) = &s.decision {
+                // Probe toward the next better choice; aim for everything at its best.
+                let min = d.probe_bps.unwrap_or(d.allocated_bps).max(d.allocated_bps);
+                let want = (min, d.desired_bps.max(min));
+                if s.bwe_set != Some(want) {
+                    s.bwe_set = Some(want);
+                    s.rtc
+                        .bwe()
+                        .set_bitrate(Bitrate::bps(want.0), Bitrate::bps(want.1));
+                    drain(s, &mut self.outbox, &mut self.work, &self.metrics);
+                }
+            }
             for (slot, out) in s.out.iter_mut() {
-                let target = room.program.choose(*slot, s.pref, now);
+                let target = targets.get(slot).copied().flatten();
                 if out.forwarder.target() != target {
-                    let before = out.forwarder.switches();
                     out.forwarder.set_target(target);
-                    self.metrics
-                        .layer_switches
-                        .inc_by(out.forwarder.switches() - before);
                 }
                 // Audio switches on any packet; only video waits for (and asks for) keyframes.
                 if s.connected && !slot.is_audio() {
@@ -1261,6 +1342,7 @@ impl MediaLoop {
         let now = Instant::now();
         let room = self.rooms.entry(ns.room.clone()).or_insert_with(|| Room {
             created: SystemTime::now(),
+            policy: Policy::default(),
             program: Program::default(),
             members: vec![],
             publisher: None,
@@ -1301,6 +1383,9 @@ impl MediaLoop {
         let room = self.rooms.get_mut(&ns.room).expect("room created above");
         if ns.kind == SessionKind::Publish {
             room.publisher = Some((key, ns.claims.sub.clone()));
+            if let Some(p) = ns.policy {
+                room.policy = p;
+            }
             for ms in &ns.slots {
                 room.program.publish(
                     ms.slot,
@@ -1309,6 +1394,7 @@ impl MediaLoop {
             }
         }
         room.members.push(key);
+        let room_policy = room.policy;
         let etag = format!("\"{:016x}\"", rand::random::<u64>());
         let session = Session {
             key,
@@ -1331,6 +1417,11 @@ impl MediaLoop {
             codecs: HashMap::new(),
             out,
             stats: SessionStats::default(),
+            estimate: None,
+            video_twcc: ns.video_twcc,
+            allocator: Allocator::new(room_policy, Tuning::default()),
+            decision: None,
+            bwe_set: None,
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
@@ -1522,6 +1613,8 @@ impl MediaLoop {
                             mid: o.mid.to_string(),
                             layer: layer_name(o.forwarder.current(), slot),
                             target_layer: layer_name(o.forwarder.target(), slot),
+                            paused: o.forwarder.target().is_none()
+                                && room.program.slots.contains_key(slot),
                             switches: o.forwarder.switches(),
                             packets: o.packets,
                         })
@@ -1536,7 +1629,13 @@ impl MediaLoop {
                         bitrate_bps: s.stats.bitrate_bps,
                         loss: s.stats.loss,
                         rtt_ms: s.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                        estimate_bps: s.stats.estimate_bps,
+                        estimate_bps: s.estimate.map(|e| e.bps),
+                        estimate_source: s.estimate.map(|e| if e.twcc { "twcc" } else { "remb" }),
+                        allocated_bps: s.decision.as_ref().map(|d| d.allocated_bps),
+                        probe_bps: s.decision.as_ref().and_then(|d| d.probe_bps),
+                        desired_bps: s.decision.as_ref().map(|d| d.desired_bps),
+                        pauses: s.allocator.pauses(),
+                        allocation_changes: s.allocator.changes(),
                         nacks: s.stats.nacks.values().sum(),
                         plis: s.stats.plis.values().sum(),
                         slots,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::Bitrate;
 use str0m::change::SdpOffer;
 use str0m::media::{MediaKind, Mid};
 use str0m::net::TcpType;
@@ -57,10 +58,16 @@ pub struct NewSession {
     pub claims: Claims,
     pub kind: SessionKind,
     pub layer_pref: LayerPref,
+    /// A publisher may set the room's allocation policy (`?policy=camera` for a music lesson).
+    pub policy: Option<crate::forward::allocator::Policy>,
     pub rtc: Rtc,
     pub offer: String,
     pub answer: String,
     pub local_ufrag: String,
+    /// The viewer asked for transport-wide feedback on its video, so TWCC estimates describe
+    /// its link (a receiver that negotiates the extension but not the feedback would look like
+    /// a link that loses everything).
+    pub video_twcc: bool,
     /// m-lines that carry a program slot, with the negotiated rids (simulcast) of each.
     pub slots: Vec<MidSlot>,
 }
@@ -95,8 +102,14 @@ fn mlines(sdp: &str) -> Vec<(Kind, Option<String>)> {
         .collect()
 }
 
-fn rtc_config(now: Instant) -> Rtc {
+/// Where a subscriber's bandwidth estimate starts: enough for the low and middle layers, so a
+/// classroom sees a picture at once; probing finds the rest within seconds.
+pub const INITIAL_ESTIMATE_KBPS: u64 = 800;
+
+fn rtc_config(now: Instant, kind: SessionKind) -> Rtc {
+    let bwe = (kind == SessionKind::Subscribe).then(|| Bitrate::kbps(INITIAL_ESTIMATE_KBPS));
     Rtc::builder()
+        .enable_bwe(bwe)
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_stats_interval(Some(Duration::from_secs(1)))
@@ -124,7 +137,7 @@ pub fn accept_offer(
     if lines.is_empty() {
         return Err(SessionError::NoMedia("audio or video"));
     }
-    let mut rtc = rtc_config(now);
+    let mut rtc = rtc_config(now, kind);
     for addr in &settings.udp_candidates {
         if let Ok(c) = Candidate::host(*addr, "udp") {
             rtc.add_local_candidate(c);
@@ -216,12 +229,30 @@ pub fn accept_offer(
         claims,
         kind,
         layer_pref,
+        policy: None,
+        video_twcc: video_has_twcc_feedback(offer),
         rtc,
         offer: offer.to_string(),
         answer: answer.to_sdp_string(),
         local_ufrag,
         slots,
     })
+}
+
+/// True when every video m-line of `sdp` offers `transport-cc` feedback.
+pub fn video_has_twcc_feedback(sdp: &str) -> bool {
+    let mut sections: Vec<(bool, bool)> = vec![];
+    for line in sdp.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("m=") {
+            sections.push((rest.starts_with("video"), false));
+        } else if line.starts_with("a=rtcp-fb:") && line.contains("transport-cc") {
+            if let Some(last) = sections.last_mut() {
+                last.1 = true;
+            }
+        }
+    }
+    let video: Vec<_> = sections.iter().filter(|s| s.0).collect();
+    !video.is_empty() && video.iter().all(|s| s.1)
 }
 
 /// Replaces the ICE credentials of a stored offer, for an ICE restart through PATCH.
@@ -303,6 +334,15 @@ mod tests {
             s,
             "v=0\r\na=ice-ufrag:new\r\na=ice-pwd:newpwd\r\nm=audio 9\r\na=ice-ufrag:new\r\n"
         );
+    }
+
+    #[test]
+    fn twcc_feedback_detection() {
+        let with = "m=audio 9 X 111\r\na=rtcp-fb:111 transport-cc\r\nm=video 9 X 96\r\na=rtcp-fb:96 transport-cc\r\n";
+        assert!(video_has_twcc_feedback(with));
+        let without = "m=audio 9 X 111\r\na=rtcp-fb:111 transport-cc\r\nm=video 9 X 96\r\na=rtcp-fb:96 goog-remb\r\n";
+        assert!(!video_has_twcc_feedback(without));
+        assert!(!video_has_twcc_feedback("m=audio 9 X 111\r\n"));
     }
 
     #[test]

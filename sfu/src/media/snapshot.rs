@@ -50,7 +50,17 @@ pub struct SubscriberInfo {
     pub bitrate_bps: u64,
     pub loss: Option<f32>,
     pub rtt_ms: Option<f64>,
+    /// The congestion controller's estimate toward this subscriber.
     pub estimate_bps: Option<u64>,
+    /// "twcc" (transport-wide feedback) or "remb" (receiver report), null before the first.
+    pub estimate_source: Option<&'static str>,
+    /// What the allocator gives this subscriber now, what it probes for, and the goal.
+    pub allocated_bps: Option<u64>,
+    pub probe_bps: Option<u64>,
+    pub desired_bps: Option<u64>,
+    /// Video tracks paused for lack of bandwidth, and allocation changes, since joining.
+    pub pauses: u64,
+    pub allocation_changes: u64,
     pub nacks: u64,
     pub plis: u64,
     pub slots: Vec<SubscriberSlotInfo>,
@@ -63,6 +73,8 @@ pub struct SubscriberSlotInfo {
     /// The layer being forwarded (rid, or "single" without simulcast); null while waiting.
     pub layer: Option<String>,
     pub target_layer: Option<String>,
+    /// The allocator paused this slot (the source exists but does not fit).
+    pub paused: bool,
     pub switches: u64,
     pub packets: u64,
 }

@@ -590,9 +590,19 @@ pub fn build_api(video: &[VideoCodec], side: Side) -> API {
         None,
     )
     .expect("register audio mid extension");
-    // NACK generator/responder, sender/receiver reports, TWCC feedback (receiver side).
-    let registry =
-        register_default_interceptors(Registry::new(), &mut m).expect("default interceptors");
+    // NACK generator/responder and sender/receiver reports. Publishers also get TWCC; viewers
+    // do not: webrtc-rs's transport-wide feedback misreports packets that reach a viewer
+    // before its track is bound (see the probe race above), which an SFU estimator reads as
+    // heavy loss. Without TWCC the SFU forwards the requested layer, which is what these
+    // forwarding tests check; bandwidth adaptation is tested with Chromium viewers.
+    let registry = match side {
+        Side::Publisher => {
+            register_default_interceptors(Registry::new(), &mut m).expect("default interceptors")
+        }
+        Side::Subscriber => webrtc::api::interceptor_registry::configure_rtcp_reports(
+            webrtc::api::interceptor_registry::configure_nack(Registry::new(), &mut m),
+        ),
+    };
 
     let mut s = SettingEngine::default();
     s.set_network_types(vec![NetworkType::Udp4]);
