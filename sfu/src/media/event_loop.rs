@@ -362,14 +362,14 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 twcc: true,
             });
         }
-        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
-            // REMB only counts for receivers that give no transport-wide feedback.
-            if !s.estimate.is_some_and(|e| e.twcc) {
-                s.estimate = Some(Estimate {
-                    bps: estimate.as_u64(),
-                    twcc: false,
-                });
-            }
+        // REMB only counts for receivers that give no transport-wide feedback.
+        Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
+            if !s.estimate.is_some_and(|e| e.twcc) =>
+        {
+            s.estimate = Some(Estimate {
+                bps: estimate.as_u64(),
+                twcc: false,
+            });
         }
         Event::PeerStats(st) => {
             let now = st.timestamp;
