@@ -14,7 +14,7 @@ fn main() {
         let mut fwd: Vec<TrackForwarder> = (0..subscribers)
             .map(|i| {
                 let mut f = TrackForwarder::new(90_000, i as u16);
-                f.set_target(Some(SourceId(1)));
+                f.set_target(Some(SourceId(1)), Instant::now());
                 f
             })
             .collect();

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub sessions_created: IntCounterVec,
     pub http_rejections: IntCounterVec,
     pub forward_seconds: Histogram,
+    pub subscriber_estimate: IntGaugeVec,
+    pub subscriber_allocated: IntGaugeVec,
+    pub subscriber_layer: IntGaugeVec,
+    pub allocation_pauses: IntCounter,
+    pub keyframe_wait_freezes: IntCounter,
 }
 
 impl Metrics {
@@ -65,7 +70,37 @@ impl Metrics {
         registry
             .register(Box::new(forward_seconds.clone()))
             .unwrap();
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
         Metrics {
+            subscriber_estimate: gauge_vec(
+                "sfu_subscriber_estimate_bps",
+                "Bandwidth estimate toward each subscriber",
+                &["room", "session"],
+            ),
+            subscriber_allocated: gauge_vec(
+                "sfu_subscriber_allocated_bps",
+                "Bitrate the allocator gives each subscriber",
+                &["room", "session"],
+            ),
+            subscriber_layer: gauge_vec(
+                "sfu_subscriber_layer",
+                "Layer forwarded per subscriber slot (0 = lowest; -1 = paused or waiting)",
+                &["room", "session", "slot"],
+            ),
+            allocation_pauses: counter(
+                "sfu_allocation_pauses_total",
+                "Video tracks paused for subscribers whose link could not carry them",
+            ),
+            keyframe_wait_freezes: counter(
+                "sfu_keyframe_wait_freezes_total",
+                "Subscriber freezes (over 200 ms) spent waiting for a keyframe with nothing to forward",
+            ),
             rooms,
             peers,
             packets_in: counter(

@@ -215,6 +215,18 @@ fn vp8_simulcast_three_viewers() {
         let (st, body) = sfu.get(&format!("/api/rooms/{room}")).await;
         eprintln!("GET /api/rooms/{room} -> {st}: {body}");
         assert_eq!(st, 200, "GET /api/rooms/{room}: {st} {body}");
+        // Per-subscriber layers are exported to Prometheus: the three viewers follow the
+        // high, low and middle layers of the camera.
+        let (_, metrics) = sfu.get("/metrics").await;
+        let mut camera_layers: Vec<i64> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("sfu_subscriber_layer{") && l.contains("slot=\"teacher_camera\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        camera_layers.sort();
+        assert_eq!(camera_layers, vec![0, 1, 2], "{metrics}");
         assert!(
             serde_json::from_str::<serde_json::Value>(&body).is_ok(),
             "GET /api/rooms/{room} is not JSON: {body}"

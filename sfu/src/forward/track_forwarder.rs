@@ -34,7 +34,13 @@ pub struct TrackForwarder {
     current: Option<SourceId>,
     target: Option<SourceId>,
     switches: u64,
+    /// Since when nothing has been forwarded while a keyframe is awaited (after the first).
+    stalled_since: Option<Instant>,
+    keyframe_freezes: u64,
 }
+
+/// A wait for a keyframe longer than this, with nothing forwarded, is a visible freeze.
+pub const FREEZE_THRESHOLD: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl TrackForwarder {
     pub fn new(clock_rate: u32, first_seq: u16) -> Self {
@@ -44,6 +50,8 @@ impl TrackForwarder {
             current: None,
             target: None,
             switches: 0,
+            stalled_since: None,
+            keyframe_freezes: 0,
         }
     }
 
@@ -62,11 +70,20 @@ impl TrackForwarder {
         self.switches
     }
 
+    /// Freezes caused by waiting for a keyframe with nothing else to forward.
+    pub fn keyframe_freezes(&self) -> u64 {
+        self.keyframe_freezes
+    }
+
     /// Choose what to forward. The current source keeps flowing until the target's keyframe.
-    pub fn set_target(&mut self, target: Option<SourceId>) {
+    pub fn set_target(&mut self, target: Option<SourceId>, now: Instant) {
         self.target = target;
         if target.is_none() {
             self.current = None;
+            self.stalled_since = None;
+        } else if self.current.is_none() && self.rewriter.source().is_some() {
+            // The picture stands still until the new source's keyframe arrives.
+            self.stalled_since.get_or_insert(now);
         }
     }
 
@@ -85,6 +102,11 @@ impl TrackForwarder {
                 self.switches += 1;
             }
             self.current = self.target;
+            if let Some(t) = self.stalled_since.take() {
+                if now.saturating_duration_since(t) >= FREEZE_THRESHOLD {
+                    self.keyframe_freezes += 1;
+                }
+            }
             self.rewriter.switch_to(p.source, p.seq, p.ts, now);
             if let Some(f) = p.vp8 {
                 self.vp8.switch_to(p.source, f);
@@ -122,7 +144,7 @@ mod tests {
     fn waits_for_keyframe_then_switches_without_gap() {
         let t0 = Instant::now();
         let mut f = TrackForwarder::new(90_000, 0);
-        f.set_target(Some(SourceId(1)));
+        f.set_target(Some(SourceId(1)), t0);
         assert_eq!(f.waiting_for_keyframe(), Some(SourceId(1)));
         // Delta frames before the first keyframe are not forwarded.
         assert_eq!(f.on_packet(pkt(1, 10, 0, false), t0), None);
@@ -131,7 +153,7 @@ mod tests {
         assert_eq!(f.on_packet(pkt(1, 12, 3000, false), t0), fw(1, 3000));
 
         // Ask for layer 2: layer 1 keeps flowing until layer 2's keyframe.
-        f.set_target(Some(SourceId(2)));
+        f.set_target(Some(SourceId(2)), t0);
         let t1 = t0 + Duration::from_millis(40);
         assert_eq!(f.on_packet(pkt(2, 500, 7, false), t1), None);
         assert_eq!(f.on_packet(pkt(1, 13, 6000, false), t1), fw(2, 6000));
@@ -157,14 +179,14 @@ mod tests {
                 key_idx: None,
             })
         };
-        f.set_target(Some(SourceId(1)));
+        f.set_target(Some(SourceId(1)), t0);
         let mut p = pkt(1, 1, 0, true);
         p.vp8 = v(1000);
         assert_eq!(
             f.on_packet(p, t0).unwrap().vp8.unwrap().picture_id,
             Some(1000)
         );
-        f.set_target(Some(SourceId(2)));
+        f.set_target(Some(SourceId(2)), t0);
         let mut q = pkt(2, 1, 0, true);
         q.vp8 = v(77);
         let out = f.on_packet(q, t0).unwrap().vp8.unwrap();
@@ -173,12 +195,50 @@ mod tests {
     }
 
     #[test]
+    fn a_long_wait_for_a_keyframe_after_a_reconnect_counts_as_a_freeze() {
+        let t0 = Instant::now();
+        let mut f = TrackForwarder::new(90_000, 0);
+        f.set_target(Some(SourceId(1)), t0);
+        // The first picture is not a freeze.
+        assert!(f
+            .on_packet(pkt(1, 1, 0, true), t0 + Duration::from_secs(1))
+            .is_some());
+        // The publisher leaves and comes back: 50 ms to the new keyframe is no freeze...
+        f.set_target(None, t0 + Duration::from_secs(2));
+        f.set_target(Some(SourceId(2)), t0 + Duration::from_secs(2));
+        assert!(f
+            .on_packet(pkt(2, 1, 0, true), t0 + Duration::from_millis(2050))
+            .is_some());
+        assert_eq!(f.keyframe_freezes(), 0);
+        // ... 600 ms is.
+        f.set_target(None, t0 + Duration::from_secs(3));
+        f.set_target(Some(SourceId(3)), t0 + Duration::from_secs(3));
+        assert_eq!(
+            f.on_packet(pkt(3, 1, 0, false), t0 + Duration::from_millis(3300)),
+            None
+        );
+        assert!(f
+            .on_packet(pkt(3, 2, 0, true), t0 + Duration::from_millis(3600))
+            .is_some());
+        assert_eq!(f.keyframe_freezes(), 1);
+        // A layer switch keeps the old layer flowing: never a freeze.
+        f.set_target(Some(SourceId(4)), t0 + Duration::from_secs(4));
+        assert!(f
+            .on_packet(pkt(3, 3, 0, false), t0 + Duration::from_secs(5))
+            .is_some());
+        assert!(f
+            .on_packet(pkt(4, 1, 0, true), t0 + Duration::from_secs(5))
+            .is_some());
+        assert_eq!(f.keyframe_freezes(), 1);
+    }
+
+    #[test]
     fn losing_the_target_stops_forwarding() {
         let t0 = Instant::now();
         let mut f = TrackForwarder::new(48_000, 0);
-        f.set_target(Some(SourceId(1)));
+        f.set_target(Some(SourceId(1)), t0);
         assert!(f.on_packet(pkt(1, 1, 0, true), t0).is_some());
-        f.set_target(None);
+        f.set_target(None, t0);
         assert_eq!(f.on_packet(pkt(1, 2, 960, true), t0), None);
         assert_eq!(f.waiting_for_keyframe(), None);
     }

@@ -125,6 +125,9 @@ struct Session {
     decision: Option<Decision>,
     /// (minimum, desired) last given to the congestion controller.
     bwe_set: Option<(u64, u64)>,
+    /// Counts already added to the process-wide counters.
+    reported_pauses: u64,
+    reported_freezes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1206,7 +1209,7 @@ impl MediaLoop {
             for (slot, out) in s.out.iter_mut() {
                 let target = targets.get(slot).copied().flatten();
                 if out.forwarder.target() != target {
-                    out.forwarder.set_target(target);
+                    out.forwarder.set_target(target, now);
                 }
                 // Audio switches on any packet; only video waits for (and asks for) keyframes.
                 if s.connected && !slot.is_audio() {
@@ -1264,6 +1267,55 @@ impl MediaLoop {
             self.close_tcp(t);
         }
         self.metrics.rooms.set(self.rooms.len() as i64);
+        self.export_subscriber_metrics();
+    }
+
+    fn export_subscriber_metrics(&mut self) {
+        let m = &self.metrics;
+        for s in self.sessions.values_mut() {
+            if s.kind != SessionKind::Subscribe || !s.connected {
+                continue;
+            }
+            let labels = [s.room.as_str(), s.id.as_str()];
+            if let Some(e) = s.estimate {
+                m.subscriber_estimate
+                    .with_label_values(&labels)
+                    .set(e.bps as i64);
+            }
+            if let Some(d) = &s.decision {
+                m.subscriber_allocated
+                    .with_label_values(&labels)
+                    .set(d.allocated_bps as i64);
+            }
+            let room = self.rooms.get(&s.room);
+            let mut freezes = 0;
+            for (slot, out) in &s.out {
+                freezes += out.forwarder.keyframe_freezes();
+                let layer = out
+                    .forwarder
+                    .current()
+                    .and_then(|src| {
+                        room?
+                            .program
+                            .slots
+                            .get(slot)?
+                            .layers
+                            .iter()
+                            .position(|l| l.source == src)
+                    })
+                    .map_or(-1, |i| i as i64);
+                m.subscriber_layer
+                    .with_label_values(&[s.room.as_str(), s.id.as_str(), slot.as_str()])
+                    .set(layer);
+            }
+            m.keyframe_wait_freezes
+                .inc_by(freezes.saturating_sub(s.reported_freezes));
+            s.reported_freezes = s.reported_freezes.max(freezes);
+            let pauses = s.allocator.pauses();
+            m.allocation_pauses
+                .inc_by(pauses.saturating_sub(s.reported_pauses));
+            s.reported_pauses = s.reported_pauses.max(pauses);
+        }
     }
 
     fn handle_commands(&mut self) {
@@ -1422,6 +1474,8 @@ impl MediaLoop {
             allocator: Allocator::new(room_policy, Tuning::default()),
             decision: None,
             bwe_set: None,
+            reported_pauses: 0,
+            reported_freezes: 0,
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
@@ -1520,6 +1574,18 @@ impl MediaLoop {
         }
         s.rtc.disconnect();
         drain(&mut s, &mut self.outbox, &mut self.work, &self.metrics);
+        if s.kind == SessionKind::Subscribe {
+            let m = &self.metrics;
+            let _ = m.subscriber_estimate.remove_label_values(&[&s.room, &s.id]);
+            let _ = m
+                .subscriber_allocated
+                .remove_label_values(&[&s.room, &s.id]);
+            for slot in s.out.keys() {
+                let _ = m
+                    .subscriber_layer
+                    .remove_label_values(&[&s.room, &s.id, slot.as_str()]);
+            }
+        }
         self.ids.remove(&s.id);
         if self.by_ufrag.get(&s.ufrag) == Some(&key) {
             self.by_ufrag.remove(&s.ufrag);
@@ -1616,6 +1682,7 @@ impl MediaLoop {
                             paused: o.forwarder.target().is_none()
                                 && room.program.slots.contains_key(slot),
                             switches: o.forwarder.switches(),
+                            keyframe_freezes: o.forwarder.keyframe_freezes(),
                             packets: o.packets,
                         })
                         .collect();

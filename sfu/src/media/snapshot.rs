@@ -76,5 +76,7 @@ pub struct SubscriberSlotInfo {
     /// The allocator paused this slot (the source exists but does not fit).
     pub paused: bool,
     pub switches: u64,
+    /// Freezes over 200 ms spent waiting for a keyframe with nothing to forward.
+    pub keyframe_freezes: u64,
     pub packets: u64,
 }
