@@ -4,6 +4,7 @@ pub mod allocator;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod layer;
+pub mod red;
 pub mod rewrite;
 pub mod track_forwarder;
 pub mod vp8_rewrite;

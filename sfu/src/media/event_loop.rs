@@ -33,6 +33,7 @@ use crate::auth::{Claims, Role};
 use crate::forward::allocator::{Allocator, Decision, Policy, TrackOffer, Tuning};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
+use crate::forward::red::{want_red, RedEncoder};
 use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
 use crate::forward::vp8_rewrite::parse_fields;
 use crate::forward::SourceId;
@@ -84,6 +85,9 @@ struct OutSlot {
     /// Publisher payload type → this subscriber's payload type (None: no common codec).
     pt_map: HashMap<(u64, u8), Option<str0m::media::Pt>>,
     packets: u64,
+    /// Audio: redundancy toward a lossy viewer that negotiated RED.
+    red: RedEncoder,
+    red_on: bool,
 }
 
 #[derive(Default)]
@@ -1082,20 +1086,33 @@ impl MediaLoop {
             };
             let mid = out.mid;
             out.packets += 1;
+            let mut payload = pkt.payload.clone();
+            let mut send_pt = sub_pt;
+            if slot.is_audio() {
+                if out.forwarder.switches() != switches {
+                    out.red.reset();
+                }
+                out.red_on = want_red(out.red_on, sub.stats.loss);
+                let red_pt = sub
+                    .rtc
+                    .codec_config()
+                    .params()
+                    .iter()
+                    .find(|p| p.pt() == sub_pt)
+                    .and_then(|p| p.red());
+                if let (true, Some(red_pt)) = (out.red_on, red_pt) {
+                    payload = out.red.encode(*sub_pt, fwd.ts, &pkt.payload).into();
+                    send_pt = red_pt;
+                }
+            }
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
                 continue;
             };
-            let mut write = RtpWrite::new(
-                sub_pt,
-                fwd.seq.into(),
-                fwd.ts,
-                pkt.timestamp,
-                pkt.payload.clone(),
-            )
-            .marker(pkt.header.marker)
-            .ext_vals(ext.clone())
-            .nackable(!slot.is_audio());
+            let mut write = RtpWrite::new(send_pt, fwd.seq.into(), fwd.ts, pkt.timestamp, payload)
+                .marker(pkt.header.marker)
+                .ext_vals(ext.clone())
+                .nackable(!slot.is_audio());
             if let (Some(desc), Some(v)) = (vp8_desc, fwd.vp8) {
                 let mut b = desc.patch();
                 if let Some(p) = v.picture_id {
@@ -1425,6 +1442,8 @@ impl MediaLoop {
                         forwarder: TrackForwarder::new(clock, random_seq()),
                         pt_map: HashMap::new(),
                         packets: 0,
+                        red: RedEncoder::default(),
+                        red_on: false,
                     },
                 );
             }
@@ -1683,6 +1702,7 @@ impl MediaLoop {
                                 && room.program.slots.contains_key(slot),
                             switches: o.forwarder.switches(),
                             keyframe_freezes: o.forwarder.keyframe_freezes(),
+                            red: o.red_on,
                             packets: o.packets,
                         })
                         .collect();

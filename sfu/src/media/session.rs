@@ -110,6 +110,8 @@ fn rtc_config(now: Instant, kind: SessionKind) -> Rtc {
     let bwe = (kind == SessionKind::Subscribe).then(|| Bitrate::kbps(INITIAL_ESTIMATE_KBPS));
     Rtc::builder()
         .enable_bwe(bwe)
+        // Viewers may take the voice with RFC 2198 redundancy (sent on lossy links).
+        .enable_opus(true, kind == SessionKind::Subscribe)
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .set_stats_interval(Some(Duration::from_secs(1)))

@@ -76,6 +76,8 @@ pub struct SubscriberSlotInfo {
     /// The allocator paused this slot (the source exists but does not fit).
     pub paused: bool,
     pub switches: u64,
+    /// Audio sent with RFC 2198 redundancy (the viewer's link loses packets).
+    pub red: bool,
     /// Freezes over 200 ms spent waiting for a keyframe with nothing to forward.
     pub keyframe_freezes: u64,
     pub packets: u64,
