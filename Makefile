@@ -1,6 +1,7 @@
 # Two commands matter: `make demo` and `make test` (see README.md).
 SHELL := /bin/bash
 CARGO ?= cargo
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: deps build release demo test test-rust test-web lint fmt bench clean
@@ -18,16 +19,16 @@ demo: release
 	./scripts/demo.sh
 
 test: deps
-	$(CARGO) build -p sfu
+	$(CARGO) build -p sfu -p loadtest
 	$(CARGO) test --workspace
-	cd web && SFU_BIN=$(CURDIR)/target/debug/sfu node --test tests/
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/
 
 test-rust:
 	$(CARGO) test --workspace
 
 test-web:
-	$(CARGO) build -p sfu
-	cd web && SFU_BIN=$(CURDIR)/target/debug/sfu node --test tests/
+	$(CARGO) build -p sfu -p loadtest
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/
 
 lint:
 	$(CARGO) fmt --all -- --check

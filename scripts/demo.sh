@@ -8,7 +8,7 @@ HTTP=${SFU_HTTP:-127.0.0.1:7800}
 MEDIA_PORT=${SFU_MEDIA_PORT:-7801}
 ROOM=${ROOM:-demo}
 export CLASSROOM_SECRET=${CLASSROOM_SECRET:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
-SFU=./target/release/sfu
+SFU=${CARGO_TARGET_DIR:-./target}/release/sfu
 mkdir -p artifacts
 
 pids=()
