@@ -4,7 +4,7 @@ CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps build release demo test test-rust test-web lint fmt bench clean
+.PHONY: deps build release demo test test-rust test-web test-adaptive lint fmt bench clean
 
 deps:
 	./scripts/install-deps.sh
@@ -21,14 +21,19 @@ demo: release
 test: deps
 	$(CARGO) build -p sfu -p loadtest
 	$(CARGO) test --workspace
-	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test --test-concurrency=1 tests/
 
 test-rust:
 	$(CARGO) test --workspace
 
 test-web:
 	$(CARGO) build -p sfu -p loadtest
-	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test --test-concurrency=1 tests/
+
+# Issue 3 acceptance (adaptive layers on emulated links); joins `make test` once it passes steadily.
+test-adaptive:
+	$(CARGO) build -p sfu -p loadtest
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/adaptive.acceptance.mjs
 
 lint:
 	$(CARGO) fmt --all -- --check

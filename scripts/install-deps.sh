@@ -13,6 +13,9 @@ pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "insta
 have cc || need+=(build-essential)
 have pkg-config || need+=(pkg-config)
 have cmake || need+=(cmake)
+# HiGHS (the scheduler's MILP solver) is built from source: cmake, a C++ compiler, libclang.
+have c++ || need+=(g++)
+pkg_installed libclang-dev || need+=(libclang-dev)
 have curl || need+=(curl)
 have node || need+=(nodejs)
 have npm || need+=(npm)

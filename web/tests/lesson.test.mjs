@@ -17,38 +17,24 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { randomBytes } from 'node:crypto';
-import dgram from 'node:dgram';
-import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import {
+  Harness, WEB, CHROMIUM, CHROMIUM_ARGS, sleep, pollUntil, viewerStats, teacherStats,
+} from './harness.mjs';
 
-const execFileP = promisify(execFile);
-
-const WEB = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const REPO = path.resolve(WEB, '..');
-const SFU_BIN = process.env.SFU_BIN || path.join(REPO, 'target', 'debug', 'sfu');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const RESULTS = path.join(WEB, 'test-results');
-const SECRET = `web-test-${randomBytes(12).toString('hex')}`;
-const ROOM = `web-test-${randomBytes(3).toString('hex')}`;
-
-const CHROMIUM_ARGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--disable-background-networking',
-  '--no-sandbox',
-  '--autoplay-policy=no-user-gesture-required',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync',
-  '--allow-loopback-in-peer-connection',
-];
+const h = new Harness({ name: 'web-test' });
+const SECRET = h.secret;
+const ROOM = h.room;
+const { consoleErrors, pageErrors } = h;
+const mintToken = (...a) => h.mintToken(...a);
+const openPage = (...a) => h.openPage(...a);
+const watchPage = (...a) => h.watchPage(...a);
+const waitState = (...a) => h.waitState(...a);
+const dump = (...a) => h.dump(...a);
+const screenshot = (...a) => h.screenshot(...a);
+const sfuLogTail = (...a) => h.sfuLogTail(...a);
 
 const VIEWERS = 3;
 const MIN_FRAMES_IN_WINDOW = 150; // >= 15 fps over the 10 s window
@@ -57,258 +43,7 @@ const START_TIMEOUT_MS = 30_000;
 const RESUME_TIMEOUT_MS = 15_000;
 const MIN_FRAMES_AFTER_RESUME = 100;
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// ------------------------------------------------------------------ ports
-
-function listenTcp(port) {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(port, '127.0.0.1', () => resolve(s));
-  });
-}
-
-function bindUdp(port) {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(port, '127.0.0.1', () => resolve(s));
-  });
-}
-
-async function freeTcpPort() {
-  const s = await listenTcp(0);
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
-/** A port number free for both UDP and TCP (the SFU's media port serves ICE over both). */
-async function freeMediaPort(avoid) {
-  for (let i = 0; i < 50; i++) {
-    const u = await bindUdp(0);
-    const { port } = u.address();
-    if (port === avoid) {
-      u.close();
-      continue;
-    }
-    try {
-      const t = await listenTcp(port);
-      await new Promise((r) => t.close(r));
-      u.close();
-      return port;
-    } catch {
-      u.close();
-    }
-  }
-  throw new Error('no free UDP+TCP port found');
-}
-
-// -------------------------------------------------------------------- SFU
-
-let sfuProc = null;
-let sfuExit = null;
-let sfuPorts = null;
-let baseUrl = '';
-
-/** Starts `sfu serve` on free ports, or on `ports` (to restart it where the pages expect it). */
-async function startSfu(ports = null) {
-  if (!fs.existsSync(SFU_BIN)) {
-    throw new Error(`SFU binary not found at ${SFU_BIN}: build it (cargo build -p sfu) or set SFU_BIN`);
-  }
-  const httpPort = ports ? ports.httpPort : await freeTcpPort();
-  const mediaPort = ports ? ports.mediaPort : await freeMediaPort(httpPort);
-  sfuPorts = { httpPort, mediaPort };
-  baseUrl = `http://127.0.0.1:${httpPort}`;
-  const log = fs.openSync(path.join(RESULTS, 'sfu.log'), ports ? 'a' : 'w');
-  sfuProc = spawn(
-    SFU_BIN,
-    ['serve', '--http', `127.0.0.1:${httpPort}`, '--media-port', String(mediaPort)],
-    {
-      env: { ...process.env, CLASSROOM_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG || 'info' },
-      stdio: ['ignore', log, log],
-    },
-  );
-  fs.closeSync(log);
-  sfuExit = new Promise((resolve) => sfuProc.once('exit', (code, signal) => resolve({ code, signal })));
-  let exited = null;
-  sfuExit.then((e) => {
-    exited = e;
-  });
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited) throw new Error(`sfu exited early (${JSON.stringify(exited)}):\n${sfuLogTail()}`);
-    try {
-      const res = await fetch(`${baseUrl}/healthz`);
-      if (res.status === 200) break;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`sfu /healthz not 200 within 30 s:\n${sfuLogTail()}`);
-    await sleep(200);
-  }
-}
-
-async function stopSfu() {
-  if (!sfuProc || sfuProc.exitCode !== null || sfuProc.signalCode !== null) return;
-  sfuProc.kill('SIGTERM');
-  const done = await Promise.race([sfuExit, sleep(10_000).then(() => null)]);
-  if (!done) sfuProc.kill('SIGKILL');
-}
-
-function sfuLogTail(lines = 40) {
-  try {
-    return fs.readFileSync(path.join(RESULTS, 'sfu.log'), 'utf8').split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-async function mintToken(role, sub, name, { secret = SECRET, room = ROOM } = {}) {
-  const { stdout } = await execFileP(
-    SFU_BIN,
-    ['token', '--room', room, '--role', role, '--sub', sub, '--name', name, '--ttl', '2h'],
-    { env: { ...process.env, CLASSROOM_SECRET: secret } },
-  );
-  const token = stdout.trim();
-  assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, `sfu token printed no JWT: ${JSON.stringify(stdout)}`);
-  return token;
-}
-
-// ---------------------------------------------------------------- browser
-
-let browser = null;
-const consoleErrors = [];
-const pageErrors = [];
-
-function watchPage(page, name) {
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    const where = msg.location()?.url || '';
-    const text = msg.text();
-    if (/favicon/i.test(where) || /favicon/i.test(text)) return;
-    consoleErrors.push(`[${name}] ${text}${where ? ` (${where})` : ''}`);
-  });
-  page.on('pageerror', (err) => {
-    pageErrors.push(`[${name}] ${err.message}`);
-  });
-}
-
-async function openPage(name, url, { media = false } = {}) {
-  const context = await browser.newContext({
-    viewport: { width: 1366, height: 768 },
-    permissions: media ? ['camera', 'microphone'] : [],
-  });
-  const page = await context.newPage();
-  watchPage(page, name);
-  await page.goto(url); // waits for 'load': the pages must not hold it while no media flows
-  return page;
-}
-
-async function waitState(page, name, state, timeout = START_TIMEOUT_MS) {
-  try {
-    await page.waitForFunction((s) => window.lesson && window.lesson.state === s, state, {
-      timeout,
-      polling: 100,
-    });
-  } catch {
-    const now = await page
-      .evaluate(() => window.lesson && { state: window.lesson.state, error: window.lesson.error })
-      .catch((e) => `evaluate failed: ${e.message}`);
-    throw new Error(`${name}: state did not become '${state}' within ${timeout} ms; now ${JSON.stringify(now)}`
-      + `\n--- sfu log tail ---\n${sfuLogTail(20)}`);
-  }
-}
-
-/** Receive-side stats of a classroom page, per transceiver (slot order: audio, camera, courseware). */
-function viewerStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.lesson && window.lesson.pc;
-    if (!pc) return null;
-    const slots = [];
-    for (const t of pc.getTransceivers()) {
-      const agg = {
-        mid: t.mid,
-        kind: t.receiver.track.kind,
-        framesDecoded: 0,
-        framesReceived: 0,
-        framesDropped: 0,
-        keyFramesDecoded: 0,
-        bytesReceived: 0,
-        packetsReceived: 0,
-        packetsLost: 0,
-        totalSamplesReceived: 0,
-        frameWidth: 0,
-        frameHeight: 0,
-        framesPerSecond: 0,
-        pliCount: 0,
-        nackCount: 0,
-        ssrcs: [],
-        codecs: [],
-      };
-      const report = await t.receiver.getStats();
-      let best = -1;
-      report.forEach((s) => {
-        if (s.type === 'codec') agg.codecs.push(s.mimeType);
-        if (s.type !== 'inbound-rtp') return;
-        agg.ssrcs.push(s.ssrc);
-        for (const k of ['framesDecoded', 'framesReceived', 'framesDropped', 'keyFramesDecoded', 'bytesReceived',
-          'packetsReceived', 'packetsLost', 'totalSamplesReceived', 'pliCount', 'nackCount']) {
-          agg[k] += s[k] || 0;
-        }
-        const score = (s.framesDecoded || 0) + (s.bytesReceived || 0);
-        if (score > best) {
-          best = score;
-          agg.frameWidth = s.frameWidth || 0;
-          agg.frameHeight = s.frameHeight || 0;
-          agg.framesPerSecond = s.framesPerSecond || 0;
-        }
-      });
-      slots.push(agg);
-    }
-    return {
-      state: window.lesson.state,
-      sessions: window.lesson.sessions,
-      connectionState: pc.connectionState,
-      slots,
-    };
-  });
-}
-
-/** Send-side stats of the teacher page: outbound-rtp entries keyed by kind/rid. */
-function teacherStats(page) {
-  return page.evaluate(async () => {
-    const pc = window.lesson && window.lesson.pc;
-    if (!pc) return null;
-    const out = [];
-    const report = await pc.getStats();
-    report.forEach((s) => {
-      if (s.type !== 'outbound-rtp') return;
-      out.push({
-        kind: s.kind,
-        mid: s.mid,
-        rid: s.rid || null,
-        ssrc: s.ssrc,
-        active: s.active,
-        bytesSent: s.bytesSent,
-        packetsSent: s.packetsSent,
-        framesEncoded: s.framesEncoded,
-        frameWidth: s.frameWidth,
-        frameHeight: s.frameHeight,
-        framesPerSecond: s.framesPerSecond,
-        qualityLimitationReason: s.qualityLimitationReason,
-        encoderImplementation: s.encoderImplementation,
-        scalabilityMode: s.scalabilityMode,
-        pliCount: s.pliCount,
-        firCount: s.firCount,
-        nackCount: s.nackCount,
-      });
-    });
-    const cam = window.lesson.stream?.getVideoTracks()[0]?.getSettings() || null;
-    return { state: window.lesson.state, connectionState: pc.connectionState, outbound: out, camera: cam };
-  });
-}
+// ---------------------------------------------------------- timeline
 
 /**
  * Samples once a second for `ms`: the teacher's video layers, a viewer's camera slot, and the SFU's
@@ -322,7 +57,7 @@ async function sampleTimeline(teacher, viewer, roomName, ms) {
     const [t, v, r] = await Promise.all([
       teacherStats(teacher).catch(() => null),
       viewerStats(viewer).catch(() => null),
-      fetch(`${baseUrl}/api/rooms/${roomName}`).then((x) => (x.ok ? x.json() : x.status)).catch(() => null),
+      fetch(`${h.baseUrl}/api/rooms/${roomName}`).then((x) => (x.ok ? x.json() : x.status)).catch(() => null),
     ]);
     const sub = r && Array.isArray(r.subscribers) ? r.subscribers.find((x) => x.sub === 'school-1') : r;
     out.push({
@@ -338,45 +73,24 @@ async function sampleTimeline(teacher, viewer, roomName, ms) {
   return out;
 }
 
-const dumps = [];
-function dump(label, data) {
-  dumps.push({ label, at: new Date().toISOString(), data });
-  fs.writeFileSync(path.join(RESULTS, 'stats.json'), JSON.stringify(dumps, null, 2));
-}
-
-async function screenshot(page, name) {
-  await page.screenshot({ path: path.join(RESULTS, `${name}.png`) }).catch(() => {});
-}
-
-async function pollUntil(fn, { timeout, interval = 500 }) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) return null;
-    await sleep(interval);
-  }
-}
-
 // ------------------------------------------------------------------ tests
 
 describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, () => {
   before(async () => {
-    fs.mkdirSync(RESULTS, { recursive: true });
-    await startSfu();
-    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    await h.startSfu();
+    await h.launchBrowser();
   });
 
   after(async () => {
-    if (browser) await browser.close().catch(() => {});
-    await stopSfu();
+    await h.closeBrowser();
+    await h.stopSfu();
   });
 
   test('the SFU serves every file listed in ASSETS.txt', async () => {
     const assets = fs.readFileSync(path.join(WEB, 'ASSETS.txt'), 'utf8').split('\n').map((l) => l.trim())
       .filter((l) => l && !l.startsWith('#'));
     for (const a of assets) {
-      const res = await fetch(`${baseUrl}/${a}`);
+      const res = await fetch(`${h.baseUrl}/${a}`);
       assert.equal(res.status, 200, `GET /${a}`);
       const served = Buffer.from(await res.arrayBuffer());
       assert.ok(served.equals(fs.readFileSync(path.join(WEB, a))), `/${a} differs from web/${a} (rebuild the sfu?)`);
@@ -388,7 +102,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const teacherToken = await mintToken('teacher', 'teacher-1', '张老师');
     const viewerTokens = [];
     for (let i = 1; i <= VIEWERS; i++) viewerTokens.push(await mintToken('classroom', `school-${i}`, `教学点${i}`));
-    const classroomUrl = (t) => `${baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(t)}`;
+    const classroomUrl = (t) => `${h.baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(t)}`;
 
     // Viewer 1 joins before the teacher: its slots must fill when the teacher starts.
     const viewers = [];
@@ -399,7 +113,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
 
     const teacher = await openPage(
       'teacher',
-      `${baseUrl}/teacher.html?room=${ROOM}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
+      `${h.baseUrl}/teacher.html?room=${ROOM}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
       { media: true },
     );
     await waitState(teacher, 'teacher', 'connected');
@@ -512,7 +226,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     for (let i = 0; i < VIEWERS; i++) await screenshot(viewers[i], `classroom-${i + 1}-after-reconnect`);
 
     // Room API answers (display only; fields not checked).
-    const roomRes = await fetch(`${baseUrl}/api/rooms/${ROOM}`, {
+    const roomRes = await fetch(`${h.baseUrl}/api/rooms/${ROOM}`, {
       headers: { Authorization: `Bearer ${teacherToken}` },
     });
     dump('GET /api/rooms/{room}', { status: roomRes.status, body: await roomRes.text() });
@@ -531,11 +245,11 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const viewerToken = await mintToken('classroom', 'school-cw', '教学点', { room });
     const teacher = await openPage(
       'teacher-cw',
-      `${baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&courseware=1&autostart=1`,
+      `${h.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&courseware=1&autostart=1`,
       { media: true },
     );
     await waitState(teacher, 'teacher-cw', 'connected');
-    const viewer = await openPage('classroom-cw', `${baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    const viewer = await openPage('classroom-cw', `${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(viewer, 'classroom-cw', 'connected');
     assert.ok(await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 20,
       { timeout: START_TIMEOUT_MS }), 'classroom-cw: no camera video');
@@ -592,12 +306,12 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const viewerToken = await mintToken('classroom', 'school-tcp', '教学点', { room });
     const teacher = await openPage(
       'teacher-tcp',
-      `${baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
+      `${h.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
       { media: true },
     );
     await waitState(teacher, 'teacher-tcp', 'connected');
     // The "firewall": the classroom only ever learns the SFU's TCP candidate.
-    const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+    const context = await h.browser.newContext({ viewport: { width: 1366, height: 768 } });
     let rewritten = 0;
     await context.route('**/whep/**', async (route) => {
       if (route.request().method() !== 'POST') return route.continue();
@@ -611,7 +325,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     });
     const viewer = await context.newPage();
     watchPage(viewer, 'classroom-tcp');
-    await viewer.goto(`${baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    await viewer.goto(`${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(viewer, 'classroom-tcp', 'connected');
     assert.ok(rewritten >= 1, 'the WHEP answer passed through the firewall rewrite');
     const ok = await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 60, { timeout: START_TIMEOUT_MS });
@@ -624,7 +338,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
       return remote ? { protocol: remote.protocol, port: remote.port } : null;
     });
     assert.ok(ok, 'classroom-tcp decoded the teacher over ICE-TCP');
-    assert.deepEqual(pair, { protocol: 'tcp', port: sfuPorts.mediaPort }, 'the selected pair is TCP to the media port');
+    assert.deepEqual(pair, { protocol: 'tcp', port: h.sfuPorts.mediaPort }, 'the selected pair is TCP to the media port');
     await teacher.evaluate(() => window.lesson.stop());
     await teacher.context().close();
     await context.close();
@@ -640,7 +354,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const viewerToken = await mintToken('classroom', 'school-ap', '教学点', { room });
     const teacher = await openPage(
       'teacher-ap',
-      `${baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
+      `${h.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
       { media: true },
     );
     await waitState(teacher, 'teacher-ap', 'connected');
@@ -654,7 +368,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
       const context = await strict.newContext({ viewport: { width: 1366, height: 768 } });
       const viewer = await context.newPage();
       watchPage(viewer, 'classroom-ap');
-      await viewer.goto(`${baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+      await viewer.goto(`${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
       await waitState(viewer, 'classroom-ap', 'connected');
       await viewer.waitForFunction(() => window.lesson.soundBlocked, null, { timeout: 10_000 });
       await viewer.locator('#sound-overlay').waitFor({ state: 'visible', timeout: 5000 });
@@ -680,10 +394,10 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const errorsBefore = pageErrors.length;
     const wrongSecret = await mintToken('classroom', 'school-x', '冒名', { secret: `${SECRET}-wrong` });
     const cases = [
-      ['classroom-garbage-token', `${baseUrl}/classroom.html?room=${ROOM}&token=not-a-jwt`],
-      ['classroom-wrong-secret', `${baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}`],
+      ['classroom-garbage-token', `${h.baseUrl}/classroom.html?room=${ROOM}&token=not-a-jwt`],
+      ['classroom-wrong-secret', `${h.baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}`],
       ['teacher-wrong-secret',
-        `${baseUrl}/teacher.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}&autostart=1`],
+        `${h.baseUrl}/teacher.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}&autostart=1`],
     ];
     for (const [name, url] of cases) {
       const page = await openPage(name, url, { media: name.startsWith('teacher') });
@@ -711,20 +425,20 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const viewerToken = await mintToken('classroom', 'school-rs', '教学点', { room });
     const teacher = await openPage(
       'teacher-rs',
-      `${baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
+      `${h.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
       { media: true },
     );
-    const viewer = await openPage('classroom-rs', `${baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    const viewer = await openPage('classroom-rs', `${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(teacher, 'teacher-rs', 'connected');
     await waitState(viewer, 'classroom-rs', 'connected');
     assert.ok(await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 20,
       { timeout: START_TIMEOUT_MS }), 'classroom-rs: no video before the restart');
 
-    await stopSfu();
+    await h.stopSfu();
     await waitState(teacher, 'teacher-rs', 'reconnecting', 20_000);
     await waitState(viewer, 'classroom-rs', 'reconnecting', 20_000);
     await screenshot(viewer, 'classroom-reconnecting');
-    await startSfu(sfuPorts);
+    await h.startSfu(h.sfuPorts);
 
     await waitState(teacher, 'teacher-rs', 'connected', 45_000);
     await waitState(viewer, 'classroom-rs', 'connected', 45_000);

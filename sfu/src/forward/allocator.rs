@@ -145,6 +145,11 @@ pub struct Tuning {
     pub up_margin: f64,
     /// A choice is held at least this long before moving up again.
     pub min_dwell: Duration,
+    /// Going down: at once when the current choice exceeds the estimate by this factor...
+    pub down_now: f64,
+    /// ... or when it exceeds the estimate at all for this long. Layer rates swing with
+    /// keyframes, and a single low estimate should not cost a classroom its picture.
+    pub down_after: Duration,
 }
 
 impl Default for Tuning {
@@ -152,6 +157,8 @@ impl Default for Tuning {
         Tuning {
             up_margin: 1.15,
             min_dwell: Duration::from_secs(4),
+            down_now: 1.25,
+            down_after: Duration::from_millis(400),
         }
     }
 }
@@ -176,6 +183,7 @@ pub struct Allocator {
     tuning: Tuning,
     current: Option<Choice>,
     last_change: Option<Instant>,
+    over_since: Option<Instant>,
     pauses: u64,
     changes: u64,
 }
@@ -187,6 +195,7 @@ impl Allocator {
             tuning,
             current: None,
             last_change: None,
+            over_since: None,
             pauses: 0,
             changes: 0,
         }
@@ -229,8 +238,19 @@ impl Allocator {
                     .iter()
                     .zip(tracks)
                     .all(|((_, l), t)| l.is_none_or(|l| l <= t.max_layer));
-                if !cur_still_valid || cur_rate > estimate_bps || !cur_capped {
-                    // Down (or a layer vanished): at once.
+                let over = cur_rate > estimate_bps;
+                if over {
+                    self.over_since.get_or_insert(now);
+                } else {
+                    self.over_since = None;
+                }
+                let far_over = cur_rate as f64 > estimate_bps as f64 * self.tuning.down_now;
+                let long_over = self
+                    .over_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.tuning.down_after);
+                if !cur_still_valid || far_over || long_over || !cur_capped {
+                    // Down (or a layer vanished).
+                    self.over_since = None;
                     fits_now
                 } else if better(&with_margin, cur)
                     && self

@@ -42,6 +42,8 @@ use crate::program::{Program, Slot, SlotSource};
 
 const WAKER: Token = Token(0);
 const TICK: Duration = Duration::from_millis(200);
+/// How often an allocation probe toward a better choice is re-armed while none succeeds.
+const PROBE_REARM: Duration = Duration::from_secs(5);
 /// A session whose ICE went away is kept this long for the peer to come back.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
 /// TCP connections that never carried a valid ICE check are closed after this.
@@ -129,6 +131,8 @@ struct Session {
     decision: Option<Decision>,
     /// (minimum, desired) last given to the congestion controller.
     bwe_set: Option<(u64, u64)>,
+    probe_armed_at: Instant,
+    probe_bump: bool,
     /// Counts already added to the process-wide counters.
     reported_pauses: u64,
     reported_freezes: u64,
@@ -1212,9 +1216,21 @@ impl MediaLoop {
             }
             let targets = choose_targets(s, &room.program, room.policy, now);
             if let Some(d) = &s.decision {
-                // Probe toward the next better choice; aim for everything at its best.
-                let min = d.probe_bps.unwrap_or(d.allocated_bps).max(d.allocated_bps);
-                let want = (min, d.desired_bps.max(min));
+                // Keep the link no fuller than the media (padding to a layer the link cannot
+                // carry is what freezes rural classrooms), but aim the estimator past the next
+                // better choice by the allocator's margin so a probe can prove it. str0m probes
+                // when the desired rate rises, so the aim alternates every few seconds to
+                // re-arm a probe that found nothing.
+                let min = d.allocated_bps;
+                if now.saturating_duration_since(s.probe_armed_at) >= PROBE_REARM {
+                    s.probe_armed_at = now;
+                    s.probe_bump = !s.probe_bump;
+                }
+                let aim = if s.probe_bump { 1.30 } else { 1.20 };
+                let goal = d
+                    .probe_bps
+                    .map_or(d.allocated_bps, |p| (p as f64 * aim) as u64);
+                let want = (min, goal.max(min));
                 if s.bwe_set != Some(want) {
                     s.bwe_set = Some(want);
                     s.rtc
@@ -1495,6 +1511,8 @@ impl MediaLoop {
             bwe_set: None,
             reported_pauses: 0,
             reported_freezes: 0,
+            probe_armed_at: now,
+            probe_bump: false,
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
