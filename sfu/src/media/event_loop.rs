@@ -80,12 +80,17 @@ struct TcpConn {
     wants_write: bool,
 }
 
+/// A subscriber's payload type for a codec, and its RED payload type where negotiated.
+type SubscriberPt = (str0m::media::Pt, Option<str0m::media::Pt>);
+
 /// A subscriber slot: where one program slot goes in this subscriber's session.
 struct OutSlot {
     mid: Mid,
     forwarder: TrackForwarder,
     /// Publisher payload type → this subscriber's payload type (None: no common codec).
-    pt_map: HashMap<(u64, u8), Option<str0m::media::Pt>>,
+    /// Publisher payload type → this subscriber's payload type and, for Opus, its RED payload
+    /// type (None: no common codec). Looked up once, not per packet.
+    pt_map: HashMap<(u64, u8), Option<SubscriberPt>>,
     packets: u64,
     /// Audio: redundancy toward a lossy viewer that negotiated RED.
     red: RedEncoder,
@@ -314,9 +319,7 @@ fn drain(s: &mut Session, outbox: &mut Outbox, work: &mut VecDeque<Work>, metric
     loop {
         match s.rtc.poll_output() {
             Ok(Output::Timeout(t)) => {
-                if s.scheduled != Some(t) {
-                    s.scheduled = Some(t);
-                }
+                s.scheduled = Some(t);
                 return;
             }
             Ok(Output::Transmit(t)) => outbox.push(t),
@@ -384,22 +387,17 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
         }
         Event::PeerStats(st) => {
             let now = st.timestamp;
+            // Bytes in the direction this session carries media.
+            let bytes = if s.kind == SessionKind::Subscribe {
+                st.peer_bytes_tx
+            } else {
+                st.peer_bytes_rx
+            };
             if let Some(last) = s.stats.last_bytes_at {
                 let dt = now.saturating_duration_since(last).as_millis().max(1) as u64;
-                let bytes = if s.kind == SessionKind::Subscribe {
-                    st.peer_bytes_tx
-                } else {
-                    st.peer_bytes_rx
-                };
                 s.stats.bitrate_bps = bytes.saturating_sub(s.stats.egress_bytes) * 8 * 1000 / dt;
-                s.stats.egress_bytes = bytes;
-            } else {
-                s.stats.egress_bytes = if s.kind == SessionKind::Subscribe {
-                    st.peer_bytes_tx
-                } else {
-                    st.peer_bytes_rx
-                };
             }
+            s.stats.egress_bytes = bytes;
             s.stats.last_bytes_at = Some(now);
             if st.rtt.is_some() {
                 s.stats.rtt = st.rtt;
@@ -1083,9 +1081,9 @@ impl MediaLoop {
                         // Prefer identical format parameters (H.264 profile, packetization).
                         (p.spec().format == pub_params.spec().format) as u8
                     })
-                    .map(|p| p.pt())
+                    .map(|p| (p.pt(), p.red()))
             });
-            let Some(sub_pt) = sub_pt else {
+            let Some((sub_pt, red_pt)) = sub_pt else {
                 continue;
             };
             let mid = out.mid;
@@ -1097,13 +1095,6 @@ impl MediaLoop {
                     out.red.reset();
                 }
                 out.red_on = want_red(out.red_on, sub.stats.loss);
-                let red_pt = sub
-                    .rtc
-                    .codec_config()
-                    .params()
-                    .iter()
-                    .find(|p| p.pt() == sub_pt)
-                    .and_then(|p| p.red());
                 if let (true, Some(red_pt)) = (out.red_on, red_pt) {
                     payload = out.red.encode(*sub_pt, fwd.ts, &pkt.payload).into();
                     send_pt = red_pt;
