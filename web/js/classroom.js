@@ -1,24 +1,45 @@
 // Classroom (听课端) page: plays the lesson full screen over WHEP, with no
-// clicks: teacher camera, courseware (when shared) and teacher voice.
-// Reconnects by itself; the SFU keeps feeding the same receive slots when
-// the teacher reconnects, so nothing is renegotiated.
+// clicks: teacher camera, courseware (when shared), teacher voice, and the
+// classroom on stage (its picture inset, its voice). Publishes this
+// classroom's own small camera and mic over WHIP so the teacher sees it, and
+// raises its hand. Reconnects by itself; the SFU keeps feeding the same
+// receive slots, so nothing is renegotiated.
 //
-// Query: room, token, sfu (optional base URL).
-// Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked }.
+// Query: room, token, sfu (optional base URL), publish=0 (watch only).
+// Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked,
+//   room, feed, hand(raised) }.
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
+import { RoomEvents } from './room_events.js';
 
 // A slot counts as live while its decoder made progress within this window.
 const LIVE_WINDOW_MS = 2500;
 
 const $ = (id) => document.getElementById(id);
-const { room, token, sfu } = readParams();
+const { room, token, sfu, query } = readParams();
+const publishFeed = query.get('publish') !== '0';
+// This classroom's feed: small, two layers, so the teacher's tiles take the low one.
+const FEED_VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
+const FEED_LAYERS = [
+  { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 150_000 },
+  { rid: 'h', maxBitrate: 600_000 },
+];
+const MIC = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 const ui = {
   teacherVideo: $('teacher-video'),
   coursewareVideo: $('courseware-video'),
   audio: $('teacher-audio'),
+  stageAudio: $('stage-audio'),
+  stageVideo: $('stage-video'),
+  stageSlot: $('stage-slot'),
+  stageName: $('stage-name'),
+  selfView: $('self-view'),
+  selfVideo: $('self-video'),
+  selfBadge: $('self-badge'),
+  hand: $('hand-btn'),
+  handText: $('hand-text'),
   notice: $('notice'),
   noticeTitle: $('notice-title'),
   noticeDetail: $('notice-detail'),
@@ -50,6 +71,8 @@ const media = {
   camera: freshSlot(),
   courseware: freshSlot(),
   audio: freshSlot(),
+  stageAudio: freshSlot(),
+  stageVideo: freshSlot(),
   kbps: 0,
   loss: 0,
 };
@@ -67,18 +90,24 @@ const session = new LessonSession({
 });
 
 function setupPeerConnection(pc) {
-  // Fixed order, the SFU fills m-lines by position: teacher voice, teacher camera, courseware.
+  // Fixed order, the SFU fills m-lines by position: teacher voice, teacher camera, courseware,
+  // then the on-stage classroom's voice and camera.
   const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
   const camera = pc.addTransceiver('video', { direction: 'recvonly' });
   const courseware = pc.addTransceiver('video', { direction: 'recvonly' });
+  const stageAudio = pc.addTransceiver('audio', { direction: 'recvonly' });
+  const stageVideo = pc.addTransceiver('video', { direction: 'recvonly' });
   preferCodec(camera, 'video/VP8');
   preferCodec(courseware, 'video/VP8');
+  preferCodec(stageVideo, 'video/VP8');
 
   // Media elements fed before 'load' would hold the page's load event until media flows.
   pageLoaded.then(() => {
     attach(ui.audio, audio.receiver.track);
     attach(ui.teacherVideo, camera.receiver.track);
     attach(ui.coursewareVideo, courseware.receiver.track);
+    attach(ui.stageAudio, stageAudio.receiver.track);
+    attach(ui.stageVideo, stageVideo.receiver.track);
     playAudio();
   });
 
@@ -86,6 +115,8 @@ function setupPeerConnection(pc) {
   media.camera = freshSlot();
   media.courseware = freshSlot();
   media.audio = freshSlot();
+  media.stageAudio = freshSlot();
+  media.stageVideo = freshSlot();
 }
 
 function attach(el, track) {
@@ -94,6 +125,7 @@ function attach(el, track) {
 }
 
 function playAudio() {
+  ui.stageAudio.play().catch(() => {}); // same autoplay fate as the teacher's voice
   const p = ui.audio.play();
   if (!p) return;
   p.then(
@@ -121,6 +153,82 @@ function enterFullscreen() {
   const el = document.documentElement;
   if (!document.fullscreenElement && el.requestFullscreen) el.requestFullscreen().catch(() => {});
 }
+
+// ------------------------------------------------------------- own feed
+
+let feed = null; // LessonSession publishing this classroom's camera and mic
+let feedStream = null;
+let feedError = null;
+
+function withTimeout(p, ms, what) {
+  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}超时`)), ms))]);
+}
+
+async function startFeed() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) {
+    feedError = '此浏览器不能采集摄像头';
+    return;
+  }
+  try {
+    feedStream = await withTimeout(md.getUserMedia({ audio: MIC, video: FEED_VIDEO }), 10_000, '打开摄像头');
+  } catch (e) {
+    // No camera or no permission: the classroom still watches and can raise its hand.
+    feedError = `无法打开摄像头和麦克风：${e.message || e.name}`;
+    console.warn(feedError);
+    return;
+  }
+  ui.selfVideo.srcObject = feedStream;
+  ui.selfVideo.play().catch(() => {});
+  ui.selfView.hidden = false;
+  feed = new LessonSession({
+    kind: 'whip',
+    sfu,
+    room,
+    token,
+    setup: (pc) => {
+      const streams = [feedStream];
+      const a = feedStream.getAudioTracks()[0];
+      const v = feedStream.getVideoTracks()[0];
+      pc.addTransceiver(a || 'audio', { direction: 'sendonly', streams });
+      const t = pc.addTransceiver(v || 'video', {
+        direction: 'sendonly',
+        streams,
+        sendEncodings: FEED_LAYERS.map((e) => ({ ...e })),
+      });
+      preferCodec(t, 'video/VP8');
+    },
+  });
+  feed.start();
+}
+
+// ------------------------------------------------------------- room events
+
+const events = new RoomEvents({ sfu, room, token });
+events.addEventListener('change', () => render());
+events.addEventListener('ended', async () => {
+  render();
+  // The server closed our sessions with the lesson: nothing to DELETE.
+  if (feed) await feed.stop({ forget: true });
+  if (feedStream) feedStream.getTracks().forEach((t) => t.stop());
+  ui.selfView.hidden = true;
+  await session.stop({ forget: true });
+  render();
+});
+
+/** Raise (true) or lower (false) this classroom's hand; toggles without an argument. */
+async function hand(raised) {
+  const me = events.you?.sub;
+  const up = raised ?? !(events.state && events.state.hands.includes(me));
+  const r = await events.command({ type: 'hand', raised: up });
+  if (r.type !== 'ok') console.warn(`举手失败：${r.error}`);
+  return r;
+}
+
+ui.hand.addEventListener('click', (e) => {
+  e.stopPropagation();
+  hand();
+});
 
 // ------------------------------------------------------------ monitoring
 
@@ -160,12 +268,14 @@ async function monitor() {
   const pc = session.pc;
   if (!pc || pc !== media.pc || pc.connectionState === 'closed') return;
   const t = pc.getTransceivers();
-  if (t.length < 3) return;
+  if (t.length < 5) return;
   const now = performance.now();
   const [a, c, w] = await Promise.all([
     sampleSlot(t[0].receiver, media.audio, now),
     sampleSlot(t[1].receiver, media.camera, now),
     sampleSlot(t[2].receiver, media.courseware, now),
+    sampleSlot(t[3].receiver, media.stageAudio, now),
+    sampleSlot(t[4].receiver, media.stageVideo, now),
   ]);
   if (pc !== media.pc) return;
   const bytes = a.deltaBytes + c.deltaBytes + w.deltaBytes;
@@ -186,7 +296,29 @@ async function monitor() {
 
 // ------------------------------------------------------------------ UI
 
+function renderRoom() {
+  const st = events.state;
+  const me = events.you?.sub;
+  const live = st && !events.ended;
+  const onStage = !!(st && st.stage.includes(me));
+  const raised = !!(st && st.hands.includes(me));
+  const muted = !!(st && st.muted.includes(me));
+  ui.hand.hidden = !live || !publishFeed;
+  ui.hand.classList.toggle('raised', raised);
+  ui.hand.disabled = onStage;
+  ui.handText.textContent = onStage ? '正在发言' : raised ? '已举手（点击放下）' : '举手';
+  const guest = st ? st.stage.find((x) => x !== me) : null;
+  ui.stageSlot.hidden = !(guest && media.stageVideo.live);
+  ui.stageName.textContent = guest ? events.nameOf(guest) : '';
+  let badge = '';
+  if (onStage) badge = muted ? '已上台 · 老师已将你静音' : '已上台 · 全体可以听到你';
+  else if (muted) badge = '老师已将你静音';
+  ui.selfBadge.textContent = badge;
+  ui.selfBadge.hidden = !badge;
+}
+
 function render() {
+  renderRoom();
   const s = session.state;
   document.body.dataset.state = s;
   let status = STATE_TEXT[s] || s;
@@ -220,6 +352,10 @@ function render() {
     } else {
       title = hadMedia ? '老师暂时离开，请稍候…' : '等待老师开始上课…';
     }
+  }
+  if (events.ended) {
+    title = '课堂已结束';
+    detail = '老师已下课';
   }
   ui.notice.hidden = !title;
   ui.noticeTitle.textContent = title;
@@ -255,6 +391,7 @@ document.addEventListener('dblclick', () => {
   else enterFullscreen();
 });
 window.addEventListener('pagehide', () => {
+  if (feed && feed.running) feed.stop({ keepalive: true });
   if (session.running) session.stop({ keepalive: true });
 });
 
@@ -280,9 +417,24 @@ window.lesson = {
     return session.sessions;
   },
   get media() {
-    const { camera, courseware, audio, kbps, loss } = media;
-    return { camera: { ...camera }, courseware: { ...courseware }, audio: { ...audio }, kbps, loss };
+    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss } = media;
+    return {
+      camera: { ...camera },
+      courseware: { ...courseware },
+      audio: { ...audio },
+      stageAudio: { ...stageAudio },
+      stageVideo: { ...stageVideo },
+      kbps,
+      loss,
+    };
   },
+  get room() {
+    return events.state ? { ...events.state, ended: events.ended, you: events.you } : null;
+  },
+  get feed() {
+    return { state: feed ? feed.state : 'off', error: feed ? feed.error : feedError, sessions: feed ? feed.sessions : 0 };
+  },
+  hand,
   get soundBlocked() {
     return soundBlocked;
   },
@@ -292,5 +444,7 @@ if (!room || !token) {
   session.fail('链接缺少 room 或 token 参数');
 } else {
   session.start();
+  events.start();
+  if (publishFeed) startFeed();
 }
 render();

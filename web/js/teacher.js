@@ -1,11 +1,20 @@
 // Teacher (主讲端) page: publishes mic + camera (3-layer simulcast) and,
 // with ?courseware=1, the courseware (screen share) to the SFU over WHIP.
 //
+// While the lesson runs it also watches the classrooms (WHEP: their small
+// camera as tiles, the on-stage classroom's voice), shows raised hands, puts
+// a classroom on stage, mutes it, and shows attendance.
+//
 // Query: room, token, sfu (optional base URL), courseware=1, autostart=1.
-// Exposes window.lesson = { pc, state, error, start(), stop(), shareCourseware(), stopCourseware() }.
+// Exposes window.lesson = { pc, state, error, start(), stop(), endLesson(),
+//   shareCourseware(), stopCourseware(), room, tiles, stage(), mute(), attendance() }.
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
+import { RoomEvents } from './room_events.js';
+
+// Classroom tiles the console shows at once; the SFU rotates the rest through them.
+const TILES = 6;
 
 // Camera simulcast layers (rid l/m/h), low to high; the SFU picks one per classroom.
 const SIMULCAST = [
@@ -49,6 +58,14 @@ const ui = {
   statLayers: $('stat-layers'),
   statCourseware: $('stat-courseware'),
   statRoom: $('stat-room'),
+  tiles: $('tiles'),
+  classCount: $('class-count'),
+  handQueue: $('hand-queue'),
+  handCount: $('hand-count'),
+  handEmpty: $('hand-empty'),
+  stageAudio: $('stage-audio'),
+  attendanceBtn: $('attendance-btn'),
+  attendance: $('attendance'),
 };
 
 let camStream = null; // MediaStream with mic and/or camera
@@ -162,9 +179,176 @@ async function start() {
   session.start();
 }
 
-async function stop() {
-  await session.stop();
+async function stop({ forget = false } = {}) {
+  stopConsole({ forget });
+  await session.stop({ forget });
 }
+
+/** 下课: ends the lesson for every classroom, then leaves. */
+async function endLesson() {
+  const r = await events.command({ type: 'end' });
+  if (r.type !== 'ok' && r.status !== 404) showError(`下课失败：${r.error}`);
+  // Ended: the server has closed our sessions already.
+  await stop({ forget: r.type === 'ok' });
+  return r;
+}
+
+// ------------------------------------------------------- classroom console
+
+const events = new RoomEvents({ sfu, room, token });
+let consoleSession = null;
+const tileState = []; // per tile: { el, video, name, frames, live, lastProgress }
+
+function buildTiles() {
+  for (let i = 0; i < TILES; i++) {
+    const el = document.createElement('figure');
+    el.className = 'tile';
+    el.hidden = true;
+    el.innerHTML = `<video autoplay muted playsinline></video>
+      <figcaption><span class="tile-name"></span><span class="quality"></span>
+      <button type="button" class="stage-btn">上台</button>
+      <button type="button" class="mute-btn">静音</button></figcaption>`;
+    ui.tiles.appendChild(el);
+    const t = { el, video: el.querySelector('video'), sub: null, frames: 0, live: false, lastProgress: 0 };
+    el.querySelector('.stage-btn').addEventListener('click', () => {
+      if (t.sub) stage(t.sub, !(events.state?.stage || []).includes(t.sub));
+    });
+    el.querySelector('.mute-btn').addEventListener('click', () => {
+      if (t.sub) mute(t.sub, !(events.state?.muted || []).includes(t.sub));
+    });
+    tileState.push(t);
+  }
+}
+
+function startConsole() {
+  if (consoleSession) return;
+  consoleSession = new LessonSession({
+    kind: 'whep',
+    sfu,
+    room,
+    token,
+    setup: (pc) => {
+      // The program's layout (own voice, camera, courseware: never sent back to us), the stage's
+      // voice and camera, then the tiles.
+      const kinds = ['audio', 'video', 'video', 'audio', 'video'];
+      for (let i = 0; i < TILES; i++) kinds.push('video');
+      const tr = kinds.map((k) => pc.addTransceiver(k, { direction: 'recvonly' }));
+      tr.filter((t) => t.receiver.track.kind === 'video').forEach((t) => preferCodec(t, 'video/VP8'));
+      ui.stageAudio.srcObject = new MediaStream([tr[3].receiver.track]);
+      ui.stageAudio.play().catch(() => {});
+      tileState.forEach((t, i) => {
+        t.video.srcObject = new MediaStream([tr[5 + i].receiver.track]);
+        t.video.play().catch(() => {});
+        t.frames = 0;
+        t.live = false;
+      });
+    },
+  });
+  consoleSession.start();
+}
+
+function stopConsole({ forget = false } = {}) {
+  if (!consoleSession) return;
+  consoleSession.stop({ forget });
+  consoleSession = null;
+}
+
+async function stage(sub, on) {
+  const r = await events.command({ type: 'stage', sub, on });
+  if (r.type !== 'ok') showError(`上台失败：${r.error}`);
+  return r;
+}
+
+async function mute(sub, muted) {
+  const r = await events.command({ type: 'mute', sub, muted });
+  if (r.type !== 'ok') showError(`静音失败：${r.error}`);
+  return r;
+}
+
+async function attendance() {
+  const res = await fetch(`${sfu}/api/rooms/${encodeURIComponent(room)}/attendance`, {
+    headers: { Authorization: `Bearer ${token}` },
+    cache: 'no-store',
+  });
+  if (!res.ok) throw new Error(`考勤：HTTP ${res.status}`);
+  const a = await res.json();
+  renderAttendance(a);
+  return a;
+}
+
+function renderAttendance(a) {
+  const fmt = (ms) => (ms ? new Date(ms).toLocaleTimeString('zh-CN', { hour12: false }) : '—');
+  const rows = a.participants
+    .filter((p) => p.role !== 'teacher')
+    .map((p) => `<tr><td>${esc(p.name || p.sub)}</td><td>${p.present ? '在线' : '已离开'}</td>`
+      + `<td>${fmt(p.first_joined_unix_ms)}</td><td>${Math.round(p.connected_ms / 60000)} 分钟</td></tr>`)
+    .join('');
+  ui.attendance.innerHTML = `<table><thead><tr><th>教室</th><th>状态</th><th>进入</th><th>时长</th></tr></thead>`
+    + `<tbody>${rows}</tbody></table>`;
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function renderConsole() {
+  const st = events.state;
+  const order = st ? st.tiles : [];
+  const classes = st ? st.participants.filter((p) => p.role === 'classroom' && p.present).length : 0;
+  ui.classCount.textContent = st ? `（${classes} 个在线）` : '';
+  tileState.forEach((t, i) => {
+    const sub = order[i] || null;
+    t.sub = sub;
+    t.el.hidden = !sub;
+    if (!sub) return;
+    const onStage = st.stage.includes(sub);
+    const muted = st.muted.includes(sub);
+    t.el.dataset.sub = sub;
+    t.el.classList.toggle('on-stage', onStage);
+    t.el.classList.toggle('hand-up', st.hands.includes(sub));
+    t.el.classList.toggle('speaking', st.speaker === sub);
+    t.el.querySelector('.tile-name').textContent = (st.hands.includes(sub) ? '【举手】' : '') + events.nameOf(sub);
+    t.el.querySelector('.stage-btn').textContent = onStage ? '下台' : '上台';
+    t.el.querySelector('.mute-btn').textContent = muted ? '取消静音' : '静音';
+    const q = events.quality.get(sub);
+    t.el.querySelector('.quality').textContent = q && q.estimate_bps
+      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? ` 丢${(q.loss * 100).toFixed(0)}%` : ''}` : '';
+  });
+  const hands = st ? st.hands : [];
+  ui.handCount.textContent = hands.length ? `（${hands.length}）` : '';
+  ui.handEmpty.hidden = hands.length > 0;
+  ui.handQueue.innerHTML = '';
+  for (const sub of hands) {
+    const li = document.createElement('li');
+    li.innerHTML = `<span>${esc(events.nameOf(sub))}</span><button type="button">请发言</button>`;
+    li.querySelector('button').addEventListener('click', () => stage(sub, true));
+    ui.handQueue.appendChild(li);
+  }
+}
+
+async function sampleTiles() {
+  const pc = consoleSession?.pc;
+  if (!pc || pc.connectionState !== 'connected') return;
+  const tr = pc.getTransceivers();
+  const now = performance.now();
+  await Promise.all(tileState.map(async (t, i) => {
+    const r = tr[5 + i]?.receiver;
+    if (!r) return;
+    let frames = 0;
+    (await r.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') frames += s.framesDecoded || 0;
+    });
+    if (frames > t.frames) t.lastProgress = now;
+    t.frames = frames;
+    t.live = t.lastProgress > 0 && now - t.lastProgress < 2500;
+  }));
+}
+
+events.addEventListener('change', () => renderConsole());
+events.addEventListener('ended', () => {
+  // The lesson is over (ended here, by an admin, or in another tab): the server closed our sessions.
+  if (session.running) stop({ forget: true });
+});
 
 // ----------------------------------------------------------- courseware
 
@@ -236,14 +420,21 @@ function render() {
 
 session.addEventListener('state', () => {
   if (session.state === 'connected' && !lessonStartedAt) lessonStartedAt = Date.now();
+  if (session.state === 'connected') {
+    // The lesson is on: follow the room and watch the classrooms.
+    if (events.ended || !events.running) events.restart();
+    startConsole();
+  }
   if (session.state === 'ended' || session.state === 'error') resetStats();
   render();
 });
 
 ui.start.addEventListener('click', () => start());
-ui.stop.addEventListener('click', () => stop());
+ui.stop.addEventListener('click', () => endLesson());
+ui.attendanceBtn.addEventListener('click', () => attendance().catch((e) => showError(e.message)));
 ui.courseware.addEventListener('click', () => (screenTrack ? stopCourseware() : shareCourseware()));
 window.addEventListener('pagehide', () => {
+  if (consoleSession && consoleSession.running) consoleSession.stop({ keepalive: true });
   if (session.running) session.stop({ keepalive: true });
 });
 
@@ -344,6 +535,7 @@ function tickClock() {
 
 setInterval(() => {
   pollStats().catch(() => {});
+  sampleTiles().catch(() => {});
   tickClock();
 }, 1000);
 setInterval(() => pollRoom(), 5000);
@@ -351,6 +543,7 @@ setInterval(() => pollRoom(), 5000);
 // ---------------------------------------------------------------- boot
 
 ui.roomName.textContent = room || '（未指定）';
+buildTiles();
 render();
 
 window.lesson = {
@@ -371,6 +564,19 @@ window.lesson = {
   },
   start,
   stop,
+  endLesson,
+  stage,
+  mute,
+  attendance,
+  get room() {
+    return events.state ? { ...events.state, ended: events.ended } : null;
+  },
+  get tiles() {
+    return tileState.map((t) => ({ sub: t.sub, frames: t.frames, live: t.live }));
+  },
+  get console() {
+    return consoleSession ? consoleSession.state : 'off';
+  },
   shareCourseware,
   stopCourseware,
 };

@@ -316,8 +316,10 @@ export class Harness {
     return `${this.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(token)}${extra}`;
   }
 
+  /** A classroom page; it only watches (publish=0) unless `extra` says otherwise. */
   classroomUrl(room, token, extra = '') {
-    return `${this.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(token)}${extra}`;
+    const publish = extra.includes('publish=') ? '' : '&publish=0';
+    return `${this.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(token)}${publish}${extra}`;
   }
 
   // -------------------------------------------------------------- browser
