@@ -365,6 +365,23 @@ fn six_classrooms_hands_stage_mute_and_attendance() {
             .wait_for("mute", |v| v["type"] == "mute" && v["sub"] == "c4")
             .await;
 
+        // The teacher's connection drops and comes back: stage, hands and mutes are kept.
+        let _ = sfu.delete(&teacher.location, Some(&teacher_tok)).await;
+        drop(teacher);
+        sleep(secs(1.0)).await;
+        let teacher = must(
+            Publisher::connect(&sfu, ROOM, &teacher_tok, PublisherOpts::vp8_simulcast()).await,
+        );
+        let s = state(&sfu, &teacher_tok).await;
+        assert_eq!(
+            subs(&s["stage"]),
+            ["c4"],
+            "stage lost over a teacher reconnect"
+        );
+        assert_eq!(subs(&s["muted"]), ["c4"]);
+        assert_eq!(subs(&s["hands"]), ["c1"]);
+        assert_eq!(s["lesson"], "live");
+
         // Attendance: everyone is here, the classroom may not read it.
         let (st, body) = sfu
             .get_auth(&format!("/api/rooms/{ROOM}/attendance"), &teacher_tok)
@@ -419,5 +436,54 @@ fn six_classrooms_hands_stage_mute_and_attendance() {
         assert_eq!(st, 404);
         drop(teacher);
         drop(console);
+    });
+}
+
+#[test]
+fn a_lesson_without_its_teacher_ends_after_the_timeout() {
+    run("teacher-timeout", LIMIT, async {
+        let sfu = Sfu::start_with(&["--teacher-timeout", "3s", "--max-stage", "2"]).await;
+        let room = "lesson-timeout";
+        let teacher_tok = sfu.token(room, "teacher", "t");
+        let teacher = must(
+            Publisher::connect(&sfu, room, &teacher_tok, PublisherOpts::vp8_simulcast()).await,
+        );
+        let c_tok = sfu.token(room, "classroom", "c0");
+        let viewer =
+            must(Subscriber::connect(&sfu, room, &c_tok, "", &[VideoCodec::Vp8], "c0").await);
+        sleep(secs(1.0)).await;
+        let (st, body) = sfu
+            .get_auth(&format!("/api/rooms/{room}/state"), &teacher_tok)
+            .await;
+        assert_eq!(st, 200, "{body}");
+        let s: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(s["lesson"], "live");
+        assert_eq!(s["max_stage"], 2);
+        let _ = sfu.delete(&teacher.location, Some(&teacher_tok)).await;
+        drop(teacher);
+        // Not yet: the teacher may be reconnecting.
+        sleep(secs(1.0)).await;
+        let (_, body) = sfu.get(&format!("/api/rooms/{room}")).await;
+        let info: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(info["lesson"], "live", "{body}");
+        // After the timeout the lesson ends and the classroom is let go.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (st, body) = sfu
+                .get_auth(&format!("/api/rooms/{room}/attendance"), &teacher_tok)
+                .await;
+            let a: Value = serde_json::from_str(&body).unwrap_or_default();
+            if st == 200 && a["lesson"] == "ended" {
+                let rows = a["participants"].as_array().unwrap();
+                assert_eq!(rows.len(), 2, "{body}");
+                assert!(rows.iter().all(|r| r["present"] == false), "{body}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "the lesson did not end: {body}");
+            sleep(secs(0.5)).await;
+        }
+        let (st, _) = sfu.get(&format!("/api/rooms/{room}")).await;
+        assert_eq!(st, 404, "the ended lesson's sessions are gone");
+        drop(viewer);
     });
 }

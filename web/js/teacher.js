@@ -206,12 +206,16 @@ function buildTiles() {
     el.hidden = true;
     el.innerHTML = `<video autoplay muted playsinline></video>
       <figcaption><span class="tile-name"></span><span class="quality"></span>
+      <button type="button" class="pin-btn">置顶</button>
       <button type="button" class="stage-btn">上台</button>
       <button type="button" class="mute-btn">静音</button></figcaption>`;
     ui.tiles.appendChild(el);
     const t = { el, video: el.querySelector('video'), sub: null, frames: 0, live: false, lastProgress: 0 };
     el.querySelector('.stage-btn').addEventListener('click', () => {
       if (t.sub) stage(t.sub, !(events.state?.stage || []).includes(t.sub));
+    });
+    el.querySelector('.pin-btn').addEventListener('click', () => {
+      if (t.sub) pin(t.sub, !(events.state?.pinned || []).includes(t.sub));
     });
     el.querySelector('.mute-btn').addEventListener('click', () => {
       if (t.sub) mute(t.sub, !(events.state?.muted || []).includes(t.sub));
@@ -256,6 +260,12 @@ function stopConsole({ forget = false } = {}) {
 async function stage(sub, on) {
   const r = await events.command({ type: 'stage', sub, on });
   if (r.type !== 'ok') showError(`上台失败：${r.error}`);
+  return r;
+}
+
+async function pin(sub, pinned) {
+  const r = await events.command({ type: 'pin', sub, pinned });
+  if (r.type !== 'ok') showError(`置顶失败：${r.error}`);
   return r;
 }
 
@@ -310,6 +320,7 @@ function renderConsole() {
     t.el.querySelector('.tile-name').textContent = (st.hands.includes(sub) ? '【举手】' : '') + events.nameOf(sub);
     t.el.querySelector('.stage-btn').textContent = onStage ? '下台' : '上台';
     t.el.querySelector('.mute-btn').textContent = muted ? '取消静音' : '静音';
+    t.el.querySelector('.pin-btn').textContent = st.pinned.includes(sub) ? '取消置顶' : '置顶';
     const q = events.quality.get(sub);
     t.el.querySelector('.quality').textContent = q && q.estimate_bps
       ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? ` 丢${(q.loss * 100).toFixed(0)}%` : ''}` : '';
@@ -567,6 +578,7 @@ window.lesson = {
   endLesson,
   stage,
   mute,
+  pin,
   attendance,
   get room() {
     return events.state ? { ...events.state, ended: events.ended } : null;
