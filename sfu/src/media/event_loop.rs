@@ -1095,8 +1095,14 @@ impl MediaLoop {
             RoomCommand::Remove { sub } => Some(sub.clone()),
             _ => None,
         };
-        let ev = room.state.command(who, cmd, at)?;
-        info!(room = name, by = %who.sub, events = ev.len(), "room command");
+        let command = cmd.name();
+        let res = room.state.command(who, cmd, at);
+        self.metrics
+            .room_commands
+            .with_label_values(&[command, if res.is_ok() { "ok" } else { "rejected" }])
+            .inc();
+        let ev = res?;
+        info!(room = name, by = %who.sub, command, events = ev.len(), "room command");
         let changed = room.emit(ev);
         let snap = room.state.snapshot();
         if let Some(sub) = removed {
@@ -1139,6 +1145,7 @@ impl MediaLoop {
             self.remove_session(k, "the lesson ended");
         }
         self.rooms.remove(name);
+        self.metrics.lessons_ended.inc();
         info!(room = name, "lesson ended");
         self.ended.push_back((name.to_string(), snap, report));
         while self.ended.len() > ENDED_KEPT {
