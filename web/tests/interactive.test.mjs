@@ -98,6 +98,21 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
     assert.equal(afterMute.stageAudio.bytes, before, 'stage audio bytes still growing after mute');
     assert.ok(afterMute.stageVideo.live, "A's picture stopped after mute");
 
+    // The operations page shows the room, its viewers and the forwarded bitrate.
+    const ops = await h.openPage('ops', `${h.baseUrl}/ops.html`);
+    await waitFor(ops, 'ops', 'the room with its viewers and a bitrate', (room) => {
+      const r = window.ops.rooms.find((x) => x.room === room);
+      const rate = window.ops.rate;
+      return r && r.subscribers.length >= 3 && rate.length >= 2 && rate[rate.length - 1][1] > 100_000;
+    }, ROOM);
+    assert.equal(await ops.evaluate(() => window.ops.healthy), true);
+    assert.ok(await ops.locator(`tr[data-room="${ROOM}"]`).count() === 1, 'room row');
+    await h.screenshot(ops, 'interactive-ops');
+    await ops.click('#lang-btn');
+    assert.equal(await ops.evaluate(() => window.ops.lang), 'en');
+    assert.equal(await ops.locator('h1').textContent(), 'Classrooms · Operations');
+    await ops.close();
+
     // Attendance while the lesson runs, then the end.
     const live = await teacher.evaluate(() => window.lesson.attendance());
     const subs = live.participants.map((p) => p.sub).sort();
