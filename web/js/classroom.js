@@ -12,6 +12,36 @@
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
 import { RoomEvents } from './room_events.js';
+import { makeT } from './i18n.js';
+
+const t = makeT({
+  'zh-CN': {
+    title: '听课端 · 同步课堂', idle: '未连接', connecting: '连接中…', connected: '已连接',
+    reconnecting: '重新连接中…', ended: '已结束', error: '无法进入课堂', timeout: '{what}超时',
+    openCamera: '打开摄像头', noCapture: '此浏览器不能采集摄像头', noDevices: '无法打开摄像头和麦克风：{why}',
+    handFailed: '举手失败：{why}', speaking: '正在发言', raised: '已举手（点击放下）', hand: '举手',
+    onStageMuted: '已上台 · 老师已将你静音', onStage: '已上台 · 全体可以听到你', muted: '老师已将你静音',
+    joining: '正在连接课堂…', networkDown: '网络中断，正在重新连接…', lessonOver: '课堂已结束',
+    noCamera: '老师未开启摄像头', voiceOnly: '正在播放老师的声音', away: '老师暂时离开，请稍候…',
+    waiting: '等待老师开始上课…', teacherEnded: '老师已下课', fps: '{n} 帧/秒', loss: '丢包 {n}%',
+    unnamed: '（未指定）', badLink: '链接缺少 room 或 token 参数', room: '课堂', soundTitle: '点击开启声音',
+    soundDetail: '浏览器阻止了自动播放，点一下屏幕任意位置即可听到老师的声音', switch: 'English',
+  },
+  en: {
+    title: 'Classroom · Live lesson', idle: 'Not connected', connecting: 'Connecting…', connected: 'Connected',
+    reconnecting: 'Reconnecting…', ended: 'Ended', error: 'Cannot join the lesson', timeout: '{what} timed out',
+    openCamera: 'Opening the camera', noCapture: 'This browser cannot capture a camera',
+    noDevices: 'Cannot open the camera and microphone: {why}', handFailed: 'Raising the hand failed: {why}',
+    speaking: 'On stage', raised: 'Hand raised (tap to lower)', hand: 'Raise hand',
+    onStageMuted: 'On stage · the teacher muted you', onStage: 'On stage · everyone hears you',
+    muted: 'The teacher muted you', joining: 'Joining the lesson…', networkDown: 'Network lost, reconnecting…',
+    lessonOver: 'The lesson has ended', noCamera: 'The teacher\'s camera is off', voiceOnly: 'Playing the teacher\'s voice',
+    away: 'The teacher stepped away, please wait…', waiting: 'Waiting for the teacher to start…',
+    teacherEnded: 'The teacher ended the lesson', fps: '{n} fps', loss: 'loss {n}%', unnamed: '(none)',
+    badLink: 'The link lacks the room or token parameter', room: 'Room', soundTitle: 'Tap to turn on sound',
+    soundDetail: 'The browser blocked autoplay: tap anywhere to hear the teacher', switch: '中文',
+  },
+});
 
 // A slot counts as live while its decoder made progress within this window.
 const LIVE_WINDOW_MS = 2500;
@@ -50,12 +80,12 @@ const ui = {
 };
 
 const STATE_TEXT = {
-  idle: '未连接',
-  connecting: '连接中…',
-  connected: '已连接',
-  reconnecting: '重新连接中…',
-  ended: '已结束',
-  error: '无法进入课堂',
+  get idle() { return t('idle'); },
+  get connecting() { return t('connecting'); },
+  get connected() { return t('connected'); },
+  get reconnecting() { return t('reconnecting'); },
+  get ended() { return t('ended'); },
+  get error() { return t('error'); },
 };
 
 const pageLoaded = document.readyState === 'complete'
@@ -161,20 +191,20 @@ let feedStream = null;
 let feedError = null;
 
 function withTimeout(p, ms, what) {
-  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(`${what}超时`)), ms))]);
+  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(t('timeout', { what }))), ms))]);
 }
 
 async function startFeed() {
   const md = navigator.mediaDevices;
   if (!md || !md.getUserMedia) {
-    feedError = '此浏览器不能采集摄像头';
+    feedError = t('noCapture');
     return;
   }
   try {
-    feedStream = await withTimeout(md.getUserMedia({ audio: MIC, video: FEED_VIDEO }), 10_000, '打开摄像头');
+    feedStream = await withTimeout(md.getUserMedia({ audio: MIC, video: FEED_VIDEO }), 10_000, t('openCamera'));
   } catch (e) {
     // No camera or no permission: the classroom still watches and can raise its hand.
-    feedError = `无法打开摄像头和麦克风：${e.message || e.name}`;
+    feedError = t('noDevices', { why: e.message || e.name });
     console.warn(feedError);
     return;
   }
@@ -191,12 +221,12 @@ async function startFeed() {
       const a = feedStream.getAudioTracks()[0];
       const v = feedStream.getVideoTracks()[0];
       pc.addTransceiver(a || 'audio', { direction: 'sendonly', streams });
-      const t = pc.addTransceiver(v || 'video', {
+      const cam = pc.addTransceiver(v || 'video', {
         direction: 'sendonly',
         streams,
         sendEncodings: FEED_LAYERS.map((e) => ({ ...e })),
       });
-      preferCodec(t, 'video/VP8');
+      preferCodec(cam, 'video/VP8');
     },
   });
   feed.start();
@@ -210,7 +240,7 @@ events.addEventListener('ended', async () => {
   render();
   // The server closed our sessions with the lesson: nothing to DELETE.
   if (feed) await feed.stop({ forget: true });
-  if (feedStream) feedStream.getTracks().forEach((t) => t.stop());
+  if (feedStream) feedStream.getTracks().forEach((k) => k.stop());
   ui.selfView.hidden = true;
   await session.stop({ forget: true });
   render();
@@ -221,7 +251,7 @@ async function hand(raised) {
   const me = events.you?.sub;
   const up = raised ?? !(events.state && events.state.hands.includes(me));
   const r = await events.command({ type: 'hand', raised: up });
-  if (r.type !== 'ok') console.warn(`举手失败：${r.error}`);
+  if (r.type !== 'ok') console.warn(t('handFailed', { why: r.error }));
   return r;
 }
 
@@ -267,15 +297,15 @@ let lastSample = { ts: 0, lost: 0, received: 0 };
 async function monitor() {
   const pc = session.pc;
   if (!pc || pc !== media.pc || pc.connectionState === 'closed') return;
-  const t = pc.getTransceivers();
-  if (t.length < 5) return;
+  const trs = pc.getTransceivers();
+  if (trs.length < 5) return;
   const now = performance.now();
   const [a, c, w] = await Promise.all([
-    sampleSlot(t[0].receiver, media.audio, now),
-    sampleSlot(t[1].receiver, media.camera, now),
-    sampleSlot(t[2].receiver, media.courseware, now),
-    sampleSlot(t[3].receiver, media.stageAudio, now),
-    sampleSlot(t[4].receiver, media.stageVideo, now),
+    sampleSlot(trs[0].receiver, media.audio, now),
+    sampleSlot(trs[1].receiver, media.camera, now),
+    sampleSlot(trs[2].receiver, media.courseware, now),
+    sampleSlot(trs[3].receiver, media.stageAudio, now),
+    sampleSlot(trs[4].receiver, media.stageVideo, now),
   ]);
   if (pc !== media.pc) return;
   const bytes = a.deltaBytes + c.deltaBytes + w.deltaBytes;
@@ -306,13 +336,13 @@ function renderRoom() {
   ui.hand.hidden = !live || !publishFeed;
   ui.hand.classList.toggle('raised', raised);
   ui.hand.disabled = onStage;
-  ui.handText.textContent = onStage ? '正在发言' : raised ? '已举手（点击放下）' : '举手';
+  ui.handText.textContent = onStage ? t('speaking') : raised ? t('raised') : t('hand');
   const guest = st ? st.stage.find((x) => x !== me) : null;
   ui.stageSlot.hidden = !(guest && media.stageVideo.live);
   ui.stageName.textContent = guest ? events.nameOf(guest) : '';
   let badge = '';
-  if (onStage) badge = muted ? '已上台 · 老师已将你静音' : '已上台 · 全体可以听到你';
-  else if (muted) badge = '老师已将你静音';
+  if (onStage) badge = muted ? t('onStageMuted') : t('onStage');
+  else if (muted) badge = t('muted');
   ui.selfBadge.textContent = badge;
   ui.selfBadge.hidden = !badge;
 }
@@ -335,27 +365,27 @@ function render() {
   let title = '';
   let detail = '';
   if (s === 'error') {
-    title = '无法进入课堂';
+    title = t('error');
     detail = session.error?.message || '';
   } else if (s === 'connecting' || s === 'idle') {
-    title = '正在连接课堂…';
+    title = t('joining');
   } else if (s === 'reconnecting') {
-    title = '网络中断，正在重新连接…';
+    title = t('networkDown');
     // Only a server's answer adds anything to the title (e.g. HTTP 503).
     detail = session.error?.status ? session.error.message : '';
   } else if (s === 'ended') {
-    title = '课堂已结束';
+    title = t('lessonOver');
   } else if (!cam && !cw) {
     if (voice) {
-      title = '老师未开启摄像头';
-      detail = '正在播放老师的声音';
+      title = t('noCamera');
+      detail = t('voiceOnly');
     } else {
-      title = hadMedia ? '老师暂时离开，请稍候…' : '等待老师开始上课…';
+      title = hadMedia ? t('away') : t('waiting');
     }
   }
   if (events.ended) {
-    title = '课堂已结束';
-    detail = '老师已下课';
+    title = t('lessonOver');
+    detail = t('teacherEnded');
   }
   ui.notice.hidden = !title;
   ui.noticeTitle.textContent = title;
@@ -366,9 +396,9 @@ function render() {
   if (connected && (cam || cw)) {
     const parts = [];
     if (main.width) parts.push(`${main.width}×${main.height}`);
-    if (main.fps) parts.push(`${Math.round(main.fps)} 帧/秒`);
+    if (main.fps) parts.push(t('fps', { n: Math.round(main.fps) }));
     parts.push(media.kbps >= 1000 ? `${(media.kbps / 1000).toFixed(2)} Mbit/s` : `${Math.round(media.kbps)} kbit/s`);
-    parts.push(`丢包 ${(media.loss * 100).toFixed(1)}%`);
+    parts.push(t('loss', { n: (media.loss * 100).toFixed(1) }));
     ui.media.textContent = parts.join(' · ');
   } else {
     ui.media.textContent = '—';
@@ -401,7 +431,15 @@ setInterval(() => {
 
 // ---------------------------------------------------------------- boot
 
-ui.roomName.textContent = room || '（未指定）';
+ui.roomName.textContent = room || t('unnamed');
+t.apply();
+document.title = t('title');
+document.getElementById('lang-btn').addEventListener('click', (e) => {
+  e.stopPropagation();
+  t.toggle();
+  document.title = t('title');
+  render();
+});
 
 window.lesson = {
   get pc() {
@@ -441,7 +479,7 @@ window.lesson = {
 };
 
 if (!room || !token) {
-  session.fail('链接缺少 room 或 token 参数');
+  session.fail(t('badLink'));
 } else {
   session.start();
   events.start();

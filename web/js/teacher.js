@@ -12,6 +12,50 @@
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
 import { RoomEvents } from './room_events.js';
+import { makeT } from './i18n.js';
+
+// Page text (zh-CN by default; the switch or ?lang=en gives English).
+const L = makeT({
+  'zh-CN': {
+    pageTitle: '主讲端 · 同步课堂', title: '同步课堂 · 主讲端', room: '课堂：', elapsed: '已上课',
+    myCamera: '我的摄像头', openingCamera: '正在打开摄像头…', courseware: '课件（屏幕共享）',
+    start: '开始上课', end: '下课', share: '共享课件', unshare: '停止共享课件', mic: '麦克风', camera: '摄像头',
+    layers: '上行分层', cwStat: '课件', online: '在线', hint: '“下课”结束全体课堂的这节课。网络中断时会自动重新连接。',
+    hands: '举手', noHands: '暂无举手', attendance: '考勤', classrooms: '听课教室', switch: 'English',
+    idle: '未开始', connecting: '连接中…', connected: '已连接 · 正在上课', reconnecting: '重新连接中…',
+    ended: '已结束', error: '无法开始上课', noCapture: '此浏览器不支持摄像头采集（需要 HTTPS 或 localhost）',
+    someDevices: '部分设备不可用：{why}', noCamera: '没有摄像头', noDevices: '无法打开摄像头和麦克风：{why}',
+    cameraDown: '摄像头不可用', badLink: '链接缺少 room 或 token 参数', endFailed: '下课失败：{why}',
+    pin: '置顶', unpin: '取消置顶', stageOn: '上台', stageOff: '下台', mute: '静音', unmute: '取消静音',
+    stageFailed: '上台失败：{why}', pinFailed: '置顶失败：{why}', muteFailed: '静音失败：{why}',
+    attendanceFailed: '考勤：HTTP {status}', present: '在线', left: '已离开', minutes: '{n} 分钟',
+    colClass: '教室', colState: '状态', colJoined: '进入', colTime: '时长', classesOnline: '（{n} 个在线）',
+    handTag: '【举手】', speak: '请发言', loss: ' 丢{n}%', shareFailed: '无法共享课件：{why}', fps: '{n} 帧/秒',
+    paused: '暂停', limited: '（受限：{why}）', preparing: '准备中', notShared: '未共享', terminals: '{n} 个终端',
+    unnamed: '（未指定）',
+  },
+  en: {
+    pageTitle: 'Teacher · Live lesson', title: 'Live lesson · Teacher', room: 'Room: ', elapsed: 'Teaching for',
+    myCamera: 'My camera', openingCamera: 'Opening the camera…', courseware: 'Courseware (screen share)',
+    start: 'Start lesson', end: 'End lesson', share: 'Share courseware', unshare: 'Stop sharing', mic: 'Microphone',
+    camera: 'Camera', layers: 'Uplink layers', cwStat: 'Courseware', online: 'Online',
+    hint: '"End lesson" ends it for every classroom. Lost connections come back by themselves.',
+    hands: 'Hands', noHands: 'No hands raised', attendance: 'Attendance', classrooms: 'Classrooms', switch: '中文',
+    idle: 'Not started', connecting: 'Connecting…', connected: 'Connected · teaching', reconnecting: 'Reconnecting…',
+    ended: 'Ended', error: 'Cannot start the lesson',
+    noCapture: 'This browser cannot capture a camera (needs HTTPS or localhost)',
+    someDevices: 'Some devices are unavailable: {why}', noCamera: 'No camera',
+    noDevices: 'Cannot open the camera and microphone: {why}', cameraDown: 'Camera unavailable',
+    badLink: 'The link lacks the room or token parameter', endFailed: 'Ending the lesson failed: {why}',
+    pin: 'Pin', unpin: 'Unpin', stageOn: 'On stage', stageOff: 'Off stage', mute: 'Mute', unmute: 'Unmute',
+    stageFailed: 'Stage failed: {why}', pinFailed: 'Pin failed: {why}', muteFailed: 'Mute failed: {why}',
+    attendanceFailed: 'Attendance: HTTP {status}', present: 'present', left: 'left', minutes: '{n} min',
+    colClass: 'Classroom', colState: 'State', colJoined: 'Joined', colTime: 'Time', classesOnline: '({n} online)',
+    handTag: '[hand] ', speak: 'Speak', loss: ' loss {n}%', shareFailed: 'Cannot share courseware: {why}',
+    fps: '{n} fps', paused: 'paused', limited: ' (limited: {why})', preparing: 'starting', notShared: 'not shared',
+    terminals: '{n} viewers', unnamed: '(none)',
+  },
+});
 
 // Classroom tiles the console shows at once; the SFU rotates the rest through them.
 const TILES = 6;
@@ -28,12 +72,12 @@ const COURSEWARE = { width: { max: 1920 }, height: { max: 1080 }, frameRate: { i
 const COURSEWARE_MAX_BITRATE = 1_500_000;
 
 const STATE_TEXT = {
-  idle: '未开始',
-  connecting: '连接中…',
-  connected: '已连接 · 正在上课',
-  reconnecting: '重新连接中…',
-  ended: '已结束',
-  error: '无法开始上课',
+  get idle() { return L('idle'); },
+  get connecting() { return L('connecting'); },
+  get connected() { return L('connected'); },
+  get reconnecting() { return L('reconnecting'); },
+  get ended() { return L('ended'); },
+  get error() { return L('error'); },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -87,7 +131,7 @@ const session = new LessonSession({
 async function openMedia() {
   const md = navigator.mediaDevices;
   if (!md || !md.getUserMedia) {
-    throw new Error('此浏览器不支持摄像头采集（需要 HTTPS 或 localhost）');
+    throw new Error(L('noCapture'));
   }
   try {
     return await md.getUserMedia({ audio: MIC, video: CAMERA });
@@ -96,7 +140,7 @@ async function openMedia() {
     for (const c of [{ audio: MIC }, { video: CAMERA }]) {
       try {
         const s = await md.getUserMedia(c);
-        mediaError = `部分设备不可用：${both.message || both.name}`;
+        mediaError = L('someDevices', { why: both.message || both.name });
         return s;
       } catch {
         // try the next one
@@ -116,14 +160,14 @@ const mediaReady = openMedia().then(
       ui.cameraPreview.play().catch(() => {});
       ui.cameraPlaceholder.hidden = true;
     } else {
-      ui.cameraPlaceholder.textContent = '没有摄像头';
+      ui.cameraPlaceholder.textContent = L('noCamera');
     }
     if (mediaError) showError(mediaError);
     return stream;
   },
   (e) => {
-    mediaError = `无法打开摄像头和麦克风：${e.message || e.name}`;
-    ui.cameraPlaceholder.textContent = '摄像头不可用';
+    mediaError = L('noDevices', { why: e.message || e.name });
+    ui.cameraPlaceholder.textContent = L('cameraDown');
     showError(mediaError);
     return null;
   },
@@ -172,7 +216,7 @@ async function start() {
   if (session.running) return;
   await mediaReady;
   if (!room || !token) {
-    session.fail('链接缺少 room 或 token 参数');
+    session.fail(L('badLink'));
     return;
   }
   lessonStartedAt = 0;
@@ -187,7 +231,7 @@ async function stop({ forget = false } = {}) {
 /** 下课: ends the lesson for every classroom, then leaves. */
 async function endLesson() {
   const r = await events.command({ type: 'end' });
-  if (r.type !== 'ok' && r.status !== 404) showError(`下课失败：${r.error}`);
+  if (r.type !== 'ok' && r.status !== 404) showError(L('endFailed', { why: r.error }));
   // Ended: the server has closed our sessions already.
   await stop({ forget: r.type === 'ok' });
   return r;
@@ -206,9 +250,9 @@ function buildTiles() {
     el.hidden = true;
     el.innerHTML = `<video autoplay muted playsinline></video>
       <figcaption><span class="tile-name"></span><span class="quality"></span>
-      <button type="button" class="pin-btn">置顶</button>
-      <button type="button" class="stage-btn">上台</button>
-      <button type="button" class="mute-btn">静音</button></figcaption>`;
+      <button type="button" class="pin-btn"></button>
+      <button type="button" class="stage-btn"></button>
+      <button type="button" class="mute-btn"></button></figcaption>`;
     ui.tiles.appendChild(el);
     const t = { el, video: el.querySelector('video'), sub: null, frames: 0, live: false, lastProgress: 0 };
     el.querySelector('.stage-btn').addEventListener('click', () => {
@@ -259,19 +303,19 @@ function stopConsole({ forget = false } = {}) {
 
 async function stage(sub, on) {
   const r = await events.command({ type: 'stage', sub, on });
-  if (r.type !== 'ok') showError(`上台失败：${r.error}`);
+  if (r.type !== 'ok') showError(L('stageFailed', { why: r.error }));
   return r;
 }
 
 async function pin(sub, pinned) {
   const r = await events.command({ type: 'pin', sub, pinned });
-  if (r.type !== 'ok') showError(`置顶失败：${r.error}`);
+  if (r.type !== 'ok') showError(L('pinFailed', { why: r.error }));
   return r;
 }
 
 async function mute(sub, muted) {
   const r = await events.command({ type: 'mute', sub, muted });
-  if (r.type !== 'ok') showError(`静音失败：${r.error}`);
+  if (r.type !== 'ok') showError(L('muteFailed', { why: r.error }));
   return r;
 }
 
@@ -280,7 +324,7 @@ async function attendance() {
     headers: { Authorization: `Bearer ${token}` },
     cache: 'no-store',
   });
-  if (!res.ok) throw new Error(`考勤：HTTP ${res.status}`);
+  if (!res.ok) throw new Error(L('attendanceFailed', { status: res.status }));
   const a = await res.json();
   renderAttendance(a);
   return a;
@@ -290,10 +334,10 @@ function renderAttendance(a) {
   const fmt = (ms) => (ms ? new Date(ms).toLocaleTimeString('zh-CN', { hour12: false }) : '—');
   const rows = a.participants
     .filter((p) => p.role !== 'teacher')
-    .map((p) => `<tr><td>${esc(p.name || p.sub)}</td><td>${p.present ? '在线' : '已离开'}</td>`
-      + `<td>${fmt(p.first_joined_unix_ms)}</td><td>${Math.round(p.connected_ms / 60000)} 分钟</td></tr>`)
+    .map((p) => `<tr><td>${esc(p.name || p.sub)}</td><td>${p.present ? L('present') : L('left')}</td>`
+      + `<td>${fmt(p.first_joined_unix_ms)}</td><td>${L('minutes', { n: Math.round(p.connected_ms / 60000) })}</td></tr>`)
     .join('');
-  ui.attendance.innerHTML = `<table><thead><tr><th>教室</th><th>状态</th><th>进入</th><th>时长</th></tr></thead>`
+  ui.attendance.innerHTML = `<table><thead><tr><th>${L('colClass')}</th><th>${L('colState')}</th><th>${L('colJoined')}</th><th>${L('colTime')}</th></tr></thead>`
     + `<tbody>${rows}</tbody></table>`;
 }
 
@@ -305,7 +349,7 @@ function renderConsole() {
   const st = events.state;
   const order = st ? st.tiles : [];
   const classes = st ? st.participants.filter((p) => p.role === 'classroom' && p.present).length : 0;
-  ui.classCount.textContent = st ? `（${classes} 个在线）` : '';
+  ui.classCount.textContent = st ? L('classesOnline', { n: classes }) : '';
   tileState.forEach((t, i) => {
     const sub = order[i] || null;
     t.sub = sub;
@@ -317,13 +361,13 @@ function renderConsole() {
     t.el.classList.toggle('on-stage', onStage);
     t.el.classList.toggle('hand-up', st.hands.includes(sub));
     t.el.classList.toggle('speaking', st.speaker === sub);
-    t.el.querySelector('.tile-name').textContent = (st.hands.includes(sub) ? '【举手】' : '') + events.nameOf(sub);
-    t.el.querySelector('.stage-btn').textContent = onStage ? '下台' : '上台';
-    t.el.querySelector('.mute-btn').textContent = muted ? '取消静音' : '静音';
-    t.el.querySelector('.pin-btn').textContent = st.pinned.includes(sub) ? '取消置顶' : '置顶';
+    t.el.querySelector('.tile-name').textContent = (st.hands.includes(sub) ? L('handTag') : '') + events.nameOf(sub);
+    t.el.querySelector('.stage-btn').textContent = onStage ? L('stageOff') : L('stageOn');
+    t.el.querySelector('.mute-btn').textContent = muted ? L('unmute') : L('mute');
+    t.el.querySelector('.pin-btn').textContent = st.pinned.includes(sub) ? L('unpin') : L('pin');
     const q = events.quality.get(sub);
     t.el.querySelector('.quality').textContent = q && q.estimate_bps
-      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? ` 丢${(q.loss * 100).toFixed(0)}%` : ''}` : '';
+      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? L('loss', { n: (q.loss * 100).toFixed(0) }) : ''}` : '';
   });
   const hands = st ? st.hands : [];
   ui.handCount.textContent = hands.length ? `（${hands.length}）` : '';
@@ -331,7 +375,7 @@ function renderConsole() {
   ui.handQueue.innerHTML = '';
   for (const sub of hands) {
     const li = document.createElement('li');
-    li.innerHTML = `<span>${esc(events.nameOf(sub))}</span><button type="button">请发言</button>`;
+    li.innerHTML = `<span>${esc(events.nameOf(sub))}</span><button type="button">${L('speak')}</button>`;
     li.querySelector('button').addEventListener('click', () => stage(sub, true));
     ui.handQueue.appendChild(li);
   }
@@ -370,7 +414,7 @@ async function shareCourseware() {
     stream = await navigator.mediaDevices.getDisplayMedia({ video: COURSEWARE, audio: false });
   } catch (e) {
     if (e && e.name !== 'NotAllowedError' && e.name !== 'AbortError') {
-      showError(`无法共享课件：${e.message || e.name}`);
+      showError(L('shareFailed', { why: e.message || e.name }));
     }
     return;
   }
@@ -425,7 +469,7 @@ function render() {
   ui.start.disabled = live;
   ui.stop.disabled = !live;
   ui.courseware.hidden = !coursewareEnabled;
-  ui.courseware.textContent = screenTrack ? '停止共享课件' : '共享课件';
+  ui.courseware.textContent = screenTrack ? L('unshare') : L('share');
   ui.clock.hidden = !live || !lessonStartedAt;
 }
 
@@ -492,18 +536,18 @@ async function pollStats() {
   layers.sort((a, b) => (order[a.s.rid] ?? 9) - (order[b.s.rid] ?? 9));
   const top = layers[0];
   ui.statCamera.textContent = top && top.s.frameWidth
-    ? `${top.s.frameWidth}×${top.s.frameHeight} · ${Math.round(top.s.framesPerSecond || 0)} 帧/秒`
+    ? `${top.s.frameWidth}×${top.s.frameHeight} · ${L('fps', { n: Math.round(top.s.framesPerSecond || 0) })}`
     : '—';
   ui.statLayers.textContent = layers.length
     ? layers
-      .map(({ s, rate }) => `${s.rid || '-'} ${s.frameHeight ? `${s.frameHeight}p` : '暂停'} ${fmtRate(rate)}`)
+      .map(({ s, rate }) => `${s.rid || '-'} ${s.frameHeight ? `${s.frameHeight}p` : L('paused')} ${fmtRate(rate)}`)
       .join('，')
       + (top && top.s.qualityLimitationReason && top.s.qualityLimitationReason !== 'none'
-        ? `（受限：${top.s.qualityLimitationReason}）` : '')
+        ? L('limited', { why: top.s.qualityLimitationReason }) : '')
     : '—';
   ui.statCourseware.textContent = cw && screenTrack && cw.s.frameWidth
     ? `${cw.s.frameWidth}×${cw.s.frameHeight} · ${fmtRate(cw.rate)}`
-    : (screenTrack ? '准备中' : '未共享');
+    : (screenTrack ? L('preparing') : L('notShared'));
 }
 
 // Room status (display only; field names are not relied upon).
@@ -532,7 +576,7 @@ function describeRoom(info) {
     : Array.isArray(info?.subscribers) ? info.subscribers : null;
   if (!list) return '—';
   const viewers = list.filter((p) => !p || p.role !== 'teacher').length;
-  return `${viewers} 个终端`;
+  return L('terminals', { n: viewers });
 }
 
 function tickClock() {
@@ -553,7 +597,15 @@ setInterval(() => pollRoom(), 5000);
 
 // ---------------------------------------------------------------- boot
 
-ui.roomName.textContent = room || '（未指定）';
+ui.roomName.textContent = room || L('unnamed');
+L.apply();
+document.title = L('pageTitle');
+document.getElementById('lang-btn').addEventListener('click', () => {
+  L.toggle();
+  document.title = L('pageTitle');
+  render();
+  renderConsole();
+});
 buildTiles();
 render();
 
@@ -594,7 +646,7 @@ window.lesson = {
 };
 
 if (!room || !token) {
-  session.fail('链接缺少 room 或 token 参数');
+  session.fail(L('badLink'));
 } else if (query.get('autostart') === '1') {
   start();
 }

@@ -63,6 +63,16 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
     });
     await h.screenshot(teacher, 'interactive-teacher-tiles');
 
+    // Chinese by default, English at a click (and back).
+    assert.equal(await b.locator('#hand-text').textContent(), '举手');
+    await b.click('#lang-btn');
+    await waitFor(b, 'classroom-b', 'English text', () => document.getElementById('hand-text').textContent === 'Raise hand'
+      && document.documentElement.lang === 'en');
+    await h.screenshot(b, 'interactive-classroom-b-english');
+    await b.click('#lang-btn');
+    await waitFor(b, 'classroom-b', 'Chinese text again', () => document.getElementById('hand-text').textContent === '举手');
+    assert.equal(await teacher.locator('#start-btn').textContent(), '开始上课');
+
     // A raises its hand; the teacher sees it first in the queue.
     const r = await a.evaluate(() => window.lesson.hand(true));
     assert.equal(r.type, 'ok', JSON.stringify(r));
