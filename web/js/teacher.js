@@ -32,7 +32,7 @@ const L = makeT({
     colClass: '教室', colState: '状态', colJoined: '进入', colTime: '时长', classesOnline: '（{n} 个在线）',
     handTag: '【举手】', speak: '请发言', loss: ' 丢{n}%', shareFailed: '无法共享课件：{why}', fps: '{n} 帧/秒',
     paused: '暂停', limited: '（受限：{why}）', preparing: '准备中', notShared: '未共享', terminals: '{n} 个终端',
-    unnamed: '（未指定）',
+    unnamed: '（未指定）', cameraPick: '摄像头', micPick: '麦克风', deviceFailed: '无法切换设备：{why}',
   },
   en: {
     pageTitle: 'Teacher · Live lesson', title: 'Live lesson · Teacher', room: 'Room: ', elapsed: 'Teaching for',
@@ -53,7 +53,8 @@ const L = makeT({
     colClass: 'Classroom', colState: 'State', colJoined: 'Joined', colTime: 'Time', classesOnline: '({n} online)',
     handTag: '[hand] ', speak: 'Speak', loss: ' loss {n}%', shareFailed: 'Cannot share courseware: {why}',
     fps: '{n} fps', paused: 'paused', limited: ' (limited: {why})', preparing: 'starting', notShared: 'not shared',
-    terminals: '{n} viewers', unnamed: '(none)',
+    terminals: '{n} viewers', unnamed: '(none)', cameraPick: 'Camera', micPick: 'Microphone',
+    deviceFailed: 'Cannot switch the device: {why}',
   },
 });
 
@@ -110,6 +111,8 @@ const ui = {
   stageAudio: $('stage-audio'),
   attendanceBtn: $('attendance-btn'),
   attendance: $('attendance'),
+  cameraSelect: $('camera-select'),
+  micSelect: $('mic-select'),
 };
 
 let camStream = null; // MediaStream with mic and/or camera
@@ -163,6 +166,7 @@ const mediaReady = openMedia().then(
       ui.cameraPlaceholder.textContent = L('noCamera');
     }
     if (mediaError) showError(mediaError);
+    listDevices();
     return stream;
   },
   (e) => {
@@ -172,6 +176,58 @@ const mediaReady = openMedia().then(
     return null;
   },
 );
+
+/** Fills the camera and microphone choices (labels are readable once access was granted). */
+async function listDevices() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.enumerateDevices) return;
+  const all = await md.enumerateDevices();
+  const fill = (sel, kind, current) => {
+    const list = all.filter((d) => d.kind === kind);
+    sel.innerHTML = list
+      .map((d, i) => `<option value="${esc(d.deviceId)}">${esc(d.label || `${kind} ${i + 1}`)}</option>`)
+      .join('');
+    if (current) sel.value = current;
+    sel.disabled = list.length < 2;
+  };
+  const settings = (k) => camStream && camStream.getTracks().find((x) => x.kind === k)?.getSettings().deviceId;
+  fill(ui.cameraSelect, 'videoinput', settings('video'));
+  fill(ui.micSelect, 'audioinput', settings('audio'));
+}
+
+/** Switches the camera or microphone while teaching: the new track replaces the old one in the
+ * running session (no renegotiation). */
+async function useDevice(kind, deviceId) {
+  const constraints = kind === 'video'
+    ? { video: { ...CAMERA, deviceId: { exact: deviceId } } }
+    : { audio: { ...MIC, deviceId: { exact: deviceId } } };
+  let track;
+  try {
+    track = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+  } catch (e) {
+    showError(L('deviceFailed', { why: e.message || e.name }));
+    return false;
+  }
+  if (kind === 'video') track.contentHint = 'motion';
+  const old = camStream ? camStream.getTracks().find((x) => x.kind === kind) : null;
+  if (!camStream) camStream = new MediaStream();
+  if (old) {
+    camStream.removeTrack(old);
+    old.stop();
+  }
+  camStream.addTrack(track);
+  const pc = session.pc;
+  if (pc) {
+    const tr = pc.getTransceivers()[kind === 'video' ? 1 : 0];
+    if (tr) await tr.sender.replaceTrack(track);
+  }
+  if (kind === 'video') {
+    ui.cameraPreview.srcObject = new MediaStream([track]);
+    ui.cameraPreview.play().catch(() => {});
+    ui.cameraPlaceholder.hidden = true;
+  }
+  return true;
+}
 
 // ------------------------------------------------------------- session
 
@@ -486,6 +542,8 @@ session.addEventListener('state', () => {
 
 ui.start.addEventListener('click', () => start());
 ui.stop.addEventListener('click', () => endLesson());
+ui.cameraSelect.addEventListener('change', (e) => useDevice('video', e.target.value));
+ui.micSelect.addEventListener('change', (e) => useDevice('audio', e.target.value));
 ui.attendanceBtn.addEventListener('click', () => attendance().catch((e) => showError(e.message)));
 ui.courseware.addEventListener('click', () => (screenTrack ? stopCourseware() : shareCourseware()));
 window.addEventListener('pagehide', () => {
@@ -632,6 +690,13 @@ window.lesson = {
   mute,
   pin,
   attendance,
+  useDevice,
+  get devices() {
+    return {
+      cameras: [...ui.cameraSelect.options].map((o) => o.textContent),
+      mics: [...ui.micSelect.options].map((o) => o.textContent),
+    };
+  },
   get room() {
     return events.state ? { ...events.state, ended: events.ended } : null;
   },

@@ -46,14 +46,20 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
     const aTok = await h.mintToken('classroom', 'cls-a', '一小三年级');
     const bTok = await h.mintToken('classroom', 'cls-b', '二小三年级');
 
-    const teacher = await h.openPage('teacher', h.teacherUrl(ROOM, tTok, '&autostart=1'), { media: true });
+    const teacher = await h.openPage('teacher', h.teacherUrl(ROOM, tTok, '&autostart=1&courseware=1'), { media: true });
     await h.waitState(teacher, 'teacher', 'connected');
+    const devices = await teacher.evaluate(() => window.lesson.devices);
+    assert.ok(devices.cameras.length >= 1 && devices.mics.length >= 1, `device choices: ${JSON.stringify(devices)}`);
+    // The courseware: a screen share.
+    await teacher.click('#courseware-btn');
+    await teacher.waitForFunction(() => !document.getElementById('courseware-figure').hidden, null, { timeout: 10_000 });
     const a = await h.openPage('classroom-a', h.classroomUrl(ROOM, aTok, '&publish=1'), { media: true });
     const b = await h.openPage('classroom-b', h.classroomUrl(ROOM, bTok, '&publish=1'), { media: true });
     for (const [p, n] of [[a, 'classroom-a'], [b, 'classroom-b']]) {
       await h.waitState(p, n, 'connected');
       await waitFor(p, n, 'its own feed publishing', () => window.lesson.feed.state === 'connected');
       await waitFor(p, n, 'the teacher camera', () => window.lesson.media.camera.live);
+      await waitFor(p, n, 'the courseware', () => window.lesson.media.courseware.live);
     }
 
     // The console shows both classrooms as live tiles.
@@ -147,6 +153,9 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
       assert.ok(row.connected_ms > 5000, `${sub} connected ${row.connected_ms} ms`);
       assert.ok(row.last_left_unix_ms >= row.first_joined_unix_ms);
     }
+    const index = await h.openPage('index', `${h.baseUrl}/`);
+    await h.screenshot(index, 'interactive-index');
+    await index.close();
     assert.deepEqual(h.pageErrors, [], 'page errors');
     assert.deepEqual(h.consoleErrors, [], 'console errors');
   });
