@@ -68,6 +68,8 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
       return t.length === 2 && new Set(t.map((x) => x.sub)).size === 2;
     });
     await h.screenshot(teacher, 'interactive-teacher-tiles');
+    // Someone's voice (the fake devices beep) makes an active speaker, from RFC 6464 levels.
+    await waitFor(teacher, 'teacher', 'an active speaker', () => window.lesson.room?.speaker != null);
 
     // Chinese by default, English at a click (and back).
     assert.equal(await b.locator('#hand-text').textContent(), '举手');
