@@ -212,7 +212,14 @@ fn six_classrooms_hands_stage_mute_and_attendance() {
             .await,
         );
         let t_joined = Instant::now();
+        let class_events = EventSocket::open(&sfu, &toks[0]).await;
         sleep(secs(5.0)).await;
+        // Link quality reaches the teacher for every classroom in one message.
+        teacher_events
+            .wait_for("quality", |v| {
+                v["type"] == "quality" && v["links"].as_array().is_some_and(|a| a.len() == 6)
+            })
+            .await;
 
         // Every classroom plays the teacher; the console shows all six classrooms as tiles
         // and never gets the teacher's own media back.
@@ -338,6 +345,15 @@ fn six_classrooms_hands_stage_mute_and_attendance() {
                 );
             }
         }
+
+        // Classrooms follow the room too, but get no link reports.
+        class_events
+            .wait_for("stage", |v| v["type"] == "stage" && v["sub"] == "c4")
+            .await;
+        assert!(
+            class_events.events().iter().all(|v| v["type"] != "quality"),
+            "a classroom got link reports"
+        );
 
         // Muted: c4's voice stops reaching the others, its picture stays.
         let (st, body) = sfu

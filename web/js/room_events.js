@@ -156,7 +156,7 @@ export class RoomEvents extends EventTarget {
         if (ev.state === 'ended') this._end();
         break;
       case 'quality':
-        this.quality.set(ev.sub, ev);
+        for (const q of ev.links || []) this.quality.set(q.sub, q);
         break;
       default:
         return;

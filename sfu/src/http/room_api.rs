@@ -242,6 +242,10 @@ async fn events_socket(s: AppState, room: String, who: Claims, mut socket: WebSo
         tokio::select! {
             ev = rx.recv() => match ev {
                 Ok(json) => {
+                    // Link reports are for the teacher and observers; a classroom has its own.
+                    if who.role == Role::Classroom && json.starts_with(r#"{"type":"quality""#) {
+                        continue;
+                    }
                     if socket.send(Message::Text(json.to_string().into())).await.is_err() {
                         return;
                     }

@@ -42,7 +42,7 @@ use crate::forward::SourceId;
 use crate::metrics::Metrics;
 use crate::program::{Program, Slot, SlotSource, Track, TrackKey};
 use crate::room::speaker::SpeakerDetector;
-use crate::room::state::{LessonState, RoomSnapshot};
+use crate::room::state::{LessonState, LinkQuality, RoomSnapshot};
 use crate::room::{At, RoomCommand, RoomEvent, RoomRules, RoomState};
 
 const WAKER: Token = Token(0);
@@ -1059,20 +1059,21 @@ impl MediaLoop {
         if at.mono.saturating_duration_since(room.quality_at) >= QUALITY_EVERY {
             room.quality_at = at.mono;
             if room.events.receiver_count() > 0 {
-                for key in &room.members {
-                    let Some(s) = self.sessions.get(key) else {
-                        continue;
-                    };
-                    if s.kind != SessionKind::Subscribe || !s.connected {
-                        continue;
-                    }
-                    let e = RoomEvent::Quality {
+                let links: Vec<LinkQuality> = room
+                    .members
+                    .iter()
+                    .filter_map(|key| self.sessions.get(key))
+                    .filter(|s| s.kind == SessionKind::Subscribe && s.connected)
+                    .filter(|s| s.claims.role == Role::Classroom)
+                    .map(|s| LinkQuality {
                         sub: s.claims.sub.clone(),
                         estimate_bps: s.estimate.map(|e| e.bps),
                         loss: s.stats.loss,
                         rtt_ms: s.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                    };
-                    if let Ok(json) = serde_json::to_string(&e) {
+                    })
+                    .collect();
+                if !links.is_empty() {
+                    if let Ok(json) = serde_json::to_string(&RoomEvent::Quality { links }) {
                         let _ = room.events.send(json.into());
                     }
                 }

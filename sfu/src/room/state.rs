@@ -114,12 +114,19 @@ pub enum RoomEvent {
     Tiles {
         order: Vec<String>,
     },
+    /// Every classroom's downlink, in one message every few seconds (for the teacher's tiles
+    /// and the observers; classroom pages do not get it).
     Quality {
-        sub: String,
-        estimate_bps: Option<u64>,
-        loss: Option<f32>,
-        rtt_ms: Option<f64>,
+        links: Vec<LinkQuality>,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LinkQuality {
+    pub sub: String,
+    pub estimate_bps: Option<u64>,
+    pub loss: Option<f32>,
+    pub rtt_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
