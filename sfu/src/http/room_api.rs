@@ -29,13 +29,13 @@ pub struct TokenQuery {
     format: Option<String>,
 }
 
-fn auth_error(e: AuthError) -> Response {
+fn auth_error(e: AuthError) -> ApiError {
     let status = if e.is_forbidden() {
         StatusCode::FORBIDDEN
     } else {
         StatusCode::UNAUTHORIZED
     };
-    ApiError(status, e.to_string()).into_response()
+    ApiError(status, e.to_string())
 }
 
 /// The token from `Authorization: Bearer` or, for WebSockets and links, `?token=`.
@@ -44,9 +44,12 @@ fn authorize(
     headers: &HeaderMap,
     q: &TokenQuery,
     room: &str,
-) -> Result<Claims, Response> {
+) -> Result<Claims, ApiError> {
     if !valid_room(room) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "invalid room name".into()).into_response());
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "invalid room name".into(),
+        ));
     }
     let header_token = bearer(
         headers
@@ -92,8 +95,8 @@ async fn run_command(s: &AppState, room: String, who: Claims, cmd: RoomCommand) 
     }
 }
 
-fn parse_command(body: &[u8], kind: Option<&str>) -> Result<RoomCommand, Response> {
-    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m).into_response();
+fn parse_command(body: &[u8], kind: Option<&str>) -> Result<RoomCommand, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
     let mut v: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::json!({})
     } else {
@@ -122,11 +125,11 @@ pub async fn command(
 ) -> Response {
     let who = match authorize(&s, &headers, &q, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match parse_command(&body, None) {
         Ok(cmd) => run_command(&s, room, who, cmd).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -140,11 +143,11 @@ pub async fn named_command(
 ) -> Response {
     let who = match authorize(&s, &headers, &q, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match parse_command(&body, Some(&name)) {
         Ok(cmd) => run_command(&s, room, who, cmd).await,
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -156,7 +159,7 @@ pub async fn state(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = authorize(&s, &headers, &q, &room) {
-        return r;
+        return r.into_response();
     }
     match s.media.call(|tx| Command::State(room, tx)).await {
         Ok(Some(snap)) => Json(snap).into_response(),
@@ -174,7 +177,7 @@ pub async fn attendance(
 ) -> Response {
     let who = match authorize(&s, &headers, &q, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     if who.role == Role::Classroom {
         return ApiError(
@@ -199,7 +202,7 @@ pub async fn attendance(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
-        return r;
+        return r.into_response();
     }
     Json(report).into_response()
 }
@@ -214,7 +217,7 @@ pub async fn events(
 ) -> Response {
     let who = match authorize(&s, &headers, &q, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     ws.max_message_size(16 * 1024)
         .on_upgrade(move |socket| events_socket(s, room, who, socket))
