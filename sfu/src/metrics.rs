@@ -31,6 +31,7 @@ pub struct Metrics {
     pub keyframe_wait_freezes: IntCounter,
     pub room_commands: IntCounterVec,
     pub lessons_ended: IntCounter,
+    pub dynacast_changes: IntCounter,
 }
 
 impl Metrics {
@@ -172,6 +173,10 @@ impl Metrics {
             lessons_ended: counter(
                 "sfu_lessons_ended_total",
                 "Lessons ended (by the teacher or the teacher timeout)",
+            ),
+            dynacast_changes: counter(
+                "sfu_dynacast_changes_total",
+                "Times a publisher was told to stop or resume simulcast layers",
             ),
             forward_seconds,
             registry,

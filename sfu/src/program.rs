@@ -175,6 +175,9 @@ pub struct Layer {
     pub keyframes: u64,
     pub size: Option<(u16, u16)>,
     pub throttle: KeyframeThrottle,
+    /// Dynacast asked the publisher to stop this layer: it still counts as available (at its
+    /// last rate), and wanting it asks the publisher to resume it.
+    pub held: bool,
     rate: RateMeter,
 }
 
@@ -190,6 +193,7 @@ impl Layer {
             keyframes: 0,
             size: None,
             throttle: KeyframeThrottle::new(keyframe_interval),
+            held: false,
             rate: RateMeter::default(),
         }
     }
@@ -197,6 +201,11 @@ impl Layer {
     pub fn is_active(&self, now: Instant) -> bool {
         self.last_packet
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// Flowing, or held by dynacast (the publisher resumes it when asked).
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.is_active(now) || (self.held && self.last_packet.is_some())
     }
 
     pub fn bitrate_bps(&self) -> u64 {
@@ -293,7 +302,7 @@ impl SlotSource {
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                l.is_active(now).then(|| match l.bitrate_bps() {
+                l.is_available(now).then(|| match l.bitrate_bps() {
                     0 => assumed_rate(audio, i, n),
                     b => b,
                 })
@@ -301,9 +310,24 @@ impl SlotSource {
             .collect()
     }
 
+    /// When `desired` is a layer that is not flowing (held by dynacast), the best flowing
+    /// layer at or below it (else above); `None` when `desired` flows or nothing does.
+    pub fn flowing_instead_of(&self, desired: SourceId, now: Instant) -> Option<SourceId> {
+        let i = self.layers.iter().position(|l| l.source == desired)?;
+        if self.layers[i].is_active(now) {
+            return None;
+        }
+        let active: Vec<bool> = self.layers.iter().map(|l| l.is_active(now)).collect();
+        (0..i)
+            .rev()
+            .chain(i + 1..self.layers.len())
+            .find(|&j| active[j])
+            .map(|j| self.layers[j].source)
+    }
+
     /// The source a subscriber with preference `pref` should follow now.
     pub fn choose(&self, pref: LayerPref, now: Instant) -> Option<SourceId> {
-        let active: Vec<bool> = self.layers.iter().map(|l| l.is_active(now)).collect();
+        let active: Vec<bool> = self.layers.iter().map(|l| l.is_available(now)).collect();
         choose_layer(&active, pref).map(|i| self.layers[i].source)
     }
 }
@@ -547,6 +571,28 @@ mod tests {
         let t1 = t0 + Duration::from_secs(2);
         src.on_packet(0, 11, 100, false, None, t1);
         assert_eq!(src.choose(LayerPref::High, t1), Some(src.layers[0].source));
+    }
+
+    #[test]
+    fn held_layers_stay_choosable_but_fresh_slots_start_on_what_flows() {
+        let t0 = Instant::now();
+        let rids: Vec<String> = ["l", "m", "h"].iter().map(|s| s.to_string()).collect();
+        let mut src = SlotSource::new(1, &rids, Duration::from_millis(500));
+        for i in 0..3 {
+            src.on_packet(i, 10 + i as u32, 1000, true, None, t0);
+        }
+        let t1 = t0 + Duration::from_secs(3);
+        src.on_packet(0, 10, 1000, false, None, t1);
+        // h stopped by the publisher on dynacast's request: still offered at its last rate.
+        src.layers[2].held = true;
+        let rates = src.layer_rates(false, t1);
+        assert!(rates[0].is_some() && rates[1].is_none() && rates[2].is_some());
+        assert_eq!(src.choose(LayerPref::High, t1), Some(src.layers[2].source));
+        assert_eq!(
+            src.flowing_instead_of(src.layers[2].source, t1),
+            Some(src.layers[0].source)
+        );
+        assert_eq!(src.flowing_instead_of(src.layers[0].source, t1), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
-import { RoomEvents } from './room_events.js';
+import { RoomEvents, applyLayers } from './room_events.js';
 import { makeT } from './i18n.js';
 
 const t = makeT({
@@ -236,6 +236,11 @@ async function startFeed() {
 
 const events = new RoomEvents({ sfu, room, token });
 events.addEventListener('change', () => render());
+// Dynacast: the teacher's tiles want the small layer; send the big one only when on stage.
+events.addEventListener('layers', (e) => {
+  if (e.detail.track !== 'class_video' || !feed?.pc) return;
+  applyLayers(feed.pc.getTransceivers()[1]?.sender, e.detail.active).catch((err) => console.warn(`dynacast: ${err.message}`));
+});
 events.addEventListener('ended', async () => {
   render();
   // The server closed our sessions with the lesson: nothing to DELETE.

@@ -2,7 +2,8 @@
 // `GET /rooms/{room}/events?token=T`, kept as one state object; reconnects by itself.
 // Commands go over the same socket; `command()` resolves with the server's answer.
 //
-// Events: 'change' (detail: the event, or {type:'state'}), 'ended', 'open', 'close'.
+// Events: 'change' (detail: the event, or {type:'state'}), 'ended', 'open', 'close',
+// 'layers' (dynacast: which simulcast layers this participant's track should send).
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
@@ -155,6 +156,10 @@ export class RoomEvents extends EventTarget {
         if (s) s.lesson = ev.state;
         if (ev.state === 'ended') this._end();
         break;
+      case 'layers':
+        // Dynacast: this participant's publisher should send only these simulcast layers.
+        this.dispatchEvent(new CustomEvent('layers', { detail: ev }));
+        return;
       case 'quality':
         for (const q of ev.links || []) this.quality.set(q.sub, q);
         break;
@@ -199,4 +204,21 @@ export class RoomEvents extends EventTarget {
     const p = this.state?.participants.find((x) => x.sub === sub);
     return (p && p.name) || sub;
   }
+}
+
+/** Turns a sender's simulcast encodings on or off by rid (dynacast); resolves to what changed. */
+export async function applyLayers(sender, active) {
+  if (!sender) return false;
+  const p = sender.getParameters();
+  if (!p.encodings || p.encodings.length < 2) return false;
+  let changed = false;
+  for (const e of p.encodings) {
+    const on = active.includes(e.rid);
+    if (e.active !== on) {
+      e.active = on;
+      changed = true;
+    }
+  }
+  if (changed) await sender.setParameters(p);
+  return changed;
 }

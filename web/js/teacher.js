@@ -11,7 +11,7 @@
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
-import { RoomEvents } from './room_events.js';
+import { RoomEvents, applyLayers } from './room_events.js';
 import { makeT } from './i18n.js';
 
 // Page text (zh-CN by default; the switch or ?lang=en gives English).
@@ -456,6 +456,14 @@ async function sampleTiles() {
 }
 
 events.addEventListener('change', () => renderConsole());
+// Dynacast: stop encoding camera layers no classroom needs (and resume them when one does).
+let layersWanted = null;
+events.addEventListener('layers', (e) => {
+  if (e.detail.track !== 'teacher_camera') return;
+  layersWanted = e.detail.active;
+  const cam = session.pc?.getTransceivers()[1];
+  applyLayers(cam?.sender, layersWanted).catch((err) => console.warn(`dynacast: ${err.message}`));
+});
 events.addEventListener('ended', () => {
   // The lesson is over (ended here, by an admin, or in another tab): the server closed our sessions.
   if (session.running) stop({ forget: true });
@@ -702,6 +710,9 @@ window.lesson = {
   },
   get tiles() {
     return tileState.map((t) => ({ sub: t.sub, frames: t.frames, live: t.live }));
+  },
+  get layersWanted() {
+    return layersWanted;
   },
   get console() {
     return consoleSession ? consoleSession.state : 'off';

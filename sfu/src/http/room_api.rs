@@ -223,6 +223,13 @@ pub async fn events(
         .on_upgrade(move |socket| events_socket(s, room, who, socket))
 }
 
+/// Whether a `layers` event names `sub` as its publisher.
+fn is_for(json: &str, sub: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(json)
+        .ok()
+        .is_some_and(|v| v["sub"] == sub)
+}
+
 async fn send_json(socket: &mut WebSocket, v: &serde_json::Value) -> bool {
     socket
         .send(Message::Text(v.to_string().into()))
@@ -247,6 +254,10 @@ async fn events_socket(s: AppState, room: String, who: Claims, mut socket: WebSo
                 Ok(json) => {
                     // Link reports are for the teacher and observers; a classroom has its own.
                     if who.role == Role::Classroom && json.starts_with(r#"{"type":"quality""#) {
+                        continue;
+                    }
+                    // Layer requests concern one publisher only.
+                    if json.starts_with(r#"{"type":"layers""#) && !is_for(&json, &who.sub) {
                         continue;
                     }
                     if socket.send(Message::Text(json.to_string().into())).await.is_err() {

@@ -33,6 +33,7 @@ use super::tcp_framing::{frame_into, Deframer};
 use super::{Command, LoopError, MediaHandle, PatchOutcome};
 use crate::auth::{Claims, Role};
 use crate::forward::allocator::{Allocator, Decision, Policy, TrackOffer, Tuning};
+use crate::forward::dynacast::{Dynacast, HOLD_AFTER};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
 use crate::forward::red::{want_red, RedEncoder};
@@ -103,6 +104,8 @@ struct OutSlot {
     /// Audio: redundancy toward a lossy viewer that negotiated RED.
     red: RedEncoder,
     red_on: bool,
+    /// The source the allocator wants here (may be a layer dynacast holds).
+    desired: Option<SourceId>,
 }
 
 #[derive(Default)]
@@ -172,6 +175,8 @@ struct Room {
     events: broadcast::Sender<Arc<str>>,
     speaker: SpeakerDetector,
     quality_at: Instant,
+    /// Which simulcast layers each publisher track should send.
+    dynacast: HashMap<TrackKey, Dynacast>,
 }
 
 impl Room {
@@ -186,6 +191,7 @@ impl Room {
             events: broadcast::channel(256).0,
             speaker: SpeakerDetector::default(),
             quality_at: now,
+            dynacast: HashMap::new(),
         }
     }
 
@@ -1451,7 +1457,18 @@ impl MediaLoop {
                 }
             }
             for (slot, out) in s.out.iter_mut() {
-                let target = targets.get(slot).copied().flatten();
+                let desired = targets.get(slot).copied().flatten();
+                out.desired = desired;
+                // A slot with nothing on screen yet does not wait for a layer the publisher
+                // was told to stop: it starts on what flows while dynacast resumes the other.
+                let target = match desired {
+                    Some(d) if out.forwarder.current().is_none() => room
+                        .program
+                        .source(*slot)
+                        .and_then(|src| src.flowing_instead_of(d, now))
+                        .or(desired),
+                    other => other,
+                };
                 if out.forwarder.target() != target {
                     out.forwarder.set_target(target, now);
                 }
@@ -1467,6 +1484,84 @@ impl MediaLoop {
         wants.dedup();
         for (slot, src) in wants {
             self.request_keyframe(room_name, slot, src, now);
+        }
+        self.dynacast(room_name, now);
+    }
+
+    /// Tells publishers which simulcast layers anyone needs (a `layers` room event their page
+    /// applies), so unneeded layers stop costing the publisher's uplink.
+    fn dynacast(&mut self, room_name: &str, now: Instant) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let mut wanted: std::collections::HashSet<SourceId> = std::collections::HashSet::new();
+        for key in &room.members {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            if s.kind != SessionKind::Subscribe {
+                continue;
+            }
+            for out in s.out.values() {
+                wanted.extend(out.desired);
+                wanted.extend(out.forwarder.target());
+                wanted.extend(out.forwarder.current());
+            }
+        }
+        let program = &mut room.program;
+        room.dynacast.retain(|k, _| program.sources.contains_key(k));
+        let owners: HashMap<u64, String> = program
+            .sources
+            .keys()
+            .filter_map(|k| Some((k.session, program.owner_of_session(k.session)?.to_string())))
+            .collect();
+        let mut events = vec![];
+        for (key, src) in program.sources.iter_mut() {
+            if key.track.is_audio() || src.layers.len() < 2 {
+                continue;
+            }
+            let needed: Vec<bool> = src
+                .layers
+                .iter()
+                .map(|l| wanted.contains(&l.source))
+                .collect();
+            let d = room
+                .dynacast
+                .entry(*key)
+                .or_insert_with(|| Dynacast::new(needed.len(), HOLD_AFTER));
+            let Some(active) = d.update(&needed, now) else {
+                continue;
+            };
+            for (l, on) in src.layers.iter_mut().zip(&active) {
+                l.held = !on;
+            }
+            self.metrics.dynacast_changes.inc();
+            let rids: Vec<String> = src
+                .layers
+                .iter()
+                .zip(&active)
+                .filter(|(_, on)| **on)
+                .filter_map(|(l, _)| l.rid.clone())
+                .collect();
+            if let Some(owner) = owners.get(&key.session) {
+                debug!(
+                    room = room_name,
+                    owner,
+                    track = key.track.as_str(),
+                    ?rids,
+                    "dynacast"
+                );
+                events.push(RoomEvent::Layers {
+                    sub: owner.clone(),
+                    track: key.track.as_str().to_string(),
+                    active: rids,
+                });
+            }
+        }
+        for e in events {
+            if let Ok(json) = serde_json::to_string(&e) {
+                let _ = room.events.send(json.into());
+            }
         }
     }
 
@@ -1732,6 +1827,7 @@ impl MediaLoop {
                     packets: 0,
                     red: RedEncoder::default(),
                     red_on: false,
+                    desired: None,
                 },
             );
         }

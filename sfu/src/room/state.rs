@@ -114,6 +114,13 @@ pub enum RoomEvent {
     Tiles {
         order: Vec<String>,
     },
+    /// Dynacast: the simulcast layers (rids) a publisher's track should send now; meant for
+    /// that publisher's page only.
+    Layers {
+        sub: String,
+        track: String,
+        active: Vec<String>,
+    },
     /// Every classroom's downlink, in one message every few seconds (for the teacher's tiles
     /// and the observers; classroom pages do not get it).
     Quality {
