@@ -1,4 +1,5 @@
-//! `scheduler`: generate regions, solve them to a certified optimum, validate, export, mint tokens.
+//! `scheduler`: generate regions, solve them to a certified optimum, validate, export, mint tokens,
+//! import CSV bundles, and serve it all over REST with a database (`serve`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -70,6 +71,73 @@ enum Cmd {
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Reads a region from a directory of CSV files (see README) and writes its JSON to stdout.
+    ImportCsv { dir: PathBuf },
+    /// Runs the REST service over a database (SQLite file or PostgreSQL).
+    Serve {
+        /// `sqlite://FILE` (created if missing) or `postgres://USER:PASS@HOST/DB`.
+        #[arg(long, env = "SCHEDULER_DB", default_value = "sqlite://scheduler.db")]
+        db: String,
+        /// Address to listen on (port 0: any free port; the address is printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:7900")]
+        http: String,
+        /// The SFU's shared secret, for join tokens.
+        #[arg(long, env = "CLASSROOM_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Base URL of the SFU serving teacher.html and classroom.html, for join links.
+        #[arg(long, default_value = "http://127.0.0.1:7800")]
+        sfu_url: String,
+        /// Largest request body in MiB.
+        #[arg(long, default_value_t = 16)]
+        max_body_mb: usize,
+        /// Lifetime of join tokens.
+        #[arg(long, default_value = "4h", value_parser = humantime::parse_duration)]
+        token_ttl: Duration,
+    },
+}
+
+/// Runs the service until SIGTERM or ctrl-c.
+fn serve(db: &str, http: &str, cfg: scheduler::api::Config) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(async {
+        let store = scheduler::store::Store::open(db)
+            .await
+            .with_context(|| format!("opening {db}"))?;
+        let listener = tokio::net::TcpListener::bind(http)
+            .await
+            .with_context(|| format!("listening on {http}"))?;
+        let addr = listener.local_addr()?;
+        // The first line on stdout is the address (tests start the server on port 0).
+        println!("{}", scheduler::api::describe(addr));
+        std::io::stdout().flush()?;
+        tracing::info!(%addr, backend = ?store.backend(), "serving");
+        scheduler::api::serve(listener, store, cfg, shutdown_signal()).await
+    });
+    // A solve still running on a blocking thread is abandoned (its job is marked cancelled).
+    rt.shutdown_timeout(Duration::from_secs(1));
+    res
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("no SIGTERM handler: {e}");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
 }
 
 fn main() -> Result<()> {
@@ -190,6 +258,28 @@ fn main() -> Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&m.lesson_tokens(l, ttl)?)?
             );
+        }
+        Cmd::ImportCsv { dir } => {
+            let region = scheduler::import::csv::load_dir(&dir)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            serde_json::to_writer_pretty(&mut out, &region)?;
+            writeln!(out)?;
+        }
+        Cmd::Serve {
+            db,
+            http,
+            secret,
+            sfu_url,
+            max_body_mb,
+            token_ttl,
+        } => {
+            let cfg = scheduler::api::Config {
+                secret: secret.filter(|s| !s.is_empty()),
+                sfu_url,
+                max_body: max_body_mb.max(1) << 20,
+                token_ttl,
+            };
+            serve(&db, &http, cfg)?;
         }
     }
     Ok(())

@@ -56,18 +56,16 @@ pub fn lessons_csv(plan: &Plan) -> Result<String, ExportError> {
     to_string(w)
 }
 
-pub fn export(plan: &Plan, dir: &Path) -> Result<(), ExportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
-    write(&dir.join("lessons.csv"), &lessons_csv(plan)?)?;
+pub fn pairings_csv(plan: &Plan) -> Result<String, ExportError> {
     let mut w = csv::Writer::from_writer(vec![]);
     w.write_record(["point_class", "subject", "teacher"])?;
     for p in &plan.pairings {
         w.write_record([&p.point_class, &p.subject, &p.teacher])?;
     }
-    write(&dir.join("pairings.csv"), &to_string(w)?)?;
+    to_string(w)
+}
+
+pub fn unmet_csv(plan: &Plan) -> Result<String, ExportError> {
     let mut w = csv::Writer::from_writer(vec![]);
     w.write_record(["point_class", "subject", "periods", "reasons"])?;
     for u in &plan.unmet {
@@ -88,6 +86,16 @@ pub fn export(plan: &Plan, dir: &Path) -> Result<(), ExportError> {
             reasons.join(";"),
         ])?;
     }
-    write(&dir.join("unmet.csv"), &to_string(w)?)?;
+    to_string(w)
+}
+
+pub fn export(plan: &Plan, dir: &Path) -> Result<(), ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    write(&dir.join("lessons.csv"), &lessons_csv(plan)?)?;
+    write(&dir.join("pairings.csv"), &pairings_csv(plan)?)?;
+    write(&dir.join("unmet.csv"), &unmet_csv(plan)?)?;
     Ok(())
 }

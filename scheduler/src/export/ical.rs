@@ -141,12 +141,8 @@ pub fn calendar(title: &str, events: &[(&Lesson, &Slot)], o: &CalOptions) -> Str
     out
 }
 
-/// Writes `school-*.ics`, `teacher-*.ics` and `class-*.ics` into `dir`; returns the file count.
-pub fn export(plan: &Plan, dir: &Path, o: &CalOptions) -> Result<usize, ExportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
+/// Every calendar of a plan by name (`school-ID`, `teacher-ID`, `class-ID`) with its events.
+pub fn calendars(plan: &Plan) -> BTreeMap<String, Vec<(&Lesson, &Slot)>> {
     let mut cals: BTreeMap<String, Vec<(&Lesson, &Slot)>> = BTreeMap::new();
     for l in &plan.lessons {
         let host = &l.slots[0];
@@ -170,6 +166,16 @@ pub fn export(plan: &Plan, dir: &Path, o: &CalOptions) -> Result<usize, ExportEr
             }
         }
     }
+    cals
+}
+
+/// Writes `school-*.ics`, `teacher-*.ics` and `class-*.ics` into `dir`; returns the file count.
+pub fn export(plan: &Plan, dir: &Path, o: &CalOptions) -> Result<usize, ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ExportError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let cals = calendars(plan);
     for (name, events) in &cals {
         write(
             &dir.join(format!("{}.ics", file_stem(name))),
