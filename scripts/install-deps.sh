@@ -21,6 +21,15 @@ have node || need+=(nodejs)
 have npm || need+=(npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 pkg_installed fonts-noto-cjk || need+=(fonts-noto-cjk)
+# GStreamer 1.22 for the classroom agent: headers for gstreamer-rs, and the plugins it uses
+# (test sources, clock overlay from -x, vp8/x264/opus encoders, matroska, v4l2/pulse/alsa).
+for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav \
+  gstreamer1.0-alsa gstreamer1.0-x gstreamer1.0-tools; do
+  pkg_installed "$p" || need+=("$p")
+done
+# libopus for the load generator's teacher voice (the `opus` crate links it via pkg-config).
+pkg_installed libopus-dev || need+=(libopus-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

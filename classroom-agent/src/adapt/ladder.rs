@@ -1,0 +1,385 @@
+//! The adaptation ladder: from the congestion controller's estimate to what each camera
+//! layer sends (size, frame rate, bitrate, or paused). Pure; time comes from the caller.
+//!
+//! Rules: the voice is reserved first, so video yields first; a drop goes straight down to the
+//! highest step that fits; a rise goes one step at a time, only after the estimate has held
+//! a margin above the next step for a dwell (then as far as the margin allows); below the lowest step video pauses and audio
+//! carries on, and the same rise rule brings video back.
+
+use std::time::{Duration, Instant};
+
+use crate::layers::{bitrate_for, even, LayerSpec};
+
+/// Kept for the voice (Opus at 32 kbit/s plus packet overhead) before video gets anything.
+pub const AUDIO_RESERVE_BPS: u64 = 45_000;
+/// Share of the estimate media may use; the rest absorbs estimate error and RTCP.
+pub const HEADROOM: f64 = 0.85;
+/// A rise needs the budget this far above the next step…
+pub const UP_MARGIN: f64 = 1.1;
+/// …for this long.
+pub const UP_DWELL: Duration = Duration::from_secs(2);
+/// No rise this soon after a fall: the link just showed where its limit is.
+pub const HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
+
+/// What one layer sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSetting {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_bps: u32,
+}
+
+/// One rung: a setting per camera layer, lowest first; `None` pauses the layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub layers: Vec<Option<LayerSetting>>,
+}
+
+impl Step {
+    pub fn total_bps(&self) -> u64 {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| l.bitrate_bps as u64)
+            .sum()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.layers.iter().all(Option::is_none)
+    }
+}
+
+fn setting(w: u32, h: u32, fps: u32, cap: u32) -> LayerSetting {
+    let (width, height, fps) = (even(w), even(h), fps.max(1));
+    LayerSetting {
+        width,
+        height,
+        fps,
+        bitrate_bps: bitrate_for(width, height, fps).min(cap),
+    }
+}
+
+/// The steps for these layers, lowest first, totals strictly rising. Step 0 pauses video.
+///
+/// Layers switch on from the lowest; the newest (top) layer first runs at half its frame
+/// rate. A single layer also steps through half its size, since nothing smaller exists.
+pub fn build(layers: &[LayerSpec]) -> Vec<Step> {
+    let n = layers.len();
+    let mut steps = vec![Step {
+        layers: vec![None; n],
+    }];
+    let full = |l: &LayerSpec| setting(l.width, l.height, l.fps, l.bitrate_bps);
+    for top in 0..n {
+        let l = &layers[top];
+        let mut rungs = vec![];
+        if n == 1 {
+            rungs.push(setting(l.width / 4, l.height / 4, l.fps / 2, l.bitrate_bps));
+            rungs.push(setting(l.width / 2, l.height / 2, l.fps / 2, l.bitrate_bps));
+            rungs.push(setting(l.width / 2, l.height / 2, l.fps, l.bitrate_bps));
+        }
+        rungs.push(setting(l.width, l.height, l.fps / 2, l.bitrate_bps));
+        rungs.push(full(l));
+        for r in rungs {
+            let mut s: Vec<Option<LayerSetting>> =
+                layers[..top].iter().map(|l| Some(full(l))).collect();
+            s.push(Some(r));
+            s.resize(n, None);
+            let step = Step { layers: s };
+            let last = steps.last().map_or(0, Step::total_bps);
+            if step.total_bps() > last {
+                steps.push(step);
+            } else if step.total_bps() == last && steps.len() > 1 {
+                // Rates hit their floor at small sizes: the better rung costs the same.
+                *steps.last_mut().expect("not empty") = step;
+            }
+        }
+    }
+    steps
+}
+
+/// Picks the step for the current estimate, with hysteresis.
+#[derive(Debug, Clone)]
+pub struct Ladder {
+    steps: Vec<Step>,
+    current: usize,
+    cap_bps: Option<u64>,
+    /// Sent before the camera gets anything: the voice, and courseware at its fixed rate.
+    reserve_bps: u64,
+    /// Since when the budget has allowed the next step.
+    up_since: Option<Instant>,
+    last_down: Option<Instant>,
+}
+
+impl Ladder {
+    /// Starts at the highest step the first estimate allows (the start-up probe's result).
+    pub fn new(steps: Vec<Step>, estimate_bps: u64, cap_bps: Option<u64>) -> Ladder {
+        let mut l = Ladder {
+            steps,
+            current: 0,
+            cap_bps,
+            reserve_bps: AUDIO_RESERVE_BPS,
+            up_since: None,
+            last_down: None,
+        };
+        l.current = l.fit(estimate_bps);
+        l
+    }
+
+    /// Reserves `bps` more ahead of the camera (courseware, which keeps its readable
+    /// resolution and is never paused for the camera's sake).
+    pub fn with_extra_reserve(mut self, bps: u64, estimate_bps: u64) -> Ladder {
+        self.reserve_bps = AUDIO_RESERVE_BPS + bps;
+        self.current = self.fit(estimate_bps);
+        self
+    }
+
+    /// Video's share of an estimate: capped, headroom taken, the voice served first.
+    pub fn budget(&self, estimate_bps: u64) -> u64 {
+        let e = self.cap_bps.map_or(estimate_bps, |c| estimate_bps.min(c));
+        ((e as f64 * HEADROOM) as u64).saturating_sub(self.reserve_bps)
+    }
+
+    fn fit(&self, estimate_bps: u64) -> usize {
+        let b = self.budget(estimate_bps);
+        self.steps
+            .iter()
+            .rposition(|s| s.total_bps() <= b)
+            .unwrap_or(0)
+    }
+
+    pub fn current(&self) -> &Step {
+        &self.steps[self.current]
+    }
+
+    pub fn index(&self) -> usize {
+        self.current
+    }
+
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
+    /// Feeds an estimate; returns the new step when it changed.
+    pub fn on_estimate(&mut self, estimate_bps: u64, now: Instant) -> Option<&Step> {
+        let fit = self.fit(estimate_bps);
+        if fit < self.current {
+            self.current = fit;
+            self.up_since = None;
+            self.last_down = Some(now);
+            return Some(&self.steps[self.current]);
+        }
+        let next = self.steps.get(self.current + 1)?;
+        let room = self.budget(estimate_bps) as f64 >= next.total_bps() as f64 * UP_MARGIN;
+        if !room {
+            self.up_since = None;
+            return None;
+        }
+        let since = *self.up_since.get_or_insert(now);
+        let held = self
+            .last_down
+            .is_none_or(|d| now.saturating_duration_since(d) >= HOLD_AFTER_DOWN);
+        if now.saturating_duration_since(since) >= UP_DWELL && held {
+            // As far up as the estimate allows with margin: after an outage the estimate
+            // has already been proven by the time the dwell ends.
+            let b = self.budget(estimate_bps) as f64;
+            let to = self
+                .steps
+                .iter()
+                .rposition(|s| b >= s.total_bps() as f64 * UP_MARGIN)
+                .unwrap_or(self.current + 1)
+                .max(self.current + 1);
+            self.current = to;
+            self.up_since = None;
+            return Some(&self.steps[self.current]);
+        }
+        None
+    }
+
+    /// Rates for the congestion controller, total on the wire: `minimum` keeps the link
+    /// filled toward the next step (padding while media falls short, so the estimate can
+    /// prove the step before video takes it), `desired` is the top step (capped).
+    pub fn probe_rates(&self) -> (u64, u64) {
+        let gross = |video: u64| ((video + self.reserve_bps) as f64 / HEADROOM) as u64;
+        let top = self.steps.last().map_or(0, Step::total_bps);
+        let desired = self.cap_bps.map_or(gross(top), |c| gross(top).min(c));
+        let next = self
+            .steps
+            .get(self.current + 1)
+            .map_or(top, |s| (s.total_bps() as f64 * UP_MARGIN) as u64);
+        (gross(next).min(desired), desired)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{camera_layers, Role};
+
+    fn teacher() -> Vec<Step> {
+        build(&camera_layers(Role::Teacher, 1280, 720, 30, true))
+    }
+
+    #[test]
+    fn steps_rise_and_start_paused() {
+        let s = teacher();
+        assert!(s[0].is_paused());
+        assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
+        let last = s.last().unwrap();
+        assert!(last.layers.iter().all(|l| l.is_some_and(|l| l.fps == 30)));
+        assert_eq!(last.layers[2].unwrap().width, 1280);
+        // The top layer's first rung halves its frame rate, not its size.
+        let first_with_h = s.iter().find(|st| st.layers[2].is_some()).unwrap();
+        assert_eq!(first_with_h.layers[2].unwrap().fps, 15);
+        assert_eq!(first_with_h.layers[2].unwrap().width, 1280);
+    }
+
+    #[test]
+    fn tiny_layers_end_at_full_frame_rate() {
+        // Every rung of 80x44..320x180 at 15 fps costs the floor rate.
+        let s = build(&camera_layers(Role::Teacher, 320, 180, 15, true));
+        let top = s.last().unwrap();
+        assert!(
+            top.layers.iter().all(|l| l.is_some_and(|l| l.fps == 15)),
+            "{top:?}"
+        );
+        assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
+    }
+
+    #[test]
+    fn single_layer_steps_through_smaller_sizes() {
+        let s = build(&camera_layers(Role::Teacher, 640, 360, 30, false));
+        let sizes: Vec<_> = s[1..]
+            .iter()
+            .map(|st| st.layers[0].unwrap().width)
+            .collect();
+        assert!(sizes[0] <= 320, "{sizes:?}");
+        assert!(sizes.windows(2).all(|w| w[0] <= w[1]), "{sizes:?}");
+        assert_eq!(sizes.last(), Some(&640));
+    }
+
+    /// 4 → 1 → 4 Mbit/s on a virtual clock, one estimate every 100 ms.
+    #[test]
+    fn drop_is_immediate_rise_waits_for_hold_and_dwell() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(teacher(), 4_000_000, None);
+        let top = l.index();
+        assert!(l.current().total_bps() <= l.budget(4_000_000));
+        assert_eq!(top, l.steps().len() - 1, "4 Mbit/s carries every layer");
+
+        let changed = l.on_estimate(1_000_000, t0).cloned();
+        let low = l.index();
+        assert!(changed.is_some() && low < top);
+        assert!(l.current().total_bps() <= l.budget(1_000_000));
+        assert!(l.current().total_bps() > 0, "1 Mbit/s still carries video");
+
+        // Recovery: no change before the hold, then one step per dwell.
+        let mut t = t0;
+        let mut changes = vec![];
+        for i in 1..=200 {
+            t = t0 + Duration::from_millis(100 * i);
+            if l.on_estimate(4_000_000, t).is_some() {
+                changes.push((t - t0, l.index()));
+            }
+        }
+        assert!(changes[0].0 >= HOLD_AFTER_DOWN, "{changes:?}");
+        assert!(
+            changes.windows(2).all(|w| w[1].0 - w[0].0 >= UP_DWELL),
+            "{changes:?}"
+        );
+        assert_eq!(l.index(), top, "back at the top by {t:?}");
+        // A steady 4 Mbit/s is proven by the end of the hold: one jump to the top.
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(
+            changes[0].0 <= HOLD_AFTER_DOWN + Duration::from_millis(100),
+            "{changes:?}"
+        );
+    }
+
+    /// An estimate that ramps up slowly is followed one proven step at a time.
+    #[test]
+    fn a_slow_ramp_is_followed_step_by_step() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(teacher(), 300_000, None);
+        let start = l.index();
+        let mut t = t0;
+        let mut e = 300_000u64;
+        while t < t0 + Duration::from_secs(60) {
+            t += Duration::from_millis(100);
+            e = (e + 5_000).min(4_000_000); // +50 kbit/s per second
+            l.on_estimate(e, t);
+            assert!(
+                l.budget(e) as f64 >= l.current().total_bps() as f64 * UP_MARGIN
+                    || l.index() == start,
+                "above the estimate's margin at {e}"
+            );
+        }
+        assert!(
+            l.index() > start + 2,
+            "climbed from {start} to {}",
+            l.index()
+        );
+    }
+
+    #[test]
+    fn below_the_floor_video_pauses_and_returns() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(teacher(), 2_000_000, None);
+        l.on_estimate(60_000, t0);
+        assert!(l.current().is_paused(), "audio only at 60 kbit/s");
+        let (min, desired) = l.probe_rates();
+        assert!(
+            min > 60_000 && min <= desired,
+            "probes toward the first step: {min}"
+        );
+        let mut t = t0;
+        while l.current().is_paused() && t < t0 + Duration::from_secs(30) {
+            t += Duration::from_millis(100);
+            l.on_estimate(400_000, t);
+        }
+        assert!(!l.current().is_paused(), "video back once the link allows");
+        assert!(t - t0 >= HOLD_AFTER_DOWN);
+    }
+
+    #[test]
+    fn a_dip_shorter_than_the_dwell_does_not_rise() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(teacher(), 500_000, None);
+        let start = l.index();
+        let next = l.steps()[start + 1].total_bps();
+        let enough = ((next as f64 * UP_MARGIN) as u64 + AUDIO_RESERVE_BPS) as f64 / HEADROOM;
+        let enough = enough as u64 + 1000;
+        // Alternating above and below the margin never completes a dwell.
+        for i in 0..100 {
+            let e = if i % 10 < 9 { enough } else { 500_000 };
+            l.on_estimate(e, t0 + Duration::from_millis(100 * i));
+        }
+        assert!(l.index() <= start + 1, "only full dwells count");
+        let mut l2 = Ladder::new(teacher(), 500_000, None);
+        for i in 0..19 {
+            l2.on_estimate(enough, t0 + Duration::from_millis(100 * i));
+        }
+        assert_eq!(l2.index(), start, "1.8 s is short of the dwell");
+        l2.on_estimate(enough, t0 + UP_DWELL);
+        assert_eq!(l2.index(), start + 1);
+    }
+
+    #[test]
+    fn courseware_reserve_comes_before_the_camera() {
+        // 1.7 Mbit/s carries the 720p layer at half rate, but not next to 300 kbit/s of slides.
+        let e = 1_700_000;
+        let plain = Ladder::new(teacher(), e, None);
+        let with = Ladder::new(teacher(), e, None).with_extra_reserve(300_000, e);
+        assert_eq!(plain.budget(e) - with.budget(e), 300_000);
+        assert!(with.index() < plain.index());
+        assert!(with.current().total_bps() + 300_000 <= plain.budget(e));
+    }
+
+    #[test]
+    fn cap_limits_steps_and_probing() {
+        let l = Ladder::new(teacher(), 10_000_000, Some(800_000));
+        assert!(l.current().total_bps() <= l.budget(800_000));
+        assert!(l.index() < l.steps().len() - 1);
+        assert!(l.probe_rates().1 <= 800_000);
+    }
+}

@@ -1,0 +1,3 @@
+//! Adapting what the agent sends to its link.
+
+pub mod ladder;

@@ -1,0 +1,697 @@
+//! The sending pipeline: sources, per-layer scaling and encoders, appsinks. Encoded frames go
+//! to whichever session is current through a [`FrameRoute`]; the pipeline itself never
+//! restarts across reconnects.
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+
+use crate::adapt::ladder::{LayerSetting, Step};
+use crate::frame::VideoCodec;
+use crate::keyframe::{KeyframeGate, MIN_INTERVAL};
+use crate::layers::LayerSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("GStreamer: {0}")]
+    Glib(#[from] gst::glib::Error),
+    #[error("GStreamer: {0}")]
+    Bool(#[from] gst::glib::BoolError),
+    #[error("the pipeline would not start: {0}")]
+    State(#[from] gst::StateChangeError),
+    #[error("{0}: install the GStreamer plugin packages (see scripts/install-deps.sh)")]
+    MissingElement(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Where the camera picture comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VideoSource {
+    None,
+    /// Test pattern with a running clock.
+    Test,
+    /// A V4L2 device, e.g. /dev/video0.
+    V4l2(String),
+    /// The platform's default camera (autovideosrc).
+    Auto,
+}
+
+impl std::str::FromStr for VideoSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => VideoSource::None,
+            "test" => VideoSource::Test,
+            "auto" => VideoSource::Auto,
+            _ => match s.strip_prefix("v4l2:") {
+                Some(dev) if !dev.is_empty() => VideoSource::V4l2(dev.to_string()),
+                _ => {
+                    return Err(format!(
+                        "video source {s:?}: use test, auto, none or v4l2:/dev/videoN"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// Where the voice comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioSource {
+    None,
+    /// A 440 Hz tone.
+    Test,
+    Pulse,
+    /// ALSA, optionally a device such as hw:1.
+    Alsa(Option<String>),
+    Auto,
+}
+
+impl std::str::FromStr for AudioSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "none" => AudioSource::None,
+            "test" => AudioSource::Test,
+            "auto" => AudioSource::Auto,
+            "pulse" => AudioSource::Pulse,
+            "alsa" => AudioSource::Alsa(None),
+            _ => match s.strip_prefix("alsa:") {
+                Some(dev) if !dev.is_empty() => AudioSource::Alsa(Some(dev.to_string())),
+                _ => {
+                    return Err(format!(
+                        "audio source {s:?}: use test, auto, pulse, alsa, alsa:DEVICE or none"
+                    ))
+                }
+            },
+        })
+    }
+}
+
+/// A camera device present on this machine, if any (the default source falls back to the
+/// test pattern without one, so the demo runs anywhere).
+pub fn first_camera() -> Option<String> {
+    (0..10)
+        .map(|i| format!("/dev/video{i}"))
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// Whether a V4L2 device can be opened now. A camera named on the command line that is
+/// missing at start gives way to the test pattern (the demo and the lesson still run).
+pub fn camera_usable(dev: &str) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dev)
+        .is_ok()
+}
+
+/// True when ALSA lists a capture device.
+pub fn has_microphone() -> bool {
+    std::fs::read_dir("/dev/snd")
+        .map(|d| {
+            d.flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("pcmC") && n.ends_with('c')
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Which track an encoder feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Audio,
+    Camera,
+    /// The teacher's screen or slides: the second video track.
+    Courseware,
+}
+
+/// Where courseware comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoursewareSource {
+    None,
+    /// A test card with a running clock.
+    Test,
+    /// The X screen (ximagesrc).
+    Screen,
+}
+
+impl std::str::FromStr for CoursewareSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(CoursewareSource::None),
+            "test" => Ok(CoursewareSource::Test),
+            "screen" => Ok(CoursewareSource::Screen),
+            _ => Err(format!("courseware {s:?}: use test, screen or none")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderInfo {
+    pub track: TrackKind,
+    pub rid: Option<String>,
+    /// `None` for Opus.
+    pub video: Option<VideoCodec>,
+    /// RTP clock rate.
+    pub clock_rate: u32,
+}
+
+/// One encoded frame (or Opus packet) from an appsink.
+#[derive(Debug)]
+pub struct EncodedFrame {
+    pub encoder: usize,
+    pub data: Vec<u8>,
+    /// Running time of the frame, nanoseconds.
+    pub pts_ns: u64,
+    /// When the frame was captured, on the local monotonic clock.
+    pub wallclock: Instant,
+}
+
+/// A session's frame queue and the waker of its thread.
+type SessionInlet = (SyncSender<EncodedFrame>, Arc<mio::Waker>);
+
+/// The current session's frame queue and the waker of its thread; empty between sessions.
+#[derive(Clone, Default)]
+pub struct FrameRoute(Arc<Mutex<Option<SessionInlet>>>);
+
+impl FrameRoute {
+    pub fn connect(&self, tx: SyncSender<EncodedFrame>, waker: Arc<mio::Waker>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((tx, waker));
+    }
+
+    pub fn disconnect(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Hands a frame to the session; dropped when there is none or its queue is full (a
+    /// stalled session must not stall the encoders).
+    fn send(&self, frame: EncodedFrame) {
+        let guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((tx, waker)) = guard.as_ref() {
+            match tx.try_send(frame) {
+                Ok(()) => {
+                    let _ = waker.wake();
+                }
+                Err(TrySendError::Full(_)) => tracing::debug!("session queue full: frame dropped"),
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub video: VideoSource,
+    pub audio: AudioSource,
+    pub codec: VideoCodec,
+    /// Camera layers, lowest first, all at the same frame rate.
+    pub layers: Vec<LayerSpec>,
+    pub courseware: CoursewareSource,
+    /// Courseware size, frame rate and rate: high resolution, few frames.
+    pub courseware_layer: LayerSpec,
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn raw_caps(width: u32, height: u32, fps: u32) -> String {
+    format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1")
+}
+
+fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
+    // A short rate-control buffer (500 ms) makes the encoder follow a lowered target within
+    // half a second when the link shrinks.
+    // Keyframes come mostly on request (PLI/FIR from the SFU); a periodic one bounds the
+    // wait of a viewer whose request was lost.
+    let key_dist = l.fps * 4;
+    match codec {
+        VideoCodec::Vp8 => format!(
+            "vp8enc name={name} deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} \
+             lag-in-frames=0 keyframe-max-dist={key_dist} error-resilient=default \
+             undershoot=95 buffer-size=500 buffer-initial-size=300 buffer-optimal-size=400 \
+             threads=2",
+            l.bitrate_bps
+        ),
+        VideoCodec::H264 => format!(
+            "x264enc name={name} tune=zerolatency speed-preset=ultrafast bitrate={} \
+             key-int-max={key_dist} threads=2 vbv-buf-capacity=300 ! \
+             video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au",
+            (l.bitrate_bps / 1000).max(1)
+        ),
+    }
+}
+
+/// The pipeline in gst-launch syntax, and the encoders in appsink order (`sink0`, `sink1`…).
+pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
+    let mut parts = vec![];
+    let mut encoders = vec![];
+    let audio_src = match &cfg.audio {
+        AudioSource::None => None,
+        AudioSource::Test => Some("audiotestsrc is-live=true wave=sine freq=440 volume=0.2".into()),
+        AudioSource::Pulse => Some("pulsesrc".to_string()),
+        AudioSource::Alsa(None) => Some("alsasrc".to_string()),
+        AudioSource::Alsa(Some(d)) => Some(format!("alsasrc device={}", quote(d))),
+        AudioSource::Auto => Some("autoaudiosrc".to_string()),
+    };
+    if let Some(src) = audio_src {
+        let i = encoders.len();
+        parts.push(format!(
+            "{src} ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=1 ! \
+             queue max-size-time=200000000 leaky=downstream ! \
+             opusenc name=enc{i} inband-fec=true dtx=true bitrate=32000 frame-size=20 \
+             audio-type=voice packet-loss-percentage=10 ! \
+             appsink name=sink{i} sync=false max-buffers=50 drop=true"
+        ));
+        encoders.push(EncoderInfo {
+            track: TrackKind::Audio,
+            rid: None,
+            video: None,
+            clock_rate: 48_000,
+        });
+    }
+    let top = cfg.layers.last();
+    let test_pattern = |t: &LayerSpec| {
+        format!(
+            "videotestsrc is-live=true pattern=smpte ! \
+             video/x-raw,width={},height={},framerate={}/1 ! \
+             clockoverlay halignment=right valignment=bottom font-desc=\"Sans 24\" ! \
+             timeoverlay halignment=left valignment=bottom font-desc=\"Sans 24\"",
+            t.width, t.height, t.fps
+        )
+    };
+    let video_src = match (&cfg.video, top) {
+        (VideoSource::None, _) | (_, None) => None,
+        (VideoSource::Test, Some(t)) => Some(test_pattern(t)),
+        (VideoSource::V4l2(dev), Some(t)) => Some(format!(
+            "v4l2src device={} ! videoconvert ! videoscale ! videorate ! \
+             video/x-raw,width={},height={},framerate={}/1",
+            quote(dev),
+            t.width,
+            t.height,
+            t.fps
+        )),
+        (VideoSource::Auto, Some(t)) => Some(format!(
+            "autovideosrc ! videoconvert ! videoscale ! videorate ! \
+             video/x-raw,width={},height={},framerate={}/1",
+            t.width, t.height, t.fps
+        )),
+    };
+    if let Some(src) = video_src {
+        parts.push(format!("{src} ! videoconvert ! tee name=camera"));
+        for l in &cfg.layers {
+            let i = encoders.len();
+            parts.push(format!(
+                "camera. ! queue max-size-buffers=2 leaky=downstream ! valve name=valve{i} ! \
+                 videoscale ! videorate drop-only=true ! videoconvert ! capsfilter name=caps{i} \
+                 caps={} ! {} ! appsink name=sink{i} sync=false max-buffers=10 drop=true",
+                raw_caps(l.width, l.height, l.fps),
+                video_encoder(cfg.codec, l, &format!("enc{i}"))
+            ));
+            encoders.push(EncoderInfo {
+                track: TrackKind::Camera,
+                rid: l.rid.clone(),
+                video: Some(cfg.codec),
+                clock_rate: 90_000,
+            });
+        }
+    }
+    let cw = &cfg.courseware_layer;
+    let cw_src = match cfg.courseware {
+        CoursewareSource::None => None,
+        CoursewareSource::Test => Some(format!(
+            "videotestsrc is-live=true pattern=pinwheel ! \
+             video/x-raw,width={},height={},framerate={}/1 ! \
+             textoverlay text=\"Courseware\" valignment=top font-desc=\"Sans 36\" ! \
+             clockoverlay halignment=right valignment=bottom font-desc=\"Sans 24\"",
+            cw.width, cw.height, cw.fps
+        )),
+        CoursewareSource::Screen => Some("ximagesrc use-damage=false show-pointer=true".into()),
+    };
+    if let Some(src) = cw_src {
+        let i = encoders.len();
+        parts.push(format!(
+            "{src} ! videoconvert ! queue max-size-buffers=2 leaky=downstream ! \
+             valve name=valve{i} ! videoscale ! videorate drop-only=true ! videoconvert ! \
+             capsfilter name=caps{i} caps={} ! {} ! \
+             appsink name=sink{i} sync=false max-buffers=10 drop=true",
+            raw_caps(cw.width, cw.height, cw.fps),
+            video_encoder(cfg.codec, cw, &format!("enc{i}"))
+        ));
+        encoders.push(EncoderInfo {
+            track: TrackKind::Courseware,
+            rid: None,
+            video: Some(cfg.codec),
+            clock_rate: 90_000,
+        });
+    }
+    (parts.join("  "), encoders)
+}
+
+/// Parses a description; a missing plugin gets an error that says what to install.
+pub fn launch(desc: &str) -> Result<gst::Pipeline, PipelineError> {
+    let element = gst::parse::launch(desc).map_err(|e| {
+        if e.matches(gst::ParseError::NoSuchElement) {
+            PipelineError::MissingElement(e.message().to_string())
+        } else {
+            PipelineError::Glib(e)
+        }
+    })?;
+    element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| PipelineError::Setup("not a pipeline".into()))
+}
+
+/// A running capture pipeline.
+pub struct Capture {
+    pipeline: gst::Pipeline,
+    encoders: Vec<EncoderInfo>,
+    sinks: Vec<gst_app::AppSink>,
+    gate: Mutex<KeyframeGate>,
+    codec: VideoCodec,
+    /// Per camera layer: the controls adaptation turns.
+    layers: Vec<LayerControls>,
+    /// What each camera layer was last set to (`None`: paused).
+    applied: Mutex<Vec<Option<LayerSetting>>>,
+}
+
+/// The elements of one camera layer that adaptation changes while running.
+struct LayerControls {
+    encoder: usize,
+    valve: gst::Element,
+    caps: gst::Element,
+    enc: gst::Element,
+}
+
+impl Capture {
+    pub fn start(cfg: &CaptureConfig, route: FrameRoute) -> Result<Capture, PipelineError> {
+        let (desc, encoders) = describe(cfg);
+        if encoders.is_empty() {
+            return Err(PipelineError::Setup(
+                "nothing to capture (video and audio are none)".into(),
+            ));
+        }
+        tracing::debug!("capture pipeline: {desc}");
+        let pipeline = launch(&desc)?;
+        let mut sinks = vec![];
+        for i in 0..encoders.len() {
+            let sink = pipeline
+                .by_name(&format!("sink{i}"))
+                .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+                .ok_or_else(|| PipelineError::Setup(format!("sink{i} missing")))?;
+            let route = route.clone();
+            let weak = pipeline.downgrade();
+            sink.set_callbacks(
+                gst_app::AppSinkCallbacks::builder()
+                    .new_sample(move |s| {
+                        let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                        let Some(buf) = sample.buffer() else {
+                            return Ok(gst::FlowSuccess::Ok);
+                        };
+                        let Some(pts) = buf.pts() else {
+                            return Ok(gst::FlowSuccess::Ok);
+                        };
+                        let map = buf.map_readable().map_err(|_| gst::FlowError::Error)?;
+                        let now = Instant::now();
+                        // Capture instant = now minus how far the running time has moved on.
+                        let behind = weak
+                            .upgrade()
+                            .and_then(|p| p.current_running_time())
+                            .map(|rt| rt.nseconds().saturating_sub(pts.nseconds()))
+                            .unwrap_or(0);
+                        let wallclock = now
+                            .checked_sub(Duration::from_nanos(behind.min(5_000_000_000)))
+                            .unwrap_or(now);
+                        route.send(EncodedFrame {
+                            encoder: i,
+                            data: map.as_slice().to_vec(),
+                            pts_ns: pts.nseconds(),
+                            wallclock,
+                        });
+                        Ok(gst::FlowSuccess::Ok)
+                    })
+                    .build(),
+            );
+            sinks.push(sink);
+        }
+        let mut layers = vec![];
+        let mut applied = vec![];
+        for (i, e) in encoders.iter().enumerate() {
+            if e.track != TrackKind::Camera {
+                continue;
+            }
+            let get = |n: String| {
+                pipeline
+                    .by_name(&n)
+                    .ok_or_else(|| PipelineError::Setup(format!("{n} missing")))
+            };
+            layers.push(LayerControls {
+                encoder: i,
+                valve: get(format!("valve{i}"))?,
+                caps: get(format!("caps{i}"))?,
+                enc: get(format!("enc{i}"))?,
+            });
+        }
+        for l in &cfg.layers {
+            applied.push(Some(LayerSetting {
+                width: l.width,
+                height: l.height,
+                fps: l.fps,
+                bitrate_bps: l.bitrate_bps,
+            }));
+        }
+        applied.truncate(layers.len());
+        spawn_bus_logger(&pipeline, "capture")?;
+        pipeline.set_state(gst::State::Playing)?;
+        let n = encoders.len();
+        Ok(Capture {
+            pipeline,
+            encoders,
+            sinks,
+            gate: Mutex::new(KeyframeGate::new(n, MIN_INTERVAL)),
+            layers,
+            applied: Mutex::new(applied),
+            codec: cfg.codec,
+        })
+    }
+
+    pub fn encoders(&self) -> &[EncoderInfo] {
+        &self.encoders
+    }
+
+    /// Asks encoder `idx` for a keyframe (force-key-unit upstream from its appsink), at most
+    /// once per [`MIN_INTERVAL`].
+    pub fn force_keyframe(&self, idx: usize) -> bool {
+        if self.encoders.get(idx).is_none_or(|e| e.video.is_none()) {
+            return false;
+        }
+        if !self
+            .gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(idx, Instant::now())
+        {
+            return false;
+        }
+        let ev = gstreamer_video::UpstreamForceKeyUnitEvent::builder()
+            .all_headers(true)
+            .build();
+        self.sinks[idx].send_event(ev)
+    }
+
+    /// Number of camera layers.
+    pub fn camera_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Sets every camera layer to the step's setting while running: the valve pauses or
+    /// resumes it, the capsfilter sets size and frame rate, the encoder its bitrate. A
+    /// resumed layer starts with a keyframe.
+    pub fn apply(&self, step: &Step) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, c) in self.layers.iter().enumerate() {
+            let want = step.layers.get(k).copied().flatten();
+            let had = applied.get(k).copied().flatten();
+            if want == had {
+                continue;
+            }
+            match want {
+                None => c.valve.set_property("drop", true),
+                Some(s) => {
+                    if had.is_none_or(|h| (h.width, h.height, h.fps) != (s.width, s.height, s.fps))
+                    {
+                        if let Ok(caps) = raw_caps(s.width, s.height, s.fps).parse::<gst::Caps>() {
+                            c.caps.set_property("caps", caps);
+                        }
+                    }
+                    if had.is_none_or(|h| h.bitrate_bps != s.bitrate_bps) {
+                        match self.codec {
+                            VideoCodec::Vp8 => {
+                                c.enc.set_property("target-bitrate", s.bitrate_bps as i32)
+                            }
+                            VideoCodec::H264 => {
+                                c.enc.set_property("bitrate", (s.bitrate_bps / 1000).max(1))
+                            }
+                        }
+                    }
+                    if had.is_none() {
+                        c.valve.set_property("drop", false);
+                        self.force_keyframe(c.encoder);
+                    }
+                }
+            }
+            if let Some(slot) = applied.get_mut(k) {
+                *slot = want;
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Set once the pipeline posts end-of-stream, by the one thread that reads its bus.
+#[derive(Debug, Clone, Default)]
+pub struct EosSignal(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl EosSignal {
+    fn set(&self) {
+        let (m, c) = &*self.0;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        c.notify_all();
+    }
+
+    /// Waits up to `timeout` for end-of-stream; true if it came.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (m, c) = &*self.0;
+        let guard = m.lock().unwrap_or_else(|e| e.into_inner());
+        let (done, _) = c
+            .wait_timeout_while(guard, timeout, |eos| !*eos)
+            .unwrap_or_else(|e| e.into_inner());
+        *done
+    }
+}
+
+/// Reads the pipeline's bus from a thread of its own, until the pipeline is gone: logs
+/// errors and warnings and reports end-of-stream. The only reader, since popping with a
+/// filter discards the messages the filter leaves out.
+pub fn spawn_bus_logger(
+    pipeline: &gst::Pipeline,
+    what: &'static str,
+) -> Result<EosSignal, PipelineError> {
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| PipelineError::Setup("pipeline without bus".into()))?;
+    let weak = pipeline.downgrade();
+    let eos = EosSignal::default();
+    let eos2 = eos.clone();
+    std::thread::Builder::new()
+        .name(format!("{what}-bus"))
+        .spawn(move || loop {
+            if weak.upgrade().is_none() {
+                return;
+            }
+            let Some(msg) = bus.timed_pop_filtered(
+                gst::ClockTime::from_mseconds(200),
+                &[
+                    gst::MessageType::Error,
+                    gst::MessageType::Warning,
+                    gst::MessageType::Eos,
+                ],
+            ) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Error(e) => tracing::error!(
+                    "{what} pipeline: {} ({})",
+                    e.error(),
+                    e.debug().map(|d| d.to_string()).unwrap_or_default()
+                ),
+                gst::MessageView::Warning(w) => {
+                    tracing::warn!("{what} pipeline: {}", w.error())
+                }
+                gst::MessageView::Eos(_) => eos2.set(),
+                _ => {}
+            }
+        })
+        .map_err(|e| PipelineError::Setup(e.to_string()))?;
+    Ok(eos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::{camera_layers, courseware_layer, Role};
+
+    #[test]
+    fn sources_parse() {
+        assert_eq!("test".parse(), Ok(VideoSource::Test));
+        assert_eq!(
+            "v4l2:/dev/video2".parse(),
+            Ok(VideoSource::V4l2("/dev/video2".into()))
+        );
+        assert!("v4l2:".parse::<VideoSource>().is_err());
+        assert_eq!(
+            "alsa:hw:1".parse(),
+            Ok(AudioSource::Alsa(Some("hw:1".into())))
+        );
+        assert!("mic".parse::<AudioSource>().is_err());
+    }
+
+    #[test]
+    fn teacher_description_has_audio_then_three_layers() {
+        let cfg = CaptureConfig {
+            video: VideoSource::Test,
+            audio: AudioSource::Test,
+            codec: VideoCodec::Vp8,
+            layers: camera_layers(Role::Teacher, 640, 360, 30, true),
+            courseware: CoursewareSource::Test,
+            courseware_layer: courseware_layer(1280, 720, 5),
+        };
+        let (desc, enc) = describe(&cfg);
+        assert_eq!(enc.len(), 5);
+        assert_eq!(enc[4].track, TrackKind::Courseware);
+        assert!(desc.contains("width=1280,height=720,framerate=5/1 ! vp8enc name=enc4"));
+        assert_eq!(enc[0].track, TrackKind::Audio);
+        let rids: Vec<_> = enc[1..4].iter().map(|e| e.rid.clone().unwrap()).collect();
+        assert_eq!(rids, ["l", "m", "h"]);
+        assert!(desc.contains("opusenc name=enc0 inband-fec=true dtx=true"));
+        assert!(desc.contains("width=160,height=90,framerate=30/1 ! vp8enc name=enc1"));
+        assert!(desc.contains("valve name=valve1 ! videoscale ! videorate"));
+        assert!(desc.contains("appsink name=sink3"));
+        assert!(desc.contains("clockoverlay"));
+    }
+
+    #[test]
+    fn device_names_are_quoted_and_none_drops_tracks() {
+        let cfg = CaptureConfig {
+            video: VideoSource::V4l2("/dev/video0\" ! fakesink".into()),
+            audio: AudioSource::None,
+            codec: VideoCodec::H264,
+            layers: camera_layers(Role::Classroom, 640, 360, 15, false),
+            courseware: CoursewareSource::None,
+            courseware_layer: courseware_layer(1280, 720, 5),
+        };
+        let (desc, enc) = describe(&cfg);
+        assert_eq!(enc.len(), 1);
+        assert!(desc.contains("device=\"/dev/video0\\\" ! fakesink\""));
+        assert!(desc.contains("x264enc name=enc0 tune=zerolatency"));
+        assert!(desc.contains("profile=constrained-baseline"));
+    }
+}

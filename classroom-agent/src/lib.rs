@@ -1,0 +1,21 @@
+//! The classroom PC agent: captures and encodes with GStreamer, publishes over WHIP and plays
+//! the lesson over WHEP, both through str0m.
+//!
+//! Pure parts (unit-tested, no I/O): [`frame`] (codec bitstream facts), [`timing`] (clock
+//! conversions both ways), [`layers`] (the simulcast plan), [`keyframe`] (request
+//! throttling), [`backoff`] (reconnect pacing). Edges: [`whip`] (HTTP), [`peer`] (the str0m
+//! loop on one UDP socket), [`capture`] and [`playback`] (GStreamer pipelines).
+
+pub mod adapt;
+pub mod backoff;
+pub mod capture;
+pub mod frame;
+pub mod keyframe;
+pub mod layers;
+pub mod peer;
+pub mod playback;
+pub mod publish;
+pub mod status;
+pub mod subscribe;
+pub mod timing;
+pub mod whip;

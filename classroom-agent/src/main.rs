@@ -1,0 +1,284 @@
+//! `classroom-agent`: publishes a classroom PC's camera and voice (WHIP) and plays the lesson
+//! (WHEP) through the SFU, reconnecting by itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use url::Url;
+
+use classroom_agent::adapt::ladder;
+use classroom_agent::capture::{
+    camera_usable, first_camera, has_microphone, AudioSource, Capture, CaptureConfig,
+    CoursewareSource, FrameRoute, VideoSource,
+};
+use classroom_agent::frame::VideoCodec;
+use classroom_agent::layers::{camera_layers, courseware_layer, Role};
+use classroom_agent::peer::supervise;
+use classroom_agent::playback::{PlayTarget, Playback};
+use classroom_agent::status::{AgentStatus, SessionStats};
+use classroom_agent::whip::{Endpoint, WhipClient};
+use classroom_agent::{publish, subscribe};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// SFU base URL (WHIP at /whip/ROOM, WHEP at /whep/ROOM).
+    #[arg(long, env = "CLASSROOM_SFU", default_value = "http://127.0.0.1:7800")]
+    sfu: Url,
+    #[arg(long, env = "CLASSROOM_ROOM")]
+    room: String,
+    /// Join token (JWT) for the room.
+    #[arg(long, env = "CLASSROOM_TOKEN", hide_env_values = true)]
+    token: String,
+    /// teacher publishes the lesson; classroom plays it (and offers its own feed).
+    #[arg(long, value_enum, default_value = "classroom")]
+    role: Role,
+    /// Camera: test, auto (autovideosrc), v4l2:/dev/videoN or none. Default: the first
+    /// /dev/video* device, else the test pattern.
+    #[arg(long)]
+    video: Option<VideoSource>,
+    /// Microphone: test, auto, pulse, alsa, alsa:DEVICE or none. Default: autoaudiosrc when
+    /// ALSA lists a capture device, else a test tone.
+    #[arg(long)]
+    audio: Option<AudioSource>,
+    /// Courseware as a second video track (teacher): test, screen (the X display) or none.
+    #[arg(long, default_value = "none")]
+    courseware: CoursewareSource,
+    /// Courseware frame rate: slides need few frames, and a readable size matters more.
+    #[arg(long, default_value_t = 5)]
+    courseware_fps: u32,
+    #[arg(long, default_value = "vp8")]
+    codec: VideoCodec,
+    /// Camera size (the top simulcast layer) and frame rate; also the picture size of an
+    /// H.264 recording (`--play file:`).
+    #[arg(long, default_value_t = 1280)]
+    width: u32,
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Send the camera as one layer instead of simulcast.
+    #[arg(long)]
+    no_simulcast: bool,
+    /// Where the lesson plays: screen, none or file:PATH (Matroska). Default: screen for a
+    /// classroom, none for the teacher.
+    #[arg(long)]
+    play: Option<PlayTarget>,
+    /// Ceiling for everything the agent sends, kbit/s (the school's share of its uplink).
+    #[arg(long)]
+    max_kbps: Option<u64>,
+    /// Send media through this UDP relay (e.g. the loadtest's link emulator) instead of to
+    /// the SFU's candidates.
+    #[arg(long)]
+    media_via: Option<std::net::SocketAddr>,
+    /// Local address for /status (JSON) and /metrics (Prometheus); "off" to disable.
+    #[arg(long, default_value = "127.0.0.1:7900")]
+    status: String,
+    /// Jitter allowance of playback, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    latency_ms: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        // journald stamps lines itself; colours would end up as escape codes there.
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    gstreamer::init().context("GStreamer did not initialise")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+
+    let client = WhipClient::new(args.sfu.clone(), args.token.clone())?;
+    let video = match args.video.clone().unwrap_or_else(|| match first_camera() {
+        Some(dev) => VideoSource::V4l2(dev),
+        None => VideoSource::Test,
+    }) {
+        VideoSource::V4l2(dev) if !camera_usable(&dev) => {
+            tracing::warn!("camera unavailable ({dev} cannot be opened): sending the test pattern");
+            VideoSource::Test
+        }
+        v => v,
+    };
+    let audio = args.audio.clone().unwrap_or_else(|| {
+        if has_microphone() {
+            AudioSource::Auto
+        } else {
+            AudioSource::Test
+        }
+    });
+    let play = args.play.clone().unwrap_or(match args.role {
+        Role::Teacher => PlayTarget::None,
+        Role::Classroom => PlayTarget::Screen,
+    });
+    let publishing = !(video == VideoSource::None
+        && audio == AudioSource::None
+        && args.courseware == CoursewareSource::None);
+    if !publishing && play == PlayTarget::None {
+        bail!("nothing to do: no video, no audio and --play none");
+    }
+
+    let via = args.media_via;
+    let pub_stats = Arc::new(SessionStats::default());
+    let play_stats = Arc::new(SessionStats::default());
+    if args.status != "off" {
+        let addr: std::net::SocketAddr = args
+            .status
+            .parse()
+            .with_context(|| format!("--status {}: expected HOST:PORT or off", args.status))?;
+        let status = Arc::new(AgentStatus {
+            role: args.role.as_str(),
+            room: args.room.clone(),
+            started: std::time::Instant::now(),
+            publish: pub_stats.clone(),
+            play: play_stats.clone(),
+        });
+        let local = classroom_agent::status::serve(addr, status, stop.clone())
+            .with_context(|| format!("status endpoint on {addr}"))?;
+        tracing::info!("status on http://{local}/status and /metrics");
+    }
+
+    // Each session thread reports here when it ends; the first failure ends the agent.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let mut threads = 0;
+
+    if publishing {
+        let layers = camera_layers(
+            args.role,
+            args.width,
+            args.height,
+            args.fps,
+            !args.no_simulcast,
+        );
+        let cfg = CaptureConfig {
+            video: video.clone(),
+            audio: audio.clone(),
+            codec: args.codec,
+            layers: layers.clone(),
+            courseware: args.courseware.clone(),
+            courseware_layer: courseware_layer(1280, 720, args.courseware_fps),
+        };
+        let courseware_bps = match args.courseware {
+            CoursewareSource::None => 0,
+            _ => cfg.courseware_layer.bitrate_bps as u64,
+        };
+        tracing::info!(?video, ?audio, courseware = ?args.courseware, codec = ?args.codec, "capture");
+        let route = FrameRoute::default();
+        let capture = Arc::new(Capture::start(&cfg, route.clone())?);
+        let (client, room, stop, stats) = (
+            client.clone(),
+            args.room.clone(),
+            stop.clone(),
+            pub_stats.clone(),
+        );
+        let setup = publish::PublishSetup {
+            codec: args.codec,
+            capture: capture.clone(),
+            route: route.clone(),
+            stats: stats.clone(),
+            steps: ladder::build(if video == VideoSource::None {
+                &[]
+            } else {
+                &layers
+            }),
+            cap_bps: args.max_kbps.map(|k| k * 1000),
+            courseware_bps,
+        };
+        let role = args.role;
+        let done = done_tx.clone();
+        threads += 1;
+        std::thread::Builder::new()
+            .name("whip".into())
+            .spawn(move || {
+                let res = supervise(
+                    &client,
+                    Endpoint::Whip,
+                    &room,
+                    &stop,
+                    &stats,
+                    via,
+                    |socket, now| publish::prepare(socket, &setup, now),
+                );
+                route.disconnect();
+                capture.stop();
+                let _ = done.send(match res {
+                    Ok(()) => Ok(()),
+                    // The SFU takes classroom feeds only once it slots them; until then a
+                    // classroom still plays the lesson.
+                    Err(e) if role == Role::Classroom => {
+                        tracing::warn!("whip: not publishing this classroom's feed: {e}");
+                        Ok(())
+                    }
+                    Err(e) => Err(anyhow::anyhow!("whip: {e}")),
+                });
+            })?;
+    }
+
+    let playback = Playback::start(
+        &play,
+        args.codec,
+        Duration::from_millis(args.latency_ms),
+        (args.width, args.height),
+    )?
+    .map(Arc::new);
+    if let Some(playback) = playback.clone() {
+        let (client, room, stop, stats) = (
+            client.clone(),
+            args.room.clone(),
+            stop.clone(),
+            play_stats.clone(),
+        );
+        let done = done_tx.clone();
+        threads += 1;
+        std::thread::Builder::new()
+            .name("whep".into())
+            .spawn(move || {
+                let res = supervise(
+                    &client,
+                    Endpoint::Whep,
+                    &room,
+                    &stop,
+                    &stats,
+                    via,
+                    |socket, now| subscribe::prepare(socket, playback.clone(), stats.clone(), now),
+                );
+                let _ = done.send(res.map_err(|e| anyhow::anyhow!("whep: {e}")));
+            })?;
+    }
+
+    drop(done_tx);
+    let mut result = Ok(());
+    for _ in 0..threads {
+        // A thread that panicked drops its sender: the channel closes early.
+        let Ok(r) = done_rx.recv() else {
+            stop.store(true, Ordering::Relaxed);
+            result = Err(anyhow::anyhow!("a session thread panicked"));
+            break;
+        };
+        if let Err(e) = r {
+            tracing::error!("{e:#}");
+            // One side failing for good ends the agent: systemd restarts it.
+            stop.store(true, Ordering::Relaxed);
+            result = Err(e);
+        }
+    }
+    if let Some(p) = playback {
+        p.finish(Duration::from_secs(5));
+    }
+    tracing::info!(
+        publish = %pub_stats.snapshot(),
+        play = %play_stats.snapshot(),
+        "stopped"
+    );
+    result
+}

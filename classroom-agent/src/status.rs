@@ -1,0 +1,236 @@
+//! Counters the sessions update and `/status` reports.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// One direction's counters (publish or play), shared between its session thread and readers.
+#[derive(Debug, Default)]
+pub struct SessionStats {
+    pub connected: AtomicBool,
+    /// Sessions that reached the connected state.
+    pub connects: AtomicU64,
+    /// Attempts that failed or sessions that were lost.
+    pub failures: AtomicU64,
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub keyframes_requested: AtomicU64,
+    /// The congestion controller's latest estimate of the uplink (publish only).
+    pub estimate_bps: AtomicU64,
+    /// The adaptation ladder's step and the video rate it sets (publish only).
+    pub ladder_step: AtomicU64,
+    pub video_target_bps: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl SessionStats {
+    pub fn add_frame(&self, bytes: usize) {
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_error(&self, e: impl ToString) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "connected": self.connected.load(Ordering::Relaxed),
+            "connects": self.connects.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "frames": self.frames.load(Ordering::Relaxed),
+            "bytes": self.bytes.load(Ordering::Relaxed),
+            "keyframes_requested": self.keyframes_requested.load(Ordering::Relaxed),
+            "estimate_bps": self.estimate_bps.load(Ordering::Relaxed),
+            "ladder_step": self.ladder_step.load(Ordering::Relaxed),
+            "video_target_bps": self.video_target_bps.load(Ordering::Relaxed),
+            "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_reports_counters() {
+        let s = SessionStats::default();
+        s.add_frame(100);
+        s.add_frame(50);
+        s.set_error("boom");
+        let v = s.snapshot();
+        assert_eq!(v["frames"], 2);
+        assert_eq!(v["bytes"], 150);
+        assert_eq!(v["last_error"], "boom");
+        assert_eq!(v["connected"], false);
+    }
+}
+
+/// Everything `/status` and `/metrics` report.
+#[derive(Debug)]
+pub struct AgentStatus {
+    pub role: &'static str,
+    pub room: String,
+    pub started: std::time::Instant,
+    pub publish: std::sync::Arc<SessionStats>,
+    pub play: std::sync::Arc<SessionStats>,
+}
+
+impl AgentStatus {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "role": self.role,
+            "room": self.room,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "publish": self.publish.snapshot(),
+            "play": self.play.snapshot(),
+        })
+    }
+
+    /// Prometheus text exposition (version 0.0.4).
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        type Series = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&SessionStats) -> u64,
+        );
+        let series: [Series; 8] = [
+            (
+                "connected",
+                "gauge",
+                "1 while the session is connected",
+                |s| s.connected.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "connects_total",
+                "counter",
+                "sessions that connected",
+                |s| s.connects.load(Ordering::Relaxed),
+            ),
+            (
+                "failures_total",
+                "counter",
+                "failed attempts and lost sessions",
+                |s| s.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "frames_total",
+                "counter",
+                "encoded frames sent or received",
+                |s| s.frames.load(Ordering::Relaxed),
+            ),
+            (
+                "bytes_total",
+                "counter",
+                "encoded bytes sent or received",
+                |s| s.bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "keyframe_requests_total",
+                "counter",
+                "keyframe requests received (publish) or sent (play)",
+                |s| s.keyframes_requested.load(Ordering::Relaxed),
+            ),
+            (
+                "estimate_bps",
+                "gauge",
+                "congestion controller estimate of the uplink",
+                |s| s.estimate_bps.load(Ordering::Relaxed),
+            ),
+            (
+                "video_target_bps",
+                "gauge",
+                "video rate the adaptation ladder sets",
+                |s| s.video_target_bps.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in series {
+            let _ = writeln!(out, "# HELP classroom_agent_{name} {help}");
+            let _ = writeln!(out, "# TYPE classroom_agent_{name} {kind}");
+            for (dir, s) in [("publish", &self.publish), ("play", &self.play)] {
+                let _ = writeln!(
+                    out,
+                    "classroom_agent_{name}{{direction=\"{dir}\"}} {}",
+                    get(s)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Serves `/status` (JSON) and `/metrics` on `addr` until `stop` is set. Binding happens
+/// before this returns, so a taken port is reported at start-up.
+pub fn serve(
+    addr: std::net::SocketAddr,
+    status: std::sync::Arc<AgentStatus>,
+    stop: std::sync::Arc<AtomicBool>,
+) -> std::io::Result<std::net::SocketAddr> {
+    use axum::routing::get;
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let local = listener.local_addr()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let (s1, s2) = (status.clone(), status);
+                let app = axum::Router::new()
+                    .route("/status", get(move || async move { axum::Json(s1.json()) }))
+                    .route(
+                        "/metrics",
+                        get(move || async move {
+                            (
+                                [("content-type", "text/plain; version=0.0.4")],
+                                s2.metrics(),
+                            )
+                        }),
+                    );
+                let shutdown = async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::warn!("status server: {e}");
+                }
+            })
+        })?;
+    Ok(local)
+}
+
+#[cfg(test)]
+mod agent_tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn metrics_have_both_directions() {
+        let st = AgentStatus {
+            role: "teacher",
+            room: "r".into(),
+            started: std::time::Instant::now(),
+            publish: Arc::new(SessionStats::default()),
+            play: Arc::new(SessionStats::default()),
+        };
+        st.publish.estimate_bps.store(1_234_000, Ordering::Relaxed);
+        st.play.add_frame(10);
+        let m = st.metrics();
+        assert!(m.contains("classroom_agent_estimate_bps{direction=\"publish\"} 1234000"));
+        assert!(m.contains("classroom_agent_frames_total{direction=\"play\"} 1"));
+        assert!(m.contains("# TYPE classroom_agent_connected gauge"));
+        assert_eq!(st.json()["publish"]["estimate_bps"], 1_234_000);
+    }
+}

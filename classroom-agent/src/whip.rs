@@ -1,0 +1,189 @@
+//! WHIP/WHEP over HTTP: POST the offer, keep the session's Location, DELETE it on leave.
+
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use url::Url;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WhipError {
+    #[error("cannot reach the SFU: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the SFU answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("the SFU answered 201 without a usable Location header")]
+    NoLocation,
+    #[error("bad SFU URL: {0}")]
+    Url(#[from] url::ParseError),
+}
+
+impl WhipError {
+    /// Errors that retrying cannot fix (a bad token, a forbidden role, an offer the SFU
+    /// will never take). Server errors and conflicts may clear up.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, WhipError::Status { status, .. }
+            if matches!(status, 400 | 401 | 403 | 404 | 415 | 422))
+    }
+}
+
+/// Which endpoint: publish (WHIP) or play (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Whip,
+    Whep,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Whip => "whip",
+            Endpoint::Whep => "whep",
+        }
+    }
+}
+
+/// A created session.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub location: Url,
+    pub answer: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WhipClient {
+    http: Client,
+    sfu: Url,
+    token: String,
+}
+
+impl WhipClient {
+    pub fn new(sfu: Url, token: String) -> Result<Self, WhipError> {
+        let http = Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .no_proxy()
+            .build()?;
+        Ok(WhipClient { http, sfu, token })
+    }
+
+    /// The SFU's host, where its media port is reached too.
+    pub fn sfu(&self) -> &Url {
+        &self.sfu
+    }
+
+    pub fn endpoint(&self, kind: Endpoint, room: &str) -> Result<Url, WhipError> {
+        Ok(self.sfu.join(&format!("/{}/{}", kind.as_str(), room))?)
+    }
+
+    pub fn create(&self, kind: Endpoint, room: &str, offer: &str) -> Result<Created, WhipError> {
+        let url = self.endpoint(kind, room)?;
+        let resp = self
+            .http
+            .post(url.clone())
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(CONTENT_TYPE, "application/sdp")
+            .body(offer.to_string())
+            .send()?;
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.text()?;
+        if status != 201 {
+            return Err(WhipError::Status {
+                status,
+                body: body.trim().chars().take(300).collect(),
+            });
+        }
+        let location = location
+            .and_then(|l| url.join(&l).ok())
+            .ok_or(WhipError::NoLocation)?;
+        Ok(Created {
+            location,
+            answer: body,
+        })
+    }
+
+    /// Ends a session. A session the SFU no longer knows (404) counts as ended.
+    pub fn delete(&self, location: &Url) -> Result<(), WhipError> {
+        let resp = self
+            .http
+            .delete(location.clone())
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .timeout(Duration::from_secs(3))
+            .send()?;
+        match resp.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            status => Err(WhipError::Status {
+                status,
+                body: resp.text().unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// Points the answer's ICE candidates at `via` (a relay in front of the SFU, such as the
+/// link emulator): the first UDP candidate keeps its line with `via`'s address, the others
+/// are dropped.
+pub fn redirect_candidates(answer: &str, via: std::net::SocketAddr) -> String {
+    let mut out = String::with_capacity(answer.len());
+    let mut done = false;
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        let Some(rest) = body.strip_prefix("a=candidate:") else {
+            out.push_str(line);
+            continue;
+        };
+        let mut f: Vec<String> = rest.split(' ').map(str::to_string).collect();
+        if done || f.len() < 6 || !f[2].eq_ignore_ascii_case("udp") {
+            continue;
+        }
+        f[4] = via.ip().to_string();
+        f[5] = via.port().to_string();
+        out.push_str(&format!("a=candidate:{}{ending}", f.join(" ")));
+        done = true;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_point_at_the_relay() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=candidate:1 1 udp 2130706175 127.0.0.1 7801 typ host\r\n\
+            a=candidate:2 1 tcp 2130706175 127.0.0.1 7801 typ host tcptype passive\r\n\
+            a=candidate:3 1 udp 2130706175 10.0.0.2 7801 typ host\r\n\
+            a=end-of-candidates\r\n";
+        let out = redirect_candidates(answer, "127.0.0.1:40000".parse().unwrap());
+        assert!(out.contains("a=candidate:1 1 udp 2130706175 127.0.0.1 40000 typ host\r\n"));
+        assert_eq!(out.matches("a=candidate:").count(), 1);
+        assert!(out.contains("a=end-of-candidates\r\n"));
+    }
+
+    #[test]
+    fn endpoints_and_permanence() {
+        let c = WhipClient::new(
+            Url::parse("http://127.0.0.1:7800/ignored").unwrap(),
+            "t".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.endpoint(Endpoint::Whep, "r1").unwrap().as_str(),
+            "http://127.0.0.1:7800/whep/r1"
+        );
+        let e = |status| WhipError::Status {
+            status,
+            body: String::new(),
+        };
+        assert!(e(403).is_permanent());
+        assert!(!e(503).is_permanent());
+        assert!(!e(409).is_permanent());
+    }
+}

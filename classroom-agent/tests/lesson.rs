@@ -1,0 +1,388 @@
+//! End to end through the real SFU binary: an agent publishes as the teacher with test
+//! sources (3-layer VP8 simulcast and Opus), a second agent plays the lesson into a Matroska
+//! file, and the file is decoded with GStreamer. A second test kills and restarts the SFU
+//! and expects the teacher back without help.
+//!
+//! The SFU binary comes from SFU_BIN, or target/<profile>/sfu next to this test (built with
+//! `cargo build -p sfu` when missing). Everything stays on 127.0.0.1.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde_json::Value;
+
+/// Decodes a Matroska file: (video frames, audio frames, picture size).
+fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
+    gst::init().unwrap();
+    let decoder = match codec {
+        "h264" => "h264parse ! avdec_h264",
+        _ => "vp8dec",
+    };
+    let desc = format!(
+        "filesrc location=\"{}\" ! matroskademux name=d  \
+         d.video_0 ! queue ! {decoder} ! videoconvert ! appsink name=v sync=false  \
+         d.audio_0 ! queue ! opusdec ! appsink name=a sync=false",
+        path.display()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let size = Arc::new(Mutex::new(None));
+    for (i, name) in ["v", "a"].into_iter().enumerate() {
+        let sink = pipeline
+            .by_name(name)
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        let (counts, size) = (counts.clone(), size.clone());
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if i == 0 {
+                        if let Some(st) = sample.caps().and_then(|c| c.structure(0)) {
+                            if let (Ok(w), Ok(h)) =
+                                (st.get::<i32>("width"), st.get::<i32>("height"))
+                            {
+                                *size.lock().unwrap() = Some((w, h));
+                            }
+                        }
+                    }
+                    counts[i].fetch_add(1, Ordering::Relaxed);
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+    }
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(60),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let outcome = msg.as_ref().map(|m| match m.view() {
+        gst::MessageView::Error(e) => format!("error: {} {:?}", e.error(), e.debug()),
+        _ => "eos".to_string(),
+    });
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        outcome.as_deref(),
+        Some("eos"),
+        "decoding {}",
+        path.display()
+    );
+    let s = *size.lock().unwrap();
+    (
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
+        s,
+    )
+}
+
+#[test]
+fn teacher_publishes_and_classroom_records_a_decodable_lesson() {
+    record_lesson("vp8", true);
+}
+
+#[test]
+fn h264_lesson_records_and_decodes() {
+    record_lesson("h264", false);
+}
+
+/// The teacher publishes (3-layer simulcast in `codec`, Opus, optionally courseware), a
+/// classroom records 8 s into Matroska, and the file decodes.
+fn record_lesson(codec: &str, with_courseware: bool) {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = format!("agent-lesson-{codec}");
+    let room = room.as_str();
+    let mut args = TEACHER.to_vec();
+    args.extend(["--codec", codec]);
+    if with_courseware {
+        // A second video track at 1280x720, 2 frames a second.
+        args.extend(["--courseware", "test", "--courseware-fps", "2"]);
+    }
+    let mut teacher = agent(
+        "teacher",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &args,
+    );
+    let info = wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    eprintln!("room: {info}");
+    let mut courseware = Value::Null;
+    let ok = !with_courseware
+        || wait_until(Duration::from_secs(15), || {
+            courseware = sfu
+                .room(room)
+                .and_then(|r| {
+                    r["publishers"][0]["tracks"]
+                        .as_array()?
+                        .iter()
+                        .find(|t| t["slot"] == "courseware")
+                        .cloned()
+                })
+                .unwrap_or(Value::Null);
+            courseware["layers"][0]["packets"].as_u64() > Some(0)
+        });
+    assert!(
+        ok,
+        "no courseware at the SFU: {courseware}\n{}",
+        teacher.tail()
+    );
+    if with_courseware {
+        assert_eq!(courseware["layers"][0]["width"], 1280, "{courseware}");
+    }
+    let status = agent_status(&teacher).expect("teacher /status");
+    eprintln!("teacher status: {status}");
+    assert_eq!(status["role"], "teacher");
+    assert_eq!(status["publish"]["connected"], true);
+    assert!(status["publish"]["frames"].as_u64() > Some(0));
+    assert!(status["publish"]["estimate_bps"].as_u64() > Some(0));
+
+    let file = std::env::temp_dir().join(format!("agent-test-{}-{codec}.mkv", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let play = format!("file:{}", file.display());
+    let mut classroom = agent(
+        "classroom",
+        &sfu,
+        room,
+        &sfu.token(room, "classroom", "c1"),
+        &[
+            "--role",
+            "classroom",
+            "--video",
+            "none",
+            "--audio",
+            "none",
+            "--play",
+            &play,
+            "--codec",
+            codec,
+            "--width",
+            "320",
+            "--height",
+            "180",
+        ],
+    );
+    // Play for 8 s of connected time.
+    let connected = wait_until(Duration::from_secs(20), || {
+        std::fs::read_to_string(&classroom.log).is_ok_and(|l| l.contains("whep: connected"))
+    });
+    assert!(
+        connected,
+        "classroom did not connect\n{}\n{}",
+        classroom.tail(),
+        sfu.proc.tail()
+    );
+    // The SFU may hold a new viewer's slots for a few seconds while it measures the
+    // publisher's layers: record 8 s from when voice and camera are forwarded.
+    assert!(
+        wait_until(Duration::from_secs(15), || sfu.room(room).is_some_and(
+            |r| { forwarded(&r, "teacher_camera") > 0 && forwarded(&r, "teacher_audio") > 0 }
+        )),
+        "the SFU does not forward the lesson to the classroom: {:?}",
+        sfu.room(room)
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    eprintln!("room after 8 s: {:?}", sfu.room(room));
+    assert!(
+        classroom.running(),
+        "classroom exited early\n{}",
+        classroom.tail()
+    );
+    let st = classroom.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "classroom did not exit 0 on SIGTERM: {st:?}\n{}",
+        classroom.tail()
+    );
+    let st = teacher.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "teacher did not exit 0 on SIGTERM: {st:?}\n{}",
+        teacher.tail()
+    );
+
+    assert_eq!(
+        log_count(&classroom, "playback finished"),
+        1,
+        "the recording was not finalized with end-of-stream\n{}",
+        classroom.tail()
+    );
+    for p in [&teacher, &classroom] {
+        let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert!(
+            errors.is_empty(),
+            "{} logged errors:\n{}",
+            p.name,
+            errors.join("\n")
+        );
+    }
+    let (video, audio, size) = decode_file(&file, codec);
+    eprintln!("{codec}: decoded {video} video frames {size:?}, {audio} audio frames");
+    // 8 s at 15 fps is 120 frames and at 20 ms 400 Opus frames: generous floors for a
+    // loaded machine.
+    assert!(video >= 40, "only {video} video frames decoded");
+    assert!(audio >= 150, "only {audio} audio frames decoded");
+    assert!(
+        size.is_some_and(|(w, h)| w >= 80 && h >= 44),
+        "picture size {size:?}"
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
+/// How many times the log of `p` says `what`.
+fn log_count(p: &Proc, what: &str) -> usize {
+    std::fs::read_to_string(&p.log)
+        .map(|l| l.matches(what).count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn agents_come_back_by_themselves_after_an_sfu_restart() {
+    let _serial = serial();
+    let mut sfu = Sfu::start();
+    let room = "agent-restart";
+    let teacher_token = sfu.token(room, "teacher", "t1");
+    let mut teacher = agent("teacher", &sfu, room, &teacher_token, TEACHER);
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+
+    let file = std::env::temp_dir().join(format!("agent-restart-{}.mkv", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let play = format!("file:{}", file.display());
+    let mut classroom = agent(
+        "classroom",
+        &sfu,
+        room,
+        &sfu.token(room, "classroom", "c1"),
+        &[
+            "--role",
+            "classroom",
+            "--video",
+            "none",
+            "--audio",
+            "none",
+            "--play",
+            &play,
+            "--codec",
+            "vp8",
+        ],
+    );
+    let play_start = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || log_count(
+            &classroom,
+            "whep: connected"
+        ) == 1),
+        "classroom did not connect\n{}",
+        classroom.tail()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The SFU dies without a goodbye and comes back on the same ports 2 s later.
+    let (http, media, secret) = (sfu.http, sfu.media, sfu.secret.clone());
+    sfu.proc.kill();
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let sfu = Sfu::start_on(http, media, secret);
+    let restarted = Instant::now();
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(20));
+    let back = restarted.elapsed();
+    eprintln!("teacher publishing again {back:?} after the SFU was ready");
+    assert!(
+        back <= Duration::from_secs(5),
+        "teacher took {back:?} to publish again (limit 5 s)\n{}",
+        teacher.tail()
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || log_count(
+            &classroom,
+            "whep: connected"
+        ) == 2),
+        "classroom did not reconnect\n{}",
+        classroom.tail()
+    );
+    // The SFU may hold a new viewer's slots until the publisher's layers are measured:
+    // count from when the camera is forwarded to the classroom again.
+    assert!(
+        wait_until(Duration::from_secs(15), || sfu
+            .room(room)
+            .is_some_and(|r| camera_forwarded(&r) > 0)),
+        "the SFU does not forward the camera to the classroom after the restart: {:?}",
+        sfu.room(room)
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(teacher.running() && classroom.running(), "an agent exited");
+    let st = classroom.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "classroom exit {st:?}\n{}",
+        classroom.tail()
+    );
+    let st = teacher.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "teacher exit {st:?}\n{}",
+        teacher.tail()
+    );
+
+    // The file goes on across the restart: more frames than could have come before it.
+    let before = killed.duration_since(play_start).as_secs_f64();
+    let most_before = (before * 15.0) as u64 + 15;
+    let (video, audio, _) = decode_file(&file, "vp8");
+    eprintln!(
+        "decoded {video} video and {audio} audio frames; at most {most_before} before the kill"
+    );
+    // 5 s after the camera is forwarded again is 75 frames at 15 fps; ask for 15 beyond
+    // what could predate the kill.
+    assert!(
+        video > most_before + 15,
+        "{video} video frames: too few recorded after the restart\n{}",
+        classroom.tail()
+    );
+    assert!(audio as f64 > (before + 2.0) * 50.0, "{audio} audio frames");
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn a_camera_missing_at_start_gives_way_to_the_test_pattern() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-nocamera";
+    let mut args = TEACHER.to_vec();
+    args[3] = "v4l2:/dev/video-missing-for-agent-test";
+    assert_eq!(args[2], "--video");
+    let mut teacher = agent(
+        "teacher",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &args,
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    assert!(
+        log_count(&teacher, "camera unavailable") == 1,
+        "no single 'camera unavailable' warning\n{}",
+        teacher.tail()
+    );
+    assert!(log_count(&teacher, " ERROR ") == 0, "{}", teacher.tail());
+    let st = teacher.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "teacher exit {st:?}\n{}",
+        teacher.tail()
+    );
+}
