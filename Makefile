@@ -18,17 +18,19 @@ release: deps
 demo: release
 	./scripts/demo.sh
 
+WEB_ENV = SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay SCHEDULER_BIN=$(TARGET_DIR)/debug/scheduler
+
 test: deps
-	$(CARGO) build -p sfu -p loadtest
+	$(CARGO) build -p sfu -p loadtest -p scheduler
 	$(CARGO) test --workspace
-	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test --test-concurrency=1 tests/
+	cd web && $(WEB_ENV) node --test --test-concurrency=1 tests/
 
 test-rust:
 	$(CARGO) test --workspace
 
 test-web:
-	$(CARGO) build -p sfu -p loadtest
-	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test --test-concurrency=1 tests/
+	$(CARGO) build -p sfu -p loadtest -p scheduler
+	cd web && $(WEB_ENV) node --test --test-concurrency=1 tests/
 
 # Issue 3 acceptance (adaptive layers on emulated links); joins `make test` once it passes steadily.
 test-adaptive:

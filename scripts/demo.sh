@@ -35,20 +35,23 @@ OBS=$(tok observer bureau "教育局巡课")
 
 BASE="http://$HTTP"
 (cd web && node tools/synthetic.mjs \
-  "$BASE/teacher.html?room=$ROOM&token=$TEACHER&autostart=1" \
-  "$BASE/classroom.html?room=$ROOM&token=$C1" \
+  "$BASE/teacher.html?room=$ROOM&token=$TEACHER&autostart=1&courseware=1#stage=point-1@40" \
+  "$BASE/classroom.html?room=$ROOM&token=$C1#hand=20" \
   "$BASE/classroom.html?room=$ROOM&token=$C2") >artifacts/demo-synthetic.log 2>&1 &
 pids+=($!)
 
 cat <<MSG
 
 演示课堂已开始 / The demo lesson is running (room "$ROOM").
-  A synthetic teacher publishes a test camera and tone; two synthetic classrooms play it.
+  A synthetic teacher publishes a test camera and tone; two synthetic classrooms play it and
+  send their own cameras. After 20 s 一号教学点 raises its hand; after 40 s the teacher puts it
+  on stage, and every classroom sees and hears it.
 
-  Open a classroom page (plays the lesson):
+  Open a classroom page (plays the lesson, sends your camera if you allow it, raise your hand):
     $BASE/classroom.html?room=$ROOM&token=$C3
-  Observer view:
-    $BASE/classroom.html?room=$ROOM&token=$OBS
+  Observer view (巡课, watch only):
+    $BASE/classroom.html?room=$ROOM&token=$OBS&publish=0
+  Operations dashboard: $BASE/ops.html
   Room state (JSON):  $BASE/api/rooms/$ROOM
   Prometheus metrics: $BASE/metrics
   Logs: artifacts/demo-sfu.log, artifacts/demo-synthetic.log

@@ -40,6 +40,12 @@ pub struct Config {
     pub connect_timeout_ms: u64,
     /// Offer ICE-TCP candidates on the media port as well.
     pub ice_tcp: bool,
+    /// Classrooms on stage at once (1 to 6).
+    pub max_stage: usize,
+    /// A lesson whose teacher has been gone this long ends by itself.
+    pub teacher_timeout_s: u64,
+    /// Teacher-console tiles rotate this often when there are more classrooms than tiles.
+    pub tile_rotate_s: u64,
 }
 
 impl Default for Config {
@@ -56,6 +62,9 @@ impl Default for Config {
             keyframe_request_interval_ms: 500,
             connect_timeout_ms: 15_000,
             ice_tcp: true,
+            max_stage: 1,
+            teacher_timeout_s: 600,
+            tile_rotate_s: 15,
         }
     }
 }
@@ -101,6 +110,12 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes below 1024".into()));
         }
+        if !(1..=crate::room::state::MAX_STAGE).contains(&self.max_stage) {
+            return Err(ConfigError::Invalid(format!(
+                "max_stage must be 1 to {}",
+                crate::room::state::MAX_STAGE
+            )));
+        }
         Ok(())
     }
 
@@ -114,6 +129,14 @@ impl Config {
             .copied()
             .filter(|ip| !ip.is_unspecified())
             .collect()
+    }
+
+    pub fn room_rules(&self) -> crate::room::RoomRules {
+        crate::room::RoomRules {
+            max_stage: self.max_stage,
+            teacher_timeout: Duration::from_secs(self.teacher_timeout_s),
+            rotate_every: Duration::from_secs(self.tile_rotate_s.max(1)),
+        }
     }
 
     pub fn rtx_cache(&self) -> Duration {

@@ -11,4 +11,5 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod program;
+pub mod room;
 pub mod server;

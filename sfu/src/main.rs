@@ -34,6 +34,12 @@ enum Cmd {
         /// Address to advertise in ICE candidates (NAT, cloud); repeatable.
         #[arg(long)]
         public_ip: Vec<IpAddr>,
+        /// Classrooms on stage at once, 1 to 6 (default 1).
+        #[arg(long)]
+        max_stage: Option<usize>,
+        /// End a lesson whose teacher has been gone this long (default 10m).
+        #[arg(long)]
+        teacher_timeout: Option<humantime::Duration>,
         /// Configuration file (TOML); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -99,6 +105,8 @@ fn main() -> anyhow::Result<()> {
             media_port,
             media_bind,
             public_ip,
+            max_stage,
+            teacher_timeout,
             config,
         } => {
             tracing_subscriber::fmt()
@@ -119,6 +127,12 @@ fn main() -> anyhow::Result<()> {
             }
             if !public_ip.is_empty() {
                 cfg.public_ips = public_ip;
+            }
+            if let Some(k) = max_stage {
+                cfg.max_stage = k;
+            }
+            if let Some(t) = teacher_timeout {
+                cfg.teacher_timeout_s = t.as_secs();
             }
             let secret = secret(&cfg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub subscriber_layer: IntGaugeVec,
     pub allocation_pauses: IntCounter,
     pub keyframe_wait_freezes: IntCounter,
+    pub room_commands: IntCounterVec,
+    pub lessons_ended: IntCounter,
+    pub dynacast_changes: IntCounter,
 }
 
 impl Metrics {
@@ -162,6 +165,19 @@ impl Metrics {
                 "WHIP/WHEP requests refused",
                 &["status"],
             ),
+            room_commands: counter_vec(
+                "sfu_room_commands_total",
+                "Room commands (hand, stage, mute, pin, remove, start, end) by outcome",
+                &["command", "outcome"],
+            ),
+            lessons_ended: counter(
+                "sfu_lessons_ended_total",
+                "Lessons ended (by the teacher or the teacher timeout)",
+            ),
+            dynacast_changes: counter(
+                "sfu_dynacast_changes_total",
+                "Times a publisher was told to stop or resume simulcast layers",
+            ),
             forward_seconds,
             registry,
         }
@@ -180,5 +196,52 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Grafana dashboard kept in the repo asks only for metrics this server exports.
+    #[test]
+    fn grafana_dashboard_uses_exported_metrics() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../ops/grafana/sfu-dashboard.json"))
+                .expect("the dashboard is JSON");
+        let m = Metrics::new();
+        // Give every labelled family a child so that it shows in the output.
+        m.peers.with_label_values(&["whep", "classroom"]).inc();
+        m.dropped.with_label_values(&["x"]).inc();
+        m.sessions_created.with_label_values(&["whep"]).inc();
+        m.http_rejections.with_label_values(&["401"]).inc();
+        m.subscriber_estimate.with_label_values(&["r", "s"]).set(1);
+        m.subscriber_allocated.with_label_values(&["r", "s"]).set(1);
+        m.subscriber_layer
+            .with_label_values(&["r", "s", "x"])
+            .set(1);
+        m.room_commands.with_label_values(&["hand", "ok"]).inc();
+        m.forward_seconds.observe(0.001);
+        let text = m.render();
+        let mut checked = 0;
+        for panel in dash["panels"].as_array().expect("panels") {
+            for t in panel["targets"].as_array().expect("targets") {
+                let expr = t["expr"].as_str().expect("expr");
+                for (i, _) in expr.match_indices("sfu_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        text.lines().any(|l| l.starts_with(&format!("{name}{{"))
+                            || l.starts_with(&format!("{name} "))),
+                        "panel {:?} uses {name}, which /metrics does not export",
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 15, "only {checked} metric references found");
     }
 }

@@ -1,7 +1,7 @@
 //! The room's program: which publisher stream feeds each fixed slot, and which simulcast layer
 //! of it a subscriber should get. Pure bookkeeping driven by the caller's clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,14 @@ use crate::forward::SourceId;
 const WIRE_OVERHEAD: usize = 60;
 
 /// Rates assumed for a flowing layer before it has been measured, lowest layer first.
-fn assumed_rate(slot: Slot, index: usize, layers: usize) -> u64 {
-    if slot.is_audio() {
+fn assumed_rate(audio: bool, index: usize, layers: usize) -> u64 {
+    if audio {
         return 64_000;
     }
     match (layers, index) {
         (1, _) => 1_000_000,
-        (2, 0) => 300_000,
-        (2, _) => 1_200_000,
+        (2, 0) => 200_000,
+        (2, _) => 800_000,
         (_, 0) => 180_000,
         (_, 1) => 550_000,
         _ => 1_700_000,
@@ -32,25 +32,62 @@ fn assumed_rate(slot: Slot, index: usize, layers: usize) -> u64 {
 /// layers when its own uplink estimate falls).
 pub const LAYER_IDLE: Duration = Duration::from_millis(1500);
 
+/// On-stage classrooms and teacher-console tiles a viewer can take at most.
+pub const MAX_STAGE_SLOTS: usize = crate::room::state::MAX_STAGE;
+pub const MAX_TILES: usize = 24;
+
 /// Fixed receive slots of a WHEP viewer, in m-line order. Fixed slots mean the SFU never
 /// renegotiates: sources come and go inside them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Slot {
     TeacherAudio,
     TeacherCamera,
     Courseware,
+    /// The i-th classroom on stage: heard and seen by everyone.
+    StageAudio(u8),
+    StageVideo(u8),
+    /// The i-th classroom tile of the teacher console (small layer, video only).
+    Tile(u8),
 }
 
 impl Slot {
     pub fn is_audio(self) -> bool {
-        matches!(self, Slot::TeacherAudio)
+        matches!(self, Slot::TeacherAudio | Slot::StageAudio(_))
+    }
+    pub fn label(self) -> String {
+        match self {
+            Slot::TeacherAudio => "teacher_audio".into(),
+            Slot::TeacherCamera => "teacher_camera".into(),
+            Slot::Courseware => "courseware".into(),
+            Slot::StageAudio(i) => format!("stage_audio_{i}"),
+            Slot::StageVideo(i) => format!("stage_video_{i}"),
+            Slot::Tile(i) => format!("tile_{i}"),
+        }
+    }
+}
+
+/// What one of a publisher's m-lines carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Track {
+    TeacherAudio,
+    TeacherCamera,
+    Courseware,
+    /// A classroom's own feed: its mic and its (small) camera.
+    ClassAudio,
+    ClassVideo,
+}
+
+impl Track {
+    pub fn is_audio(self) -> bool {
+        matches!(self, Track::TeacherAudio | Track::ClassAudio)
     }
     pub fn as_str(self) -> &'static str {
         match self {
-            Slot::TeacherAudio => "teacher_audio",
-            Slot::TeacherCamera => "teacher_camera",
-            Slot::Courseware => "courseware",
+            Track::TeacherAudio => "teacher_audio",
+            Track::TeacherCamera => "teacher_camera",
+            Track::Courseware => "courseware",
+            Track::ClassAudio => "class_audio",
+            Track::ClassVideo => "class_video",
         }
     }
 }
@@ -61,22 +98,59 @@ pub enum Kind {
     Video,
 }
 
-/// Maps m-lines (in SDP order) to slots: the first audio is the teacher's voice, the first
-/// video the camera, the second video the courseware. Extra m-lines get no slot.
+/// Maps a viewer's m-lines (in SDP order) to slots. Audio: the teacher's voice, then one per
+/// on-stage classroom. Video: the camera, the courseware, one per on-stage classroom (as many
+/// as the extra audio m-lines), then tiles. Extra m-lines get no slot.
 pub fn assign_slots(kinds: &[Kind]) -> Vec<Option<Slot>> {
-    let (mut audio, mut video) = (0, 0);
+    let audios = kinds.iter().filter(|k| **k == Kind::Audio).count();
+    let stage = audios.saturating_sub(1).min(MAX_STAGE_SLOTS);
+    let (mut audio, mut video) = (0usize, 0usize);
     kinds
         .iter()
         .map(|k| match k {
             Kind::Audio => {
                 audio += 1;
-                (audio == 1).then_some(Slot::TeacherAudio)
+                match audio {
+                    1 => Some(Slot::TeacherAudio),
+                    n if n - 2 < stage => Some(Slot::StageAudio((n - 2) as u8)),
+                    _ => None,
+                }
             }
             Kind::Video => {
                 video += 1;
                 match video {
                     1 => Some(Slot::TeacherCamera),
                     2 => Some(Slot::Courseware),
+                    n if n - 3 < stage => Some(Slot::StageVideo((n - 3) as u8)),
+                    n if n - 3 - stage < MAX_TILES => Some(Slot::Tile((n - 3 - stage) as u8)),
+                    _ => None,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Maps a publisher's m-lines to what they carry: the teacher sends voice, camera and
+/// courseware; a classroom its mic and camera.
+pub fn assign_tracks(kinds: &[Kind], teacher: bool) -> Vec<Option<Track>> {
+    let (mut audio, mut video) = (0, 0);
+    kinds
+        .iter()
+        .map(|k| match k {
+            Kind::Audio => {
+                audio += 1;
+                (audio == 1).then_some(if teacher {
+                    Track::TeacherAudio
+                } else {
+                    Track::ClassAudio
+                })
+            }
+            Kind::Video => {
+                video += 1;
+                match (teacher, video) {
+                    (true, 1) => Some(Track::TeacherCamera),
+                    (true, 2) => Some(Track::Courseware),
+                    (false, 1) => Some(Track::ClassVideo),
                     _ => None,
                 }
             }
@@ -101,6 +175,9 @@ pub struct Layer {
     pub keyframes: u64,
     pub size: Option<(u16, u16)>,
     pub throttle: KeyframeThrottle,
+    /// Dynacast asked the publisher to stop this layer: it still counts as available (at its
+    /// last rate), and wanting it asks the publisher to resume it.
+    pub held: bool,
     rate: RateMeter,
 }
 
@@ -116,6 +193,7 @@ impl Layer {
             keyframes: 0,
             size: None,
             throttle: KeyframeThrottle::new(keyframe_interval),
+            held: false,
             rate: RateMeter::default(),
         }
     }
@@ -123,6 +201,11 @@ impl Layer {
     pub fn is_active(&self, now: Instant) -> bool {
         self.last_packet
             .is_some_and(|t| now.saturating_duration_since(t) < LAYER_IDLE)
+    }
+
+    /// Flowing, or held by dynacast (the publisher resumes it when asked).
+    pub fn is_available(&self, now: Instant) -> bool {
+        self.is_active(now) || (self.held && self.last_packet.is_some())
     }
 
     pub fn bitrate_bps(&self) -> u64 {
@@ -213,55 +296,211 @@ impl SlotSource {
     }
 
     /// Wire bitrate of each layer (lowest first) for the allocator; `None` where not flowing.
-    pub fn layer_rates(&self, slot: Slot, now: Instant) -> Vec<Option<u64>> {
+    pub fn layer_rates(&self, audio: bool, now: Instant) -> Vec<Option<u64>> {
         let n = self.layers.len();
         self.layers
             .iter()
             .enumerate()
             .map(|(i, l)| {
-                l.is_active(now).then(|| match l.bitrate_bps() {
-                    0 => assumed_rate(slot, i, n),
+                l.is_available(now).then(|| match l.bitrate_bps() {
+                    0 => assumed_rate(audio, i, n),
                     b => b,
                 })
             })
             .collect()
     }
 
+    /// When `desired` is a layer that is not flowing (held by dynacast), the best flowing
+    /// layer at or below it (else above); `None` when `desired` flows or nothing does.
+    pub fn flowing_instead_of(&self, desired: SourceId, now: Instant) -> Option<SourceId> {
+        let i = self.layers.iter().position(|l| l.source == desired)?;
+        if self.layers[i].is_active(now) {
+            return None;
+        }
+        let active: Vec<bool> = self.layers.iter().map(|l| l.is_active(now)).collect();
+        (0..i)
+            .rev()
+            .chain(i + 1..self.layers.len())
+            .find(|&j| active[j])
+            .map(|j| self.layers[j].source)
+    }
+
     /// The source a subscriber with preference `pref` should follow now.
     pub fn choose(&self, pref: LayerPref, now: Instant) -> Option<SourceId> {
-        let active: Vec<bool> = self.layers.iter().map(|l| l.is_active(now)).collect();
+        let active: Vec<bool> = self.layers.iter().map(|l| l.is_available(now)).collect();
         choose_layer(&active, pref).map(|i| self.layers[i].source)
     }
 }
 
-/// A room's program: its slots and the publisher that owns the lesson.
+/// One published track: which session sends it and what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TrackKey {
+    pub session: u64,
+    pub track: Track,
+}
+
+/// A room's program: every published track, and which of them fills each viewer slot. The
+/// teacher's tracks go to the teacher slots, the on-stage classrooms' to the stage slots, and
+/// the classroom feeds in tile order to the tiles.
 #[derive(Debug, Default)]
 pub struct Program {
-    pub slots: HashMap<Slot, SlotSource>,
+    pub sources: HashMap<TrackKey, SlotSource>,
+    /// The session that publishes the lesson.
+    teacher: Option<u64>,
+    /// Classroom (sub) → the session publishing its feed.
+    feeds: HashMap<String, u64>,
+    /// Session → the participant (sub) that publishes it.
+    owners: HashMap<u64, String>,
+    stage: Vec<String>,
+    tiles: Vec<String>,
+    muted: HashSet<String>,
+    /// Track → the slots it fills now; rebuilt when the stage, tiles or mutes change, so the
+    /// per-packet path does one lookup.
+    routes: HashMap<TrackKey, Vec<Slot>>,
 }
 
 impl Program {
-    /// Install a publisher's tracks, replacing whatever fed those slots (a reconnect).
-    pub fn publish(&mut self, slot: Slot, source: SlotSource) {
-        self.slots.insert(slot, source);
+    /// Install a publisher's track. A teacher's new session replaces the old one (a reconnect).
+    pub fn publish(&mut self, owner: &str, track: Track, source: SlotSource) {
+        let session = source.session;
+        match track {
+            Track::ClassAudio | Track::ClassVideo => {
+                if let Some(old) = self.feeds.insert(owner.to_string(), session) {
+                    if old != session {
+                        self.remove_session(old);
+                    }
+                }
+            }
+            _ => {
+                if let Some(old) = self.teacher.replace(session) {
+                    if old != session {
+                        self.remove_session(old);
+                    }
+                }
+            }
+        }
+        self.owners.insert(session, owner.to_string());
+        self.sources.insert(TrackKey { session, track }, source);
+        self.rebuild_routes();
     }
 
-    /// Remove everything `session` published; returns the slots it held.
-    pub fn unpublish(&mut self, session: u64) -> Vec<Slot> {
-        let gone: Vec<Slot> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| s.session == session)
-            .map(|(slot, _)| *slot)
+    fn remove_session(&mut self, session: u64) -> Vec<Track> {
+        let gone: Vec<TrackKey> = self
+            .sources
+            .keys()
+            .filter(|k| k.session == session)
+            .copied()
             .collect();
-        for s in &gone {
-            self.slots.remove(s);
+        for k in &gone {
+            self.sources.remove(k);
         }
+        self.owners.remove(&session);
+        if self.teacher == Some(session) {
+            self.teacher = None;
+        }
+        self.feeds.retain(|_, s| *s != session);
+        gone.into_iter().map(|k| k.track).collect()
+    }
+
+    /// Remove everything `session` published; returns the tracks it held.
+    pub fn unpublish(&mut self, session: u64) -> Vec<Track> {
+        let gone = self.remove_session(session);
+        self.rebuild_routes();
         gone
     }
 
+    /// Who is on stage, the tile order and who is muted, from the room's state.
+    pub fn arrange(
+        &mut self,
+        stage: &[String],
+        tiles: &[String],
+        muted: impl Iterator<Item = String>,
+    ) {
+        self.stage = stage.to_vec();
+        self.tiles = tiles.to_vec();
+        self.muted = muted.collect();
+        self.rebuild_routes();
+    }
+
+    /// The track that fills `slot` now.
+    pub fn source_key(&self, slot: Slot) -> Option<TrackKey> {
+        let feed = |sub: &String, track| {
+            let session = *self.feeds.get(sub)?;
+            Some(TrackKey { session, track })
+        };
+        let key = match slot {
+            Slot::TeacherAudio => TrackKey {
+                session: self.teacher?,
+                track: Track::TeacherAudio,
+            },
+            Slot::TeacherCamera => TrackKey {
+                session: self.teacher?,
+                track: Track::TeacherCamera,
+            },
+            Slot::Courseware => TrackKey {
+                session: self.teacher?,
+                track: Track::Courseware,
+            },
+            Slot::StageAudio(i) => {
+                let sub = self.stage.get(i as usize)?;
+                if self.muted.contains(sub) {
+                    return None;
+                }
+                feed(sub, Track::ClassAudio)?
+            }
+            Slot::StageVideo(i) => feed(self.stage.get(i as usize)?, Track::ClassVideo)?,
+            Slot::Tile(i) => feed(self.tiles.get(i as usize)?, Track::ClassVideo)?,
+        };
+        self.sources.contains_key(&key).then_some(key)
+    }
+
+    pub fn source(&self, slot: Slot) -> Option<&SlotSource> {
+        self.sources.get(&self.source_key(slot)?)
+    }
+
+    /// The participant whose track fills `slot` (a viewer never gets its own media back).
+    pub fn owner(&self, slot: Slot) -> Option<&str> {
+        let key = self.source_key(slot)?;
+        self.owners.get(&key.session).map(String::as_str)
+    }
+
+    pub fn owner_of_session(&self, session: u64) -> Option<&str> {
+        self.owners.get(&session).map(String::as_str)
+    }
+
+    /// The slots `key` fills now.
+    pub fn routes(&self, key: &TrackKey) -> &[Slot] {
+        self.routes.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// The layer with this source id, wherever it is published.
+    pub fn layer_by_source(&mut self, source: SourceId) -> Option<(u64, &mut Layer)> {
+        self.sources.values_mut().find_map(|s| {
+            let session = s.session;
+            s.layer_of_source(source).map(|l| (session, l))
+        })
+    }
+
+    fn rebuild_routes(&mut self) {
+        let mut routes: HashMap<TrackKey, Vec<Slot>> = HashMap::new();
+        let mut slots = vec![Slot::TeacherAudio, Slot::TeacherCamera, Slot::Courseware];
+        for i in 0..self.stage.len().min(MAX_STAGE_SLOTS) {
+            slots.push(Slot::StageAudio(i as u8));
+            slots.push(Slot::StageVideo(i as u8));
+        }
+        for i in 0..self.tiles.len().min(MAX_TILES) {
+            slots.push(Slot::Tile(i as u8));
+        }
+        for slot in slots {
+            if let Some(k) = self.source_key(slot) {
+                routes.entry(k).or_default().push(slot);
+            }
+        }
+        self.routes = routes;
+    }
+
     pub fn choose(&self, slot: Slot, pref: LayerPref, now: Instant) -> Option<SourceId> {
-        self.slots.get(&slot).and_then(|s| s.choose(pref, now))
+        self.source(slot).and_then(|s| s.choose(pref, now))
     }
 }
 
@@ -273,18 +512,44 @@ mod tests {
     fn slots_follow_mline_order() {
         use Kind::*;
         assert_eq!(
-            assign_slots(&[Audio, Video, Video, Video, Audio]),
+            assign_slots(&[Audio, Video, Video, Video, Video]),
             vec![
                 Some(Slot::TeacherAudio),
                 Some(Slot::TeacherCamera),
                 Some(Slot::Courseware),
-                None,
-                None
+                Some(Slot::Tile(0)),
+                Some(Slot::Tile(1)),
+            ]
+        );
+        // A second audio m-line asks for a stage: the third video is the stage's camera.
+        assert_eq!(
+            assign_slots(&[Audio, Video, Video, Audio, Video, Video]),
+            vec![
+                Some(Slot::TeacherAudio),
+                Some(Slot::TeacherCamera),
+                Some(Slot::Courseware),
+                Some(Slot::StageAudio(0)),
+                Some(Slot::StageVideo(0)),
+                Some(Slot::Tile(0)),
             ]
         );
         assert_eq!(
             assign_slots(&[Video, Audio]),
             vec![Some(Slot::TeacherCamera), Some(Slot::TeacherAudio)]
+        );
+        use Track as T;
+        assert_eq!(
+            assign_tracks(&[Audio, Video, Video, Video], true),
+            vec![
+                Some(T::TeacherAudio),
+                Some(T::TeacherCamera),
+                Some(T::Courseware),
+                None
+            ]
+        );
+        assert_eq!(
+            assign_tracks(&[Audio, Video, Video], false),
+            vec![Some(T::ClassAudio), Some(T::ClassVideo), None]
         );
     }
 
@@ -309,16 +574,79 @@ mod tests {
     }
 
     #[test]
-    fn reconnect_replaces_the_slot() {
+    fn held_layers_stay_choosable_but_fresh_slots_start_on_what_flows() {
+        let t0 = Instant::now();
+        let rids: Vec<String> = ["l", "m", "h"].iter().map(|s| s.to_string()).collect();
+        let mut src = SlotSource::new(1, &rids, Duration::from_millis(500));
+        for i in 0..3 {
+            src.on_packet(i, 10 + i as u32, 1000, true, None, t0);
+        }
+        let t1 = t0 + Duration::from_secs(3);
+        src.on_packet(0, 10, 1000, false, None, t1);
+        // h stopped by the publisher on dynacast's request: still offered at its last rate.
+        src.layers[2].held = true;
+        let rates = src.layer_rates(false, t1);
+        assert!(rates[0].is_some() && rates[1].is_none() && rates[2].is_some());
+        assert_eq!(src.choose(LayerPref::High, t1), Some(src.layers[2].source));
+        assert_eq!(
+            src.flowing_instead_of(src.layers[2].source, t1),
+            Some(src.layers[0].source)
+        );
+        assert_eq!(src.flowing_instead_of(src.layers[0].source, t1), None);
+    }
+
+    #[test]
+    fn reconnect_replaces_the_teacher() {
         let mut p = Program::default();
         let d = Duration::from_millis(500);
-        p.publish(Slot::TeacherAudio, SlotSource::new(1, &[], d));
-        let old = p.slots[&Slot::TeacherAudio].layers[0].source;
-        p.publish(Slot::TeacherAudio, SlotSource::new(2, &[], d));
-        let new = p.slots[&Slot::TeacherAudio].layers[0].source;
+        p.publish("t", Track::TeacherAudio, SlotSource::new(1, &[], d));
+        let old = p.source(Slot::TeacherAudio).unwrap().layers[0].source;
+        p.publish("t", Track::TeacherAudio, SlotSource::new(2, &[], d));
+        let new = p.source(Slot::TeacherAudio).unwrap().layers[0].source;
         assert_ne!(old, new);
         assert!(p.unpublish(1).is_empty());
-        assert_eq!(p.unpublish(2), vec![Slot::TeacherAudio]);
-        assert!(p.slots.is_empty());
+        assert_eq!(p.unpublish(2), vec![Track::TeacherAudio]);
+        assert!(p.sources.is_empty());
+        assert!(p.source(Slot::TeacherAudio).is_none());
+    }
+
+    #[test]
+    fn stage_tiles_and_mute_route_classroom_feeds() {
+        let mut p = Program::default();
+        let d = Duration::from_millis(500);
+        let rids: Vec<String> = vec!["l".into(), "h".into()];
+        p.publish("t", Track::TeacherAudio, SlotSource::new(1, &[], d));
+        for (sub, session) in [("a", 10), ("b", 11)] {
+            p.publish(sub, Track::ClassAudio, SlotSource::new(session, &[], d));
+            p.publish(sub, Track::ClassVideo, SlotSource::new(session, &rids, d));
+        }
+        let b_audio = TrackKey {
+            session: 11,
+            track: Track::ClassAudio,
+        };
+        let b_video = TrackKey {
+            session: 11,
+            track: Track::ClassVideo,
+        };
+        assert!(p.source(Slot::StageAudio(0)).is_none());
+        p.arrange(&["b".into()], &["a".into(), "b".into()], std::iter::empty());
+        assert_eq!(p.source_key(Slot::StageAudio(0)), Some(b_audio));
+        assert_eq!(p.owner(Slot::StageVideo(0)), Some("b"));
+        assert_eq!(p.routes(&b_video), &[Slot::StageVideo(0), Slot::Tile(1)]);
+        assert_eq!(p.routes(&b_audio), &[Slot::StageAudio(0)]);
+        // Muted: the stage keeps b's picture but not its voice.
+        p.arrange(
+            &["b".into()],
+            &["a".into(), "b".into()],
+            ["b".to_string()].into_iter(),
+        );
+        assert!(p.source(Slot::StageAudio(0)).is_none());
+        assert!(p.routes(&b_audio).is_empty());
+        assert_eq!(p.owner(Slot::StageVideo(0)), Some("b"));
+        // b leaves: its slots empty, a's tile stays.
+        p.unpublish(11);
+        assert!(p.source(Slot::StageVideo(0)).is_none());
+        assert_eq!(p.owner(Slot::Tile(0)), Some("a"));
+        assert!(p.source(Slot::Tile(1)).is_none());
     }
 }

@@ -72,6 +72,7 @@ pub async fn run(
         LoopSettings {
             keyframe_interval: config.keyframe_request_interval(),
             connect_timeout: std::time::Duration::from_millis(config.connect_timeout_ms),
+            room_rules: config.room_rules(),
         },
     )
     .map_err(ServerError::Media)?;

@@ -57,10 +57,13 @@ async fn post_raw(
     ctype: &str,
     body: Vec<u8>,
 ) -> (u16, String) {
+    // A fresh connection per request: the server closes one whose body it refused unread
+    // (413), and a pooled client could otherwise send the next request into that close.
     let mut req = sfu
         .client
         .post(sfu.url(path))
         .header("content-type", ctype)
+        .header("connection", "close")
         .body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);

@@ -1,24 +1,75 @@
 // Classroom (听课端) page: plays the lesson full screen over WHEP, with no
-// clicks: teacher camera, courseware (when shared) and teacher voice.
-// Reconnects by itself; the SFU keeps feeding the same receive slots when
-// the teacher reconnects, so nothing is renegotiated.
+// clicks: teacher camera, courseware (when shared), teacher voice, and the
+// classroom on stage (its picture inset, its voice). Publishes this
+// classroom's own small camera and mic over WHIP so the teacher sees it, and
+// raises its hand. Reconnects by itself; the SFU keeps feeding the same
+// receive slots, so nothing is renegotiated.
 //
-// Query: room, token, sfu (optional base URL).
-// Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked }.
+// Query: room, token, sfu (optional base URL), publish=0 (watch only).
+// Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked,
+//   room, feed, hand(raised) }.
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
+import { RoomEvents, applyLayers } from './room_events.js';
+import { makeT } from './i18n.js';
+
+const t = makeT({
+  'zh-CN': {
+    title: '听课端 · 同步课堂', idle: '未连接', connecting: '连接中…', connected: '已连接',
+    reconnecting: '重新连接中…', ended: '已结束', error: '无法进入课堂', timeout: '{what}超时',
+    openCamera: '打开摄像头', noCapture: '此浏览器不能采集摄像头', noDevices: '无法打开摄像头和麦克风：{why}',
+    handFailed: '举手失败：{why}', speaking: '正在发言', raised: '已举手（点击放下）', hand: '举手',
+    onStageMuted: '已上台 · 老师已将你静音', onStage: '已上台 · 全体可以听到你', muted: '老师已将你静音',
+    joining: '正在连接课堂…', networkDown: '网络中断，正在重新连接…', lessonOver: '课堂已结束',
+    noCamera: '老师未开启摄像头', voiceOnly: '正在播放老师的声音', away: '老师暂时离开，请稍候…',
+    waiting: '等待老师开始上课…', teacherEnded: '老师已下课', fps: '{n} 帧/秒', loss: '丢包 {n}%',
+    unnamed: '（未指定）', badLink: '链接缺少 room 或 token 参数', room: '课堂', soundTitle: '点击开启声音',
+    soundDetail: '浏览器阻止了自动播放，点一下屏幕任意位置即可听到老师的声音', switch: 'English',
+  },
+  en: {
+    title: 'Classroom · Live lesson', idle: 'Not connected', connecting: 'Connecting…', connected: 'Connected',
+    reconnecting: 'Reconnecting…', ended: 'Ended', error: 'Cannot join the lesson', timeout: '{what} timed out',
+    openCamera: 'Opening the camera', noCapture: 'This browser cannot capture a camera',
+    noDevices: 'Cannot open the camera and microphone: {why}', handFailed: 'Raising the hand failed: {why}',
+    speaking: 'On stage', raised: 'Hand raised (tap to lower)', hand: 'Raise hand',
+    onStageMuted: 'On stage · the teacher muted you', onStage: 'On stage · everyone hears you',
+    muted: 'The teacher muted you', joining: 'Joining the lesson…', networkDown: 'Network lost, reconnecting…',
+    lessonOver: 'The lesson has ended', noCamera: 'The teacher\'s camera is off', voiceOnly: 'Playing the teacher\'s voice',
+    away: 'The teacher stepped away, please wait…', waiting: 'Waiting for the teacher to start…',
+    teacherEnded: 'The teacher ended the lesson', fps: '{n} fps', loss: 'loss {n}%', unnamed: '(none)',
+    badLink: 'The link lacks the room or token parameter', room: 'Room', soundTitle: 'Tap to turn on sound',
+    soundDetail: 'The browser blocked autoplay: tap anywhere to hear the teacher', switch: '中文',
+  },
+});
 
 // A slot counts as live while its decoder made progress within this window.
 const LIVE_WINDOW_MS = 2500;
 
 const $ = (id) => document.getElementById(id);
-const { room, token, sfu } = readParams();
+const { room, token, sfu, query } = readParams();
+const publishFeed = query.get('publish') !== '0';
+// This classroom's feed: small, two layers, so the teacher's tiles take the low one.
+const FEED_VIDEO = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 15 } };
+const FEED_LAYERS = [
+  { rid: 'l', scaleResolutionDownBy: 2, maxBitrate: 150_000 },
+  { rid: 'h', maxBitrate: 600_000 },
+];
+const MIC = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 const ui = {
   teacherVideo: $('teacher-video'),
   coursewareVideo: $('courseware-video'),
   audio: $('teacher-audio'),
+  stageAudio: $('stage-audio'),
+  stageVideo: $('stage-video'),
+  stageSlot: $('stage-slot'),
+  stageName: $('stage-name'),
+  selfView: $('self-view'),
+  selfVideo: $('self-video'),
+  selfBadge: $('self-badge'),
+  hand: $('hand-btn'),
+  handText: $('hand-text'),
   notice: $('notice'),
   noticeTitle: $('notice-title'),
   noticeDetail: $('notice-detail'),
@@ -29,12 +80,12 @@ const ui = {
 };
 
 const STATE_TEXT = {
-  idle: '未连接',
-  connecting: '连接中…',
-  connected: '已连接',
-  reconnecting: '重新连接中…',
-  ended: '已结束',
-  error: '无法进入课堂',
+  get idle() { return t('idle'); },
+  get connecting() { return t('connecting'); },
+  get connected() { return t('connected'); },
+  get reconnecting() { return t('reconnecting'); },
+  get ended() { return t('ended'); },
+  get error() { return t('error'); },
 };
 
 const pageLoaded = document.readyState === 'complete'
@@ -50,6 +101,8 @@ const media = {
   camera: freshSlot(),
   courseware: freshSlot(),
   audio: freshSlot(),
+  stageAudio: freshSlot(),
+  stageVideo: freshSlot(),
   kbps: 0,
   loss: 0,
 };
@@ -67,18 +120,24 @@ const session = new LessonSession({
 });
 
 function setupPeerConnection(pc) {
-  // Fixed order, the SFU fills m-lines by position: teacher voice, teacher camera, courseware.
+  // Fixed order, the SFU fills m-lines by position: teacher voice, teacher camera, courseware,
+  // then the on-stage classroom's voice and camera.
   const audio = pc.addTransceiver('audio', { direction: 'recvonly' });
   const camera = pc.addTransceiver('video', { direction: 'recvonly' });
   const courseware = pc.addTransceiver('video', { direction: 'recvonly' });
+  const stageAudio = pc.addTransceiver('audio', { direction: 'recvonly' });
+  const stageVideo = pc.addTransceiver('video', { direction: 'recvonly' });
   preferCodec(camera, 'video/VP8');
   preferCodec(courseware, 'video/VP8');
+  preferCodec(stageVideo, 'video/VP8');
 
   // Media elements fed before 'load' would hold the page's load event until media flows.
   pageLoaded.then(() => {
     attach(ui.audio, audio.receiver.track);
     attach(ui.teacherVideo, camera.receiver.track);
     attach(ui.coursewareVideo, courseware.receiver.track);
+    attach(ui.stageAudio, stageAudio.receiver.track);
+    attach(ui.stageVideo, stageVideo.receiver.track);
     playAudio();
   });
 
@@ -86,6 +145,8 @@ function setupPeerConnection(pc) {
   media.camera = freshSlot();
   media.courseware = freshSlot();
   media.audio = freshSlot();
+  media.stageAudio = freshSlot();
+  media.stageVideo = freshSlot();
 }
 
 function attach(el, track) {
@@ -94,6 +155,7 @@ function attach(el, track) {
 }
 
 function playAudio() {
+  ui.stageAudio.play().catch(() => {}); // same autoplay fate as the teacher's voice
   const p = ui.audio.play();
   if (!p) return;
   p.then(
@@ -121,6 +183,87 @@ function enterFullscreen() {
   const el = document.documentElement;
   if (!document.fullscreenElement && el.requestFullscreen) el.requestFullscreen().catch(() => {});
 }
+
+// ------------------------------------------------------------- own feed
+
+let feed = null; // LessonSession publishing this classroom's camera and mic
+let feedStream = null;
+let feedError = null;
+
+function withTimeout(p, ms, what) {
+  return Promise.race([p, new Promise((_, reject) => setTimeout(() => reject(new Error(t('timeout', { what }))), ms))]);
+}
+
+async function startFeed() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.getUserMedia) {
+    feedError = t('noCapture');
+    return;
+  }
+  try {
+    feedStream = await withTimeout(md.getUserMedia({ audio: MIC, video: FEED_VIDEO }), 10_000, t('openCamera'));
+  } catch (e) {
+    // No camera or no permission: the classroom still watches and can raise its hand.
+    feedError = t('noDevices', { why: e.message || e.name });
+    console.warn(feedError);
+    return;
+  }
+  ui.selfVideo.srcObject = feedStream;
+  ui.selfVideo.play().catch(() => {});
+  ui.selfView.hidden = false;
+  feed = new LessonSession({
+    kind: 'whip',
+    sfu,
+    room,
+    token,
+    setup: (pc) => {
+      const streams = [feedStream];
+      const a = feedStream.getAudioTracks()[0];
+      const v = feedStream.getVideoTracks()[0];
+      pc.addTransceiver(a || 'audio', { direction: 'sendonly', streams });
+      const cam = pc.addTransceiver(v || 'video', {
+        direction: 'sendonly',
+        streams,
+        sendEncodings: FEED_LAYERS.map((e) => ({ ...e })),
+      });
+      preferCodec(cam, 'video/VP8');
+    },
+  });
+  feed.start();
+}
+
+// ------------------------------------------------------------- room events
+
+const events = new RoomEvents({ sfu, room, token });
+events.addEventListener('change', () => render());
+// Dynacast: the teacher's tiles want the small layer; send the big one only when on stage.
+events.addEventListener('layers', (e) => {
+  if (e.detail.track !== 'class_video' || !feed?.pc) return;
+  applyLayers(feed.pc.getTransceivers()[1]?.sender, e.detail.active).catch((err) => console.warn(`dynacast: ${err.message}`));
+});
+events.addEventListener('ended', async () => {
+  render();
+  // The server closed our sessions with the lesson: nothing to DELETE.
+  if (feed) await feed.stop({ forget: true });
+  if (feedStream) feedStream.getTracks().forEach((k) => k.stop());
+  ui.selfView.hidden = true;
+  await session.stop({ forget: true });
+  render();
+});
+
+/** Raise (true) or lower (false) this classroom's hand; toggles without an argument. */
+async function hand(raised) {
+  const me = events.you?.sub;
+  const up = raised ?? !(events.state && events.state.hands.includes(me));
+  const r = await events.command({ type: 'hand', raised: up });
+  if (r.type !== 'ok') console.warn(t('handFailed', { why: r.error }));
+  return r;
+}
+
+ui.hand.addEventListener('click', (e) => {
+  e.stopPropagation();
+  hand();
+});
 
 // ------------------------------------------------------------ monitoring
 
@@ -159,13 +302,15 @@ let lastSample = { ts: 0, lost: 0, received: 0 };
 async function monitor() {
   const pc = session.pc;
   if (!pc || pc !== media.pc || pc.connectionState === 'closed') return;
-  const t = pc.getTransceivers();
-  if (t.length < 3) return;
+  const trs = pc.getTransceivers();
+  if (trs.length < 5) return;
   const now = performance.now();
   const [a, c, w] = await Promise.all([
-    sampleSlot(t[0].receiver, media.audio, now),
-    sampleSlot(t[1].receiver, media.camera, now),
-    sampleSlot(t[2].receiver, media.courseware, now),
+    sampleSlot(trs[0].receiver, media.audio, now),
+    sampleSlot(trs[1].receiver, media.camera, now),
+    sampleSlot(trs[2].receiver, media.courseware, now),
+    sampleSlot(trs[3].receiver, media.stageAudio, now),
+    sampleSlot(trs[4].receiver, media.stageVideo, now),
   ]);
   if (pc !== media.pc) return;
   const bytes = a.deltaBytes + c.deltaBytes + w.deltaBytes;
@@ -186,7 +331,29 @@ async function monitor() {
 
 // ------------------------------------------------------------------ UI
 
+function renderRoom() {
+  const st = events.state;
+  const me = events.you?.sub;
+  const live = st && !events.ended;
+  const onStage = !!(st && st.stage.includes(me));
+  const raised = !!(st && st.hands.includes(me));
+  const muted = !!(st && st.muted.includes(me));
+  ui.hand.hidden = !live || !publishFeed;
+  ui.hand.classList.toggle('raised', raised);
+  ui.hand.disabled = onStage;
+  ui.handText.textContent = onStage ? t('speaking') : raised ? t('raised') : t('hand');
+  const guest = st ? st.stage.find((x) => x !== me) : null;
+  ui.stageSlot.hidden = !(guest && media.stageVideo.live);
+  ui.stageName.textContent = guest ? events.nameOf(guest) : '';
+  let badge = '';
+  if (onStage) badge = muted ? t('onStageMuted') : t('onStage');
+  else if (muted) badge = t('muted');
+  ui.selfBadge.textContent = badge;
+  ui.selfBadge.hidden = !badge;
+}
+
 function render() {
+  renderRoom();
   const s = session.state;
   document.body.dataset.state = s;
   let status = STATE_TEXT[s] || s;
@@ -203,23 +370,27 @@ function render() {
   let title = '';
   let detail = '';
   if (s === 'error') {
-    title = '无法进入课堂';
+    title = t('error');
     detail = session.error?.message || '';
   } else if (s === 'connecting' || s === 'idle') {
-    title = '正在连接课堂…';
+    title = t('joining');
   } else if (s === 'reconnecting') {
-    title = '网络中断，正在重新连接…';
+    title = t('networkDown');
     // Only a server's answer adds anything to the title (e.g. HTTP 503).
     detail = session.error?.status ? session.error.message : '';
   } else if (s === 'ended') {
-    title = '课堂已结束';
+    title = t('lessonOver');
   } else if (!cam && !cw) {
     if (voice) {
-      title = '老师未开启摄像头';
-      detail = '正在播放老师的声音';
+      title = t('noCamera');
+      detail = t('voiceOnly');
     } else {
-      title = hadMedia ? '老师暂时离开，请稍候…' : '等待老师开始上课…';
+      title = hadMedia ? t('away') : t('waiting');
     }
+  }
+  if (events.ended) {
+    title = t('lessonOver');
+    detail = t('teacherEnded');
   }
   ui.notice.hidden = !title;
   ui.noticeTitle.textContent = title;
@@ -230,9 +401,9 @@ function render() {
   if (connected && (cam || cw)) {
     const parts = [];
     if (main.width) parts.push(`${main.width}×${main.height}`);
-    if (main.fps) parts.push(`${Math.round(main.fps)} 帧/秒`);
+    if (main.fps) parts.push(t('fps', { n: Math.round(main.fps) }));
     parts.push(media.kbps >= 1000 ? `${(media.kbps / 1000).toFixed(2)} Mbit/s` : `${Math.round(media.kbps)} kbit/s`);
-    parts.push(`丢包 ${(media.loss * 100).toFixed(1)}%`);
+    parts.push(t('loss', { n: (media.loss * 100).toFixed(1) }));
     ui.media.textContent = parts.join(' · ');
   } else {
     ui.media.textContent = '—';
@@ -255,6 +426,7 @@ document.addEventListener('dblclick', () => {
   else enterFullscreen();
 });
 window.addEventListener('pagehide', () => {
+  if (feed && feed.running) feed.stop({ keepalive: true });
   if (session.running) session.stop({ keepalive: true });
 });
 
@@ -264,7 +436,15 @@ setInterval(() => {
 
 // ---------------------------------------------------------------- boot
 
-ui.roomName.textContent = room || '（未指定）';
+ui.roomName.textContent = room || t('unnamed');
+t.apply();
+document.title = t('title');
+document.getElementById('lang-btn').addEventListener('click', (e) => {
+  e.stopPropagation();
+  t.toggle();
+  document.title = t('title');
+  render();
+});
 
 window.lesson = {
   get pc() {
@@ -280,17 +460,34 @@ window.lesson = {
     return session.sessions;
   },
   get media() {
-    const { camera, courseware, audio, kbps, loss } = media;
-    return { camera: { ...camera }, courseware: { ...courseware }, audio: { ...audio }, kbps, loss };
+    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss } = media;
+    return {
+      camera: { ...camera },
+      courseware: { ...courseware },
+      audio: { ...audio },
+      stageAudio: { ...stageAudio },
+      stageVideo: { ...stageVideo },
+      kbps,
+      loss,
+    };
   },
+  get room() {
+    return events.state ? { ...events.state, ended: events.ended, you: events.you } : null;
+  },
+  get feed() {
+    return { state: feed ? feed.state : 'off', error: feed ? feed.error : feedError, sessions: feed ? feed.sessions : 0 };
+  },
+  hand,
   get soundBlocked() {
     return soundBlocked;
   },
 };
 
 if (!room || !token) {
-  session.fail('链接缺少 room 或 token 参数');
+  session.fail(t('badLink'));
 } else {
   session.start();
+  events.start();
+  if (publishFeed) startFeed();
 }
 render();

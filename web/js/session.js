@@ -83,13 +83,16 @@ export class LessonSession extends EventTarget {
     this._setState('error', { status, message });
   }
 
-  /** Leaves: closes the PeerConnection and DELETEs the session resource. */
-  async stop({ keepalive = false, finalState = 'ended' } = {}) {
+  /**
+   * Leaves: closes the PeerConnection and DELETEs the session resource (`forget`: the server
+   * already ended it, e.g. the lesson is over, so there is nothing to delete).
+   */
+  async stop({ keepalive = false, finalState = 'ended', forget = false } = {}) {
     this._running = false;
     this._gen++;
     this._clearTimers();
     const pc = this.pc;
-    const resource = this.resource;
+    const resource = forget ? null : this.resource;
     this.resource = null;
     this._setState(finalState);
     // DELETE first, then close: closing first lets the server see the transport drop and end

@@ -1,11 +1,65 @@
 // Teacher (主讲端) page: publishes mic + camera (3-layer simulcast) and,
 // with ?courseware=1, the courseware (screen share) to the SFU over WHIP.
 //
+// While the lesson runs it also watches the classrooms (WHEP: their small
+// camera as tiles, the on-stage classroom's voice), shows raised hands, puts
+// a classroom on stage, mutes it, and shows attendance.
+//
 // Query: room, token, sfu (optional base URL), courseware=1, autostart=1.
-// Exposes window.lesson = { pc, state, error, start(), stop(), shareCourseware(), stopCourseware() }.
+// Exposes window.lesson = { pc, state, error, start(), stop(), endLesson(),
+//   shareCourseware(), stopCourseware(), room, tiles, stage(), mute(), attendance() }.
 
 import { readParams, preferCodec } from './whip.js';
 import { LessonSession } from './session.js';
+import { RoomEvents, applyLayers } from './room_events.js';
+import { makeT } from './i18n.js';
+
+// Page text (zh-CN by default; the switch or ?lang=en gives English).
+const L = makeT({
+  'zh-CN': {
+    pageTitle: '主讲端 · 同步课堂', title: '同步课堂 · 主讲端', room: '课堂：', elapsed: '已上课',
+    myCamera: '我的摄像头', openingCamera: '正在打开摄像头…', courseware: '课件（屏幕共享）',
+    start: '开始上课', end: '下课', share: '共享课件', unshare: '停止共享课件', mic: '麦克风', camera: '摄像头',
+    layers: '上行分层', cwStat: '课件', online: '在线', hint: '“下课”结束全体课堂的这节课。网络中断时会自动重新连接。',
+    hands: '举手', noHands: '暂无举手', attendance: '考勤', classrooms: '听课教室', switch: 'English',
+    idle: '未开始', connecting: '连接中…', connected: '已连接 · 正在上课', reconnecting: '重新连接中…',
+    ended: '已结束', error: '无法开始上课', noCapture: '此浏览器不支持摄像头采集（需要 HTTPS 或 localhost）',
+    someDevices: '部分设备不可用：{why}', noCamera: '没有摄像头', noDevices: '无法打开摄像头和麦克风：{why}',
+    cameraDown: '摄像头不可用', badLink: '链接缺少 room 或 token 参数', endFailed: '下课失败：{why}',
+    pin: '置顶', unpin: '取消置顶', stageOn: '上台', stageOff: '下台', mute: '静音', unmute: '取消静音',
+    stageFailed: '上台失败：{why}', pinFailed: '置顶失败：{why}', muteFailed: '静音失败：{why}',
+    attendanceFailed: '考勤：HTTP {status}', present: '在线', left: '已离开', minutes: '{n} 分钟',
+    colClass: '教室', colState: '状态', colJoined: '进入', colTime: '时长', classesOnline: '（{n} 个在线）',
+    handTag: '【举手】', speak: '请发言', loss: ' 丢{n}%', shareFailed: '无法共享课件：{why}', fps: '{n} 帧/秒',
+    paused: '暂停', limited: '（受限：{why}）', preparing: '准备中', notShared: '未共享', terminals: '{n} 个终端',
+    unnamed: '（未指定）', cameraPick: '摄像头', micPick: '麦克风', deviceFailed: '无法切换设备：{why}',
+  },
+  en: {
+    pageTitle: 'Teacher · Live lesson', title: 'Live lesson · Teacher', room: 'Room: ', elapsed: 'Teaching for',
+    myCamera: 'My camera', openingCamera: 'Opening the camera…', courseware: 'Courseware (screen share)',
+    start: 'Start lesson', end: 'End lesson', share: 'Share courseware', unshare: 'Stop sharing', mic: 'Microphone',
+    camera: 'Camera', layers: 'Uplink layers', cwStat: 'Courseware', online: 'Online',
+    hint: '"End lesson" ends it for every classroom. Lost connections come back by themselves.',
+    hands: 'Hands', noHands: 'No hands raised', attendance: 'Attendance', classrooms: 'Classrooms', switch: '中文',
+    idle: 'Not started', connecting: 'Connecting…', connected: 'Connected · teaching', reconnecting: 'Reconnecting…',
+    ended: 'Ended', error: 'Cannot start the lesson',
+    noCapture: 'This browser cannot capture a camera (needs HTTPS or localhost)',
+    someDevices: 'Some devices are unavailable: {why}', noCamera: 'No camera',
+    noDevices: 'Cannot open the camera and microphone: {why}', cameraDown: 'Camera unavailable',
+    badLink: 'The link lacks the room or token parameter', endFailed: 'Ending the lesson failed: {why}',
+    pin: 'Pin', unpin: 'Unpin', stageOn: 'On stage', stageOff: 'Off stage', mute: 'Mute', unmute: 'Unmute',
+    stageFailed: 'Stage failed: {why}', pinFailed: 'Pin failed: {why}', muteFailed: 'Mute failed: {why}',
+    attendanceFailed: 'Attendance: HTTP {status}', present: 'present', left: 'left', minutes: '{n} min',
+    colClass: 'Classroom', colState: 'State', colJoined: 'Joined', colTime: 'Time', classesOnline: '({n} online)',
+    handTag: '[hand] ', speak: 'Speak', loss: ' loss {n}%', shareFailed: 'Cannot share courseware: {why}',
+    fps: '{n} fps', paused: 'paused', limited: ' (limited: {why})', preparing: 'starting', notShared: 'not shared',
+    terminals: '{n} viewers', unnamed: '(none)', cameraPick: 'Camera', micPick: 'Microphone',
+    deviceFailed: 'Cannot switch the device: {why}',
+  },
+});
+
+// Classroom tiles the console shows at once; the SFU rotates the rest through them.
+const TILES = 6;
 
 // Camera simulcast layers (rid l/m/h), low to high; the SFU picks one per classroom.
 const SIMULCAST = [
@@ -19,12 +73,12 @@ const COURSEWARE = { width: { max: 1920 }, height: { max: 1080 }, frameRate: { i
 const COURSEWARE_MAX_BITRATE = 1_500_000;
 
 const STATE_TEXT = {
-  idle: '未开始',
-  connecting: '连接中…',
-  connected: '已连接 · 正在上课',
-  reconnecting: '重新连接中…',
-  ended: '已结束',
-  error: '无法开始上课',
+  get idle() { return L('idle'); },
+  get connecting() { return L('connecting'); },
+  get connected() { return L('connected'); },
+  get reconnecting() { return L('reconnecting'); },
+  get ended() { return L('ended'); },
+  get error() { return L('error'); },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -49,6 +103,16 @@ const ui = {
   statLayers: $('stat-layers'),
   statCourseware: $('stat-courseware'),
   statRoom: $('stat-room'),
+  tiles: $('tiles'),
+  classCount: $('class-count'),
+  handQueue: $('hand-queue'),
+  handCount: $('hand-count'),
+  handEmpty: $('hand-empty'),
+  stageAudio: $('stage-audio'),
+  attendanceBtn: $('attendance-btn'),
+  attendance: $('attendance'),
+  cameraSelect: $('camera-select'),
+  micSelect: $('mic-select'),
 };
 
 let camStream = null; // MediaStream with mic and/or camera
@@ -70,7 +134,7 @@ const session = new LessonSession({
 async function openMedia() {
   const md = navigator.mediaDevices;
   if (!md || !md.getUserMedia) {
-    throw new Error('此浏览器不支持摄像头采集（需要 HTTPS 或 localhost）');
+    throw new Error(L('noCapture'));
   }
   try {
     return await md.getUserMedia({ audio: MIC, video: CAMERA });
@@ -79,7 +143,7 @@ async function openMedia() {
     for (const c of [{ audio: MIC }, { video: CAMERA }]) {
       try {
         const s = await md.getUserMedia(c);
-        mediaError = `部分设备不可用：${both.message || both.name}`;
+        mediaError = L('someDevices', { why: both.message || both.name });
         return s;
       } catch {
         // try the next one
@@ -99,18 +163,71 @@ const mediaReady = openMedia().then(
       ui.cameraPreview.play().catch(() => {});
       ui.cameraPlaceholder.hidden = true;
     } else {
-      ui.cameraPlaceholder.textContent = '没有摄像头';
+      ui.cameraPlaceholder.textContent = L('noCamera');
     }
     if (mediaError) showError(mediaError);
+    listDevices();
     return stream;
   },
   (e) => {
-    mediaError = `无法打开摄像头和麦克风：${e.message || e.name}`;
-    ui.cameraPlaceholder.textContent = '摄像头不可用';
+    mediaError = L('noDevices', { why: e.message || e.name });
+    ui.cameraPlaceholder.textContent = L('cameraDown');
     showError(mediaError);
     return null;
   },
 );
+
+/** Fills the camera and microphone choices (labels are readable once access was granted). */
+async function listDevices() {
+  const md = navigator.mediaDevices;
+  if (!md || !md.enumerateDevices) return;
+  const all = await md.enumerateDevices();
+  const fill = (sel, kind, current) => {
+    const list = all.filter((d) => d.kind === kind);
+    sel.innerHTML = list
+      .map((d, i) => `<option value="${esc(d.deviceId)}">${esc(d.label || `${kind} ${i + 1}`)}</option>`)
+      .join('');
+    if (current) sel.value = current;
+    sel.disabled = list.length < 2;
+  };
+  const settings = (k) => camStream && camStream.getTracks().find((x) => x.kind === k)?.getSettings().deviceId;
+  fill(ui.cameraSelect, 'videoinput', settings('video'));
+  fill(ui.micSelect, 'audioinput', settings('audio'));
+}
+
+/** Switches the camera or microphone while teaching: the new track replaces the old one in the
+ * running session (no renegotiation). */
+async function useDevice(kind, deviceId) {
+  const constraints = kind === 'video'
+    ? { video: { ...CAMERA, deviceId: { exact: deviceId } } }
+    : { audio: { ...MIC, deviceId: { exact: deviceId } } };
+  let track;
+  try {
+    track = (await navigator.mediaDevices.getUserMedia(constraints)).getTracks()[0];
+  } catch (e) {
+    showError(L('deviceFailed', { why: e.message || e.name }));
+    return false;
+  }
+  if (kind === 'video') track.contentHint = 'motion';
+  const old = camStream ? camStream.getTracks().find((x) => x.kind === kind) : null;
+  if (!camStream) camStream = new MediaStream();
+  if (old) {
+    camStream.removeTrack(old);
+    old.stop();
+  }
+  camStream.addTrack(track);
+  const pc = session.pc;
+  if (pc) {
+    const tr = pc.getTransceivers()[kind === 'video' ? 1 : 0];
+    if (tr) await tr.sender.replaceTrack(track);
+  }
+  if (kind === 'video') {
+    ui.cameraPreview.srcObject = new MediaStream([track]);
+    ui.cameraPreview.play().catch(() => {});
+    ui.cameraPlaceholder.hidden = true;
+  }
+  return true;
+}
 
 // ------------------------------------------------------------- session
 
@@ -155,16 +272,202 @@ async function start() {
   if (session.running) return;
   await mediaReady;
   if (!room || !token) {
-    session.fail('链接缺少 room 或 token 参数');
+    session.fail(L('badLink'));
     return;
   }
   lessonStartedAt = 0;
   session.start();
 }
 
-async function stop() {
-  await session.stop();
+async function stop({ forget = false } = {}) {
+  stopConsole({ forget });
+  await session.stop({ forget });
 }
+
+/** 下课: ends the lesson for every classroom, then leaves. */
+async function endLesson() {
+  const r = await events.command({ type: 'end' });
+  if (r.type !== 'ok' && r.status !== 404) showError(L('endFailed', { why: r.error }));
+  // Ended: the server has closed our sessions already.
+  await stop({ forget: r.type === 'ok' });
+  return r;
+}
+
+// ------------------------------------------------------- classroom console
+
+const events = new RoomEvents({ sfu, room, token });
+let consoleSession = null;
+const tileState = []; // per tile: { el, video, name, frames, live, lastProgress }
+
+function buildTiles() {
+  for (let i = 0; i < TILES; i++) {
+    const el = document.createElement('figure');
+    el.className = 'tile';
+    el.hidden = true;
+    el.innerHTML = `<video autoplay muted playsinline></video>
+      <figcaption><span class="tile-name"></span><span class="quality"></span>
+      <button type="button" class="pin-btn"></button>
+      <button type="button" class="stage-btn"></button>
+      <button type="button" class="mute-btn"></button></figcaption>`;
+    ui.tiles.appendChild(el);
+    const t = { el, video: el.querySelector('video'), sub: null, frames: 0, live: false, lastProgress: 0 };
+    el.querySelector('.stage-btn').addEventListener('click', () => {
+      if (t.sub) stage(t.sub, !(events.state?.stage || []).includes(t.sub));
+    });
+    el.querySelector('.pin-btn').addEventListener('click', () => {
+      if (t.sub) pin(t.sub, !(events.state?.pinned || []).includes(t.sub));
+    });
+    el.querySelector('.mute-btn').addEventListener('click', () => {
+      if (t.sub) mute(t.sub, !(events.state?.muted || []).includes(t.sub));
+    });
+    tileState.push(t);
+  }
+}
+
+function startConsole() {
+  if (consoleSession) return;
+  consoleSession = new LessonSession({
+    kind: 'whep',
+    sfu,
+    room,
+    token,
+    setup: (pc) => {
+      // The program's layout (own voice, camera, courseware: never sent back to us), the stage's
+      // voice and camera, then the tiles.
+      const kinds = ['audio', 'video', 'video', 'audio', 'video'];
+      for (let i = 0; i < TILES; i++) kinds.push('video');
+      const tr = kinds.map((k) => pc.addTransceiver(k, { direction: 'recvonly' }));
+      tr.filter((t) => t.receiver.track.kind === 'video').forEach((t) => preferCodec(t, 'video/VP8'));
+      ui.stageAudio.srcObject = new MediaStream([tr[3].receiver.track]);
+      ui.stageAudio.play().catch(() => {});
+      tileState.forEach((t, i) => {
+        t.video.srcObject = new MediaStream([tr[5 + i].receiver.track]);
+        t.video.play().catch(() => {});
+        t.frames = 0;
+        t.live = false;
+      });
+    },
+  });
+  consoleSession.start();
+}
+
+function stopConsole({ forget = false } = {}) {
+  if (!consoleSession) return;
+  consoleSession.stop({ forget });
+  consoleSession = null;
+}
+
+async function stage(sub, on) {
+  const r = await events.command({ type: 'stage', sub, on });
+  if (r.type !== 'ok') showError(L('stageFailed', { why: r.error }));
+  return r;
+}
+
+async function pin(sub, pinned) {
+  const r = await events.command({ type: 'pin', sub, pinned });
+  if (r.type !== 'ok') showError(L('pinFailed', { why: r.error }));
+  return r;
+}
+
+async function mute(sub, muted) {
+  const r = await events.command({ type: 'mute', sub, muted });
+  if (r.type !== 'ok') showError(L('muteFailed', { why: r.error }));
+  return r;
+}
+
+async function attendance() {
+  const res = await fetch(`${sfu}/api/rooms/${encodeURIComponent(room)}/attendance`, {
+    headers: { Authorization: `Bearer ${token}` },
+    cache: 'no-store',
+  });
+  if (!res.ok) throw new Error(L('attendanceFailed', { status: res.status }));
+  const a = await res.json();
+  renderAttendance(a);
+  return a;
+}
+
+function renderAttendance(a) {
+  const fmt = (ms) => (ms ? new Date(ms).toLocaleTimeString('zh-CN', { hour12: false }) : '—');
+  const rows = a.participants
+    .filter((p) => p.role !== 'teacher')
+    .map((p) => `<tr><td>${esc(p.name || p.sub)}</td><td>${p.present ? L('present') : L('left')}</td>`
+      + `<td>${fmt(p.first_joined_unix_ms)}</td><td>${L('minutes', { n: Math.round(p.connected_ms / 60000) })}</td></tr>`)
+    .join('');
+  ui.attendance.innerHTML = `<table><thead><tr><th>${L('colClass')}</th><th>${L('colState')}</th><th>${L('colJoined')}</th><th>${L('colTime')}</th></tr></thead>`
+    + `<tbody>${rows}</tbody></table>`;
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function renderConsole() {
+  const st = events.state;
+  const order = st ? st.tiles : [];
+  const classes = st ? st.participants.filter((p) => p.role === 'classroom' && p.present).length : 0;
+  ui.classCount.textContent = st ? L('classesOnline', { n: classes }) : '';
+  tileState.forEach((t, i) => {
+    const sub = order[i] || null;
+    t.sub = sub;
+    t.el.hidden = !sub;
+    if (!sub) return;
+    const onStage = st.stage.includes(sub);
+    const muted = st.muted.includes(sub);
+    t.el.dataset.sub = sub;
+    t.el.classList.toggle('on-stage', onStage);
+    t.el.classList.toggle('hand-up', st.hands.includes(sub));
+    t.el.classList.toggle('speaking', st.speaker === sub);
+    t.el.querySelector('.tile-name').textContent = (st.hands.includes(sub) ? L('handTag') : '') + events.nameOf(sub);
+    t.el.querySelector('.stage-btn').textContent = onStage ? L('stageOff') : L('stageOn');
+    t.el.querySelector('.mute-btn').textContent = muted ? L('unmute') : L('mute');
+    t.el.querySelector('.pin-btn').textContent = st.pinned.includes(sub) ? L('unpin') : L('pin');
+    const q = events.quality.get(sub);
+    t.el.querySelector('.quality').textContent = q && q.estimate_bps
+      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? L('loss', { n: (q.loss * 100).toFixed(0) }) : ''}` : '';
+  });
+  const hands = st ? st.hands : [];
+  ui.handCount.textContent = hands.length ? `（${hands.length}）` : '';
+  ui.handEmpty.hidden = hands.length > 0;
+  ui.handQueue.innerHTML = '';
+  for (const sub of hands) {
+    const li = document.createElement('li');
+    li.innerHTML = `<span>${esc(events.nameOf(sub))}</span><button type="button">${L('speak')}</button>`;
+    li.querySelector('button').addEventListener('click', () => stage(sub, true));
+    ui.handQueue.appendChild(li);
+  }
+}
+
+async function sampleTiles() {
+  const pc = consoleSession?.pc;
+  if (!pc || pc.connectionState !== 'connected') return;
+  const tr = pc.getTransceivers();
+  const now = performance.now();
+  await Promise.all(tileState.map(async (t, i) => {
+    const r = tr[5 + i]?.receiver;
+    if (!r) return;
+    let frames = 0;
+    (await r.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') frames += s.framesDecoded || 0;
+    });
+    if (frames > t.frames) t.lastProgress = now;
+    t.frames = frames;
+    t.live = t.lastProgress > 0 && now - t.lastProgress < 2500;
+  }));
+}
+
+events.addEventListener('change', () => renderConsole());
+// Dynacast: stop encoding camera layers no classroom needs (and resume them when one does).
+let layersWanted = null;
+events.addEventListener('layers', (e) => {
+  if (e.detail.track !== 'teacher_camera') return;
+  layersWanted = e.detail.active;
+  const cam = session.pc?.getTransceivers()[1];
+  applyLayers(cam?.sender, layersWanted).catch((err) => console.warn(`dynacast: ${err.message}`));
+});
+events.addEventListener('ended', () => {
+  // The lesson is over (ended here, by an admin, or in another tab): the server closed our sessions.
+  if (session.running) stop({ forget: true });
+});
 
 // ----------------------------------------------------------- courseware
 
@@ -175,7 +478,7 @@ async function shareCourseware() {
     stream = await navigator.mediaDevices.getDisplayMedia({ video: COURSEWARE, audio: false });
   } catch (e) {
     if (e && e.name !== 'NotAllowedError' && e.name !== 'AbortError') {
-      showError(`无法共享课件：${e.message || e.name}`);
+      showError(L('shareFailed', { why: e.message || e.name }));
     }
     return;
   }
@@ -230,20 +533,29 @@ function render() {
   ui.start.disabled = live;
   ui.stop.disabled = !live;
   ui.courseware.hidden = !coursewareEnabled;
-  ui.courseware.textContent = screenTrack ? '停止共享课件' : '共享课件';
+  ui.courseware.textContent = screenTrack ? L('unshare') : L('share');
   ui.clock.hidden = !live || !lessonStartedAt;
 }
 
 session.addEventListener('state', () => {
   if (session.state === 'connected' && !lessonStartedAt) lessonStartedAt = Date.now();
+  if (session.state === 'connected') {
+    // The lesson is on: follow the room and watch the classrooms.
+    if (events.ended || !events.running) events.restart();
+    startConsole();
+  }
   if (session.state === 'ended' || session.state === 'error') resetStats();
   render();
 });
 
 ui.start.addEventListener('click', () => start());
-ui.stop.addEventListener('click', () => stop());
+ui.stop.addEventListener('click', () => endLesson());
+ui.cameraSelect.addEventListener('change', (e) => useDevice('video', e.target.value));
+ui.micSelect.addEventListener('change', (e) => useDevice('audio', e.target.value));
+ui.attendanceBtn.addEventListener('click', () => attendance().catch((e) => showError(e.message)));
 ui.courseware.addEventListener('click', () => (screenTrack ? stopCourseware() : shareCourseware()));
 window.addEventListener('pagehide', () => {
+  if (consoleSession && consoleSession.running) consoleSession.stop({ keepalive: true });
   if (session.running) session.stop({ keepalive: true });
 });
 
@@ -290,18 +602,18 @@ async function pollStats() {
   layers.sort((a, b) => (order[a.s.rid] ?? 9) - (order[b.s.rid] ?? 9));
   const top = layers[0];
   ui.statCamera.textContent = top && top.s.frameWidth
-    ? `${top.s.frameWidth}×${top.s.frameHeight} · ${Math.round(top.s.framesPerSecond || 0)} 帧/秒`
+    ? `${top.s.frameWidth}×${top.s.frameHeight} · ${L('fps', { n: Math.round(top.s.framesPerSecond || 0) })}`
     : '—';
   ui.statLayers.textContent = layers.length
     ? layers
-      .map(({ s, rate }) => `${s.rid || '-'} ${s.frameHeight ? `${s.frameHeight}p` : '暂停'} ${fmtRate(rate)}`)
+      .map(({ s, rate }) => `${s.rid || '-'} ${s.frameHeight ? `${s.frameHeight}p` : L('paused')} ${fmtRate(rate)}`)
       .join('，')
       + (top && top.s.qualityLimitationReason && top.s.qualityLimitationReason !== 'none'
-        ? `（受限：${top.s.qualityLimitationReason}）` : '')
+        ? L('limited', { why: top.s.qualityLimitationReason }) : '')
     : '—';
   ui.statCourseware.textContent = cw && screenTrack && cw.s.frameWidth
     ? `${cw.s.frameWidth}×${cw.s.frameHeight} · ${fmtRate(cw.rate)}`
-    : (screenTrack ? '准备中' : '未共享');
+    : (screenTrack ? L('preparing') : L('notShared'));
 }
 
 // Room status (display only; field names are not relied upon).
@@ -330,7 +642,7 @@ function describeRoom(info) {
     : Array.isArray(info?.subscribers) ? info.subscribers : null;
   if (!list) return '—';
   const viewers = list.filter((p) => !p || p.role !== 'teacher').length;
-  return `${viewers} 个终端`;
+  return L('terminals', { n: viewers });
 }
 
 function tickClock() {
@@ -344,13 +656,23 @@ function tickClock() {
 
 setInterval(() => {
   pollStats().catch(() => {});
+  sampleTiles().catch(() => {});
   tickClock();
 }, 1000);
 setInterval(() => pollRoom(), 5000);
 
 // ---------------------------------------------------------------- boot
 
-ui.roomName.textContent = room || '（未指定）';
+ui.roomName.textContent = room || L('unnamed');
+L.apply();
+document.title = L('pageTitle');
+document.getElementById('lang-btn').addEventListener('click', () => {
+  L.toggle();
+  document.title = L('pageTitle');
+  render();
+  renderConsole();
+});
+buildTiles();
 render();
 
 window.lesson = {
@@ -371,12 +693,36 @@ window.lesson = {
   },
   start,
   stop,
+  endLesson,
+  stage,
+  mute,
+  pin,
+  attendance,
+  useDevice,
+  get devices() {
+    return {
+      cameras: [...ui.cameraSelect.options].map((o) => o.textContent),
+      mics: [...ui.micSelect.options].map((o) => o.textContent),
+    };
+  },
+  get room() {
+    return events.state ? { ...events.state, ended: events.ended } : null;
+  },
+  get tiles() {
+    return tileState.map((t) => ({ sub: t.sub, frames: t.frames, live: t.live }));
+  },
+  get layersWanted() {
+    return layersWanted;
+  },
+  get console() {
+    return consoleSession ? consoleSession.state : 'off';
+  },
   shareCourseware,
   stopCourseware,
 };
 
 if (!room || !token) {
-  session.fail('链接缺少 room 或 token 参数');
+  session.fail(L('badLink'));
 } else if (query.get('autostart') === '1') {
   start();
 }

@@ -28,6 +28,55 @@ export const SFU_BIN = process.env.SFU_BIN || path.join(REPO, 'target', 'debug',
 export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 export const RESULTS = path.join(WEB, 'test-results');
 export const LINK_RELAY_BIN = process.env.LINK_RELAY_BIN || path.join(REPO, 'target', 'debug', 'link-relay');
+export const SCHEDULER_BIN = process.env.SCHEDULER_BIN || path.join(REPO, 'target', 'debug', 'scheduler');
+
+/**
+ * Starts `scheduler serve` on a free port with a fresh SQLite file in web/test-results/;
+ * resolves to { baseUrl, stop(), bin }. Its log goes to test-results/scheduler-NAME.log.
+ */
+export async function startScheduler(name, { secret = null, sfuUrl = 'http://127.0.0.1:7800' } = {}) {
+  if (!fs.existsSync(SCHEDULER_BIN)) {
+    throw new Error(`scheduler binary not found at ${SCHEDULER_BIN}: cargo build -p scheduler, or set SCHEDULER_BIN`);
+  }
+  const port = await freeTcpPort();
+  const db = path.join(RESULTS, `scheduler-${name}.db`);
+  for (const f of [db, `${db}-wal`, `${db}-shm`]) fs.rmSync(f, { force: true });
+  const logPath = path.join(RESULTS, `scheduler-${name}.log`);
+  const log = fs.openSync(logPath, 'w');
+  const args = ['serve', '--db', `sqlite://${db}`, '--http', `127.0.0.1:${port}`, '--sfu-url', sfuUrl];
+  const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' };
+  if (secret) env.CLASSROOM_SECRET = secret;
+  else delete env.CLASSROOM_SECRET;
+  const proc = spawn(SCHEDULER_BIN, args, { env, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  let exited = null;
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  exit.then((e) => {
+    exited = e;
+  });
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (exited) throw new Error(`scheduler exited early (${JSON.stringify(exited)}):\n${fs.readFileSync(logPath, 'utf8')}`);
+    try {
+      if ((await fetch(`${baseUrl}/healthz`)).status === 200) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`scheduler /healthz not 200 within 30 s:\n${fs.readFileSync(logPath, 'utf8')}`);
+    await sleep(200);
+  }
+  return {
+    baseUrl,
+    bin: SCHEDULER_BIN,
+    logPath,
+    async stop() {
+      if (exited) return exited;
+      proc.kill('SIGTERM');
+      return exit;
+    },
+  };
+}
 
 export const CHROMIUM_ARGS = [
   '--use-fake-device-for-media-stream',
@@ -316,8 +365,10 @@ export class Harness {
     return `${this.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(token)}${extra}`;
   }
 
+  /** A classroom page; it only watches (publish=0) unless `extra` says otherwise. */
   classroomUrl(room, token, extra = '') {
-    return `${this.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(token)}${extra}`;
+    const publish = extra.includes('publish=') ? '' : '&publish=0';
+    return `${this.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(token)}${publish}${extra}`;
   }
 
   // -------------------------------------------------------------- browser

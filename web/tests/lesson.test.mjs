@@ -102,7 +102,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const teacherToken = await mintToken('teacher', 'teacher-1', '张老师');
     const viewerTokens = [];
     for (let i = 1; i <= VIEWERS; i++) viewerTokens.push(await mintToken('classroom', `school-${i}`, `教学点${i}`));
-    const classroomUrl = (t) => `${h.baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(t)}`;
+    const classroomUrl = (t) => `${h.baseUrl}/classroom.html?publish=0&room=${ROOM}&token=${encodeURIComponent(t)}`;
 
     // Viewer 1 joins before the teacher: its slots must fill when the teacher starts.
     const viewers = [];
@@ -249,7 +249,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
       { media: true },
     );
     await waitState(teacher, 'teacher-cw', 'connected');
-    const viewer = await openPage('classroom-cw', `${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    const viewer = await openPage('classroom-cw', `${h.baseUrl}/classroom.html?publish=0&room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(viewer, 'classroom-cw', 'connected');
     assert.ok(await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 20,
       { timeout: START_TIMEOUT_MS }), 'classroom-cw: no camera video');
@@ -325,7 +325,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     });
     const viewer = await context.newPage();
     watchPage(viewer, 'classroom-tcp');
-    await viewer.goto(`${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    await viewer.goto(`${h.baseUrl}/classroom.html?publish=0&room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(viewer, 'classroom-tcp', 'connected');
     assert.ok(rewritten >= 1, 'the WHEP answer passed through the firewall rewrite');
     const ok = await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 60, { timeout: START_TIMEOUT_MS });
@@ -368,7 +368,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
       const context = await strict.newContext({ viewport: { width: 1366, height: 768 } });
       const viewer = await context.newPage();
       watchPage(viewer, 'classroom-ap');
-      await viewer.goto(`${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+      await viewer.goto(`${h.baseUrl}/classroom.html?publish=0&room=${room}&token=${encodeURIComponent(viewerToken)}`);
       await waitState(viewer, 'classroom-ap', 'connected');
       await viewer.waitForFunction(() => window.lesson.soundBlocked, null, { timeout: 10_000 });
       await viewer.locator('#sound-overlay').waitFor({ state: 'visible', timeout: 5000 });
@@ -394,8 +394,8 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
     const errorsBefore = pageErrors.length;
     const wrongSecret = await mintToken('classroom', 'school-x', '冒名', { secret: `${SECRET}-wrong` });
     const cases = [
-      ['classroom-garbage-token', `${h.baseUrl}/classroom.html?room=${ROOM}&token=not-a-jwt`],
-      ['classroom-wrong-secret', `${h.baseUrl}/classroom.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}`],
+      ['classroom-garbage-token', `${h.baseUrl}/classroom.html?publish=0&room=${ROOM}&token=not-a-jwt`],
+      ['classroom-wrong-secret', `${h.baseUrl}/classroom.html?publish=0&room=${ROOM}&token=${encodeURIComponent(wrongSecret)}`],
       ['teacher-wrong-secret',
         `${h.baseUrl}/teacher.html?room=${ROOM}&token=${encodeURIComponent(wrongSecret)}&autostart=1`],
     ];
@@ -428,7 +428,7 @@ describe('teacher and classroom pages against the SFU', { timeout: 300_000 }, ()
       `${h.baseUrl}/teacher.html?room=${room}&token=${encodeURIComponent(teacherToken)}&autostart=1`,
       { media: true },
     );
-    const viewer = await openPage('classroom-rs', `${h.baseUrl}/classroom.html?room=${room}&token=${encodeURIComponent(viewerToken)}`);
+    const viewer = await openPage('classroom-rs', `${h.baseUrl}/classroom.html?publish=0&room=${room}&token=${encodeURIComponent(viewerToken)}`);
     await waitState(teacher, 'teacher-rs', 'connected');
     await waitState(viewer, 'classroom-rs', 'connected');
     assert.ok(await pollUntil(async () => (await viewerStats(viewer)).slots[1].framesDecoded > 20,

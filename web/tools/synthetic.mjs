@@ -1,5 +1,7 @@
 // Synthetic participants for the demo: headless Chromium pages with fake camera and mic.
 // usage: node tools/synthetic.mjs URL [URL...]   (runs until SIGTERM/SIGINT)
+// A URL fragment scripts the participant: `#hand=20` raises the classroom's hand after 20 s;
+// `#stage=point-1@40` has the teacher put classroom point-1 on stage after 40 s.
 import { chromium } from 'playwright-core';
 
 const urls = process.argv.slice(2);
@@ -23,11 +25,31 @@ const browser = await chromium.launch({
     '--allow-loopback-in-peer-connection',
   ],
 });
+function script(page, url) {
+  const frag = new URLSearchParams(new URL(url).hash.slice(1));
+  const hand = frag.get('hand');
+  if (hand) {
+    setTimeout(() => page.evaluate(() => window.lesson.hand(true)).then(
+      (r) => console.log(`hand raised: ${JSON.stringify(r)}`),
+      (e) => console.error(`hand: ${e.message}`),
+    ), Number(hand) * 1000);
+  }
+  const stage = frag.get('stage');
+  if (stage) {
+    const [sub, at] = stage.split('@');
+    setTimeout(() => page.evaluate((s) => window.lesson.stage(s, true), sub).then(
+      (r) => console.log(`on stage ${sub}: ${JSON.stringify(r)}`),
+      (e) => console.error(`stage: ${e.message}`),
+    ), Number(at || 30) * 1000);
+  }
+}
+
 for (const url of urls) {
   const ctx = await browser.newContext();
   const page = await ctx.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error(`[${url.split('?')[0]}] ${m.text()}`); });
   await page.goto(url);
+  script(page, url);
 }
 console.log(`synthetic participants running: ${urls.length}`);
 const stop = async () => { await browser.close().catch(() => {}); process.exit(0); };

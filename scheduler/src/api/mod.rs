@@ -3,6 +3,7 @@
 
 mod error;
 pub mod jobs;
+mod pages;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -71,7 +72,6 @@ pub fn router(store: Store, cfg: Config) -> Result<Router, crate::token::TokenEr
         minter,
         cfg: Arc::new(cfg.clone()),
     };
-    // Static pages (the timetable page of a later issue) go next to `/`.
     let api = Router::new()
         .route("/regions", get(list_regions).post(post_region))
         .route("/regions/{id}", get(get_region).delete(delete_region))
@@ -90,9 +90,19 @@ pub fn router(store: Store, cfg: Config) -> Result<Router, crate::token::TokenEr
         .route("/plans/{id}/lessons/{lesson}/move", post(move_lesson))
         .route("/plans/{id}/lessons/{lesson}/join", get(join_lesson));
     Ok(Router::new()
-        .route("/", get(index))
+        .route("/", get(pages::timetable))
+        .route("/api", get(index))
         .route("/healthz", get(healthz))
         .nest("/api", api)
+        .route("/timetable.html", get(pages::timetable))
+        .route(
+            "/js/{file}",
+            get(|Path(f): Path<String>| pages::asset(Path(format!("js/{f}")))),
+        )
+        .route(
+            "/css/{file}",
+            get(|Path(f): Path<String>| pages::asset(Path(format!("css/{f}")))),
+        )
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed here")

@@ -56,10 +56,16 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub fn order(self) -> &'static [Slot] {
-        match self {
-            Policy::Lecture => &[Slot::TeacherAudio, Slot::Courseware, Slot::TeacherCamera],
-            Policy::Camera => &[Slot::TeacherAudio, Slot::TeacherCamera, Slot::Courseware],
+    /// Priority of a slot, lower first: the teacher's voice, the on-stage classroom's voice,
+    /// then the lesson's videos in the policy's order, the on-stage classroom, the tiles.
+    pub fn rank(self, slot: Slot) -> usize {
+        match (self, slot) {
+            (_, Slot::TeacherAudio) => 0,
+            (_, Slot::StageAudio(i)) => 1 + i as usize,
+            (Policy::Lecture, Slot::Courseware) | (Policy::Camera, Slot::TeacherCamera) => 10,
+            (Policy::Lecture, Slot::TeacherCamera) | (Policy::Camera, Slot::Courseware) => 11,
+            (_, Slot::StageVideo(i)) => 20 + i as usize,
+            (_, Slot::Tile(i)) => 40 + i as usize,
         }
     }
 }
@@ -68,11 +74,7 @@ impl Policy {
 pub type Choice = Vec<(Slot, Option<usize>)>;
 
 fn rank(policy: Policy, slot: Slot) -> usize {
-    policy
-        .order()
-        .iter()
-        .position(|s| *s == slot)
-        .unwrap_or(usize::MAX)
+    policy.rank(slot)
 }
 
 /// The best choice that fits `budget` bits per second.

@@ -1,6 +1,7 @@
 //! Forwarding decisions, free of I/O: which packets go to a subscriber and how they are rewritten.
 
 pub mod allocator;
+pub mod dynacast;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod layer;

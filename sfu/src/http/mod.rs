@@ -2,6 +2,7 @@
 
 mod api;
 mod pages;
+mod room_api;
 mod whip;
 
 use std::sync::Arc;
@@ -65,6 +66,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(api::rooms))
         .route("/api/rooms/{room}", get(api::room))
+        .route("/api/rooms/{room}/state", get(room_api::state))
+        .route("/api/rooms/{room}/attendance", get(room_api::attendance))
+        .route("/api/rooms/{room}/commands", post(room_api::command))
+        .route("/api/rooms/{room}/{command}", post(room_api::named_command))
+        .route("/rooms/{room}/events", get(room_api::events))
         .route("/whip/{room}", post(whip::post_whip).options(whip::options))
         .route("/whep/{room}", post(whip::post_whep).options(whip::options))
         .route(

@@ -42,7 +42,7 @@ fn auth_error(s: &AppState, e: AuthError) -> Response {
 }
 
 /// Room names become URL path segments and metric-free log fields: keep them plain.
-fn valid_room(room: &str) -> bool {
+pub(super) fn valid_room(room: &str) -> bool {
     !room.is_empty()
         && room.len() <= 64
         && room
@@ -136,14 +136,13 @@ async fn create(
         Ok(c) => c,
         Err(e) => return auth_error(&s, e),
     };
-    if kind == SessionKind::Publish && !matches!(claims.role, Role::Teacher | Role::Admin) {
+    // The teacher (or an admin) publishes the lesson; a classroom publishes its own feed;
+    // an observer (巡课) only watches.
+    if kind == SessionKind::Publish && claims.role == Role::Observer {
         return reject(
             &s,
             StatusCode::FORBIDDEN,
-            format!(
-                "role {} may not publish the lesson (teacher only)",
-                claims.role
-            ),
+            "role observer may not publish (observers only watch)",
         );
     }
     if !is_content_type(&headers, SDP) {
@@ -193,6 +192,7 @@ async fn create(
     let etag = match s.media.call(|tx| Command::Add(Box::new(ns), tx)).await {
         Ok(Ok(etag)) => etag,
         Ok(Err(LoopError::Conflict(m))) => return reject(&s, StatusCode::CONFLICT, m),
+        Ok(Err(LoopError::Forbidden(m))) => return reject(&s, StatusCode::FORBIDDEN, m),
         Ok(Err(e)) | Err(e) => return reject(&s, StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let location = format!(

@@ -10,8 +10,10 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -31,6 +33,7 @@ use super::tcp_framing::{frame_into, Deframer};
 use super::{Command, LoopError, MediaHandle, PatchOutcome};
 use crate::auth::{Claims, Role};
 use crate::forward::allocator::{Allocator, Decision, Policy, TrackOffer, Tuning};
+use crate::forward::dynacast::{Dynacast, HOLD_AFTER};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
 use crate::forward::red::{want_red, RedEncoder};
@@ -38,9 +41,14 @@ use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
 use crate::forward::vp8_rewrite::parse_fields;
 use crate::forward::SourceId;
 use crate::metrics::Metrics;
-use crate::program::{Program, Slot, SlotSource};
+use crate::program::{Program, Slot, SlotSource, Track, TrackKey};
+use crate::room::speaker::SpeakerDetector;
+use crate::room::state::{LessonState, LinkQuality, RoomSnapshot};
+use crate::room::{At, RoomCommand, RoomEvent, RoomRules, RoomState};
 
 const WAKER: Token = Token(0);
+/// How often pages get each classroom's link quality.
+const QUALITY_EVERY: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(200);
 /// How often an allocation probe toward a better choice is re-armed while none succeeds.
 const PROBE_REARM: Duration = Duration::from_secs(5);
@@ -56,6 +64,7 @@ const MAX_ADDRS_PER_SESSION: usize = 16;
 pub struct LoopSettings {
     pub keyframe_interval: Duration,
     pub connect_timeout: Duration,
+    pub room_rules: RoomRules,
 }
 
 struct UdpEndpoint {
@@ -95,6 +104,8 @@ struct OutSlot {
     /// Audio: redundancy toward a lossy viewer that negotiated RED.
     red: RedEncoder,
     red_on: bool,
+    /// The source the allocator wants here (may be a layer dynacast holds).
+    desired: Option<SourceId>,
 }
 
 #[derive(Default)]
@@ -124,7 +135,10 @@ struct Session {
     connected: bool,
     disconnected_at: Option<Instant>,
     addrs: Vec<(Protocol, SocketAddr)>,
+    /// Viewers: what each m-line shows.
     slots: HashMap<Mid, Slot>,
+    /// Publishers: what each m-line carries.
+    tracks: HashMap<Mid, Track>,
     ssrc_cache: HashMap<Ssrc, (Mid, Option<Rid>)>,
     codecs: HashMap<u8, (Codec, PayloadParams)>,
     out: HashMap<Slot, OutSlot>,
@@ -156,6 +170,59 @@ struct Room {
     members: Vec<u64>,
     /// The teacher (sub) whose session feeds the program.
     publisher: Option<(u64, String)>,
+    state: RoomState,
+    /// Room events as JSON, to every page watching (WebSocket).
+    events: broadcast::Sender<Arc<str>>,
+    speaker: SpeakerDetector,
+    quality_at: Instant,
+    /// Which simulcast layers each publisher track should send.
+    dynacast: HashMap<TrackKey, Dynacast>,
+}
+
+impl Room {
+    fn new(name: &str, rules: RoomRules, now: Instant) -> Room {
+        Room {
+            created: SystemTime::now(),
+            policy: Policy::default(),
+            program: Program::default(),
+            members: vec![],
+            publisher: None,
+            state: RoomState::new(name, rules),
+            events: broadcast::channel(256).0,
+            speaker: SpeakerDetector::default(),
+            quality_at: now,
+            dynacast: HashMap::new(),
+        }
+    }
+
+    /// Publishes events and lays the program out again from the state.
+    fn emit(&mut self, events: Vec<RoomEvent>) -> bool {
+        if events.is_empty() {
+            return false;
+        }
+        for e in &events {
+            if let Ok(json) = serde_json::to_string(e) {
+                let _ = self.events.send(json.into());
+            }
+        }
+        let st = self.state.snapshot();
+        self.program
+            .arrange(&st.stage, &st.tiles, st.muted.into_iter());
+        true
+    }
+}
+
+/// Lessons that ended, kept for their attendance.
+const ENDED_KEPT: usize = 256;
+
+fn at_now() -> At {
+    At {
+        mono: Instant::now(),
+        unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    }
 }
 
 // Nearly all work is RTP; boxing it would cost an allocation per packet.
@@ -207,6 +274,8 @@ pub struct MediaLoop {
     by_ufrag: HashMap<String, u64>,
     by_addr: HashMap<(Protocol, SocketAddr), u64>,
     rooms: HashMap<String, Room>,
+    /// Ended lessons (room, state, attendance), newest last.
+    ended: VecDeque<(String, RoomSnapshot, super::snapshot::AttendanceReport)>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     next_key: u64,
     cmds: Receiver<Command>,
@@ -420,20 +489,33 @@ fn choose_targets(
 ) -> HashMap<Slot, Option<SourceId>> {
     let mut slots: Vec<Slot> = s.out.keys().copied().collect();
     slots.sort();
+    // A viewer never gets its own media back (the teacher's console, an on-stage classroom).
+    let own = |slot: Slot| program.owner(slot) == Some(s.claims.sub.as_str());
+    // Tiles are thumbnails: the small layer.
+    let pref = |slot: Slot| match slot {
+        Slot::Tile(_) => LayerPref::Low,
+        _ => s.pref,
+    };
     let Some(est) = s.estimate else {
         return slots
             .into_iter()
-            .map(|slot| (slot, program.choose(slot, s.pref, now)))
+            .map(|slot| {
+                let src = (!own(slot))
+                    .then(|| program.choose(slot, pref(slot), now))
+                    .flatten();
+                (slot, src)
+            })
             .collect();
     };
     let offers: Vec<TrackOffer> = slots
         .iter()
+        .filter(|slot| !own(**slot))
         .filter_map(|slot| {
-            let src = program.slots.get(slot)?;
+            let src = program.source(*slot)?;
             Some(TrackOffer {
                 slot: *slot,
-                layers_bps: src.layer_rates(*slot, now),
-                max_layer: s.pref.index(src.layers.len()),
+                layers_bps: src.layer_rates(slot.is_audio(), now),
+                max_layer: pref(*slot).index(src.layers.len()),
             })
         })
         .collect();
@@ -441,7 +523,7 @@ fn choose_targets(
     let d = s.allocator.update(now, est.bps, &offers);
     let mut targets: HashMap<Slot, Option<SourceId>> = slots.iter().map(|s| (*s, None)).collect();
     for (slot, layer) in &d.choice {
-        let src = layer.and_then(|i| program.slots.get(slot)?.layers.get(i).map(|l| l.source));
+        let src = layer.and_then(|i| program.source(*slot)?.layers.get(i).map(|l| l.source));
         targets.insert(*slot, src);
     }
     s.decision = Some(d);
@@ -489,6 +571,7 @@ impl MediaLoop {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             rooms: HashMap::new(),
+            ended: VecDeque::new(),
             timers: BinaryHeap::new(),
             next_key: 1,
             cmds: rx,
@@ -949,10 +1032,135 @@ impl MediaLoop {
             .with_label_values(&[s.kind.as_str(), s.claims.role.as_str()])
             .inc();
         let room = s.room.clone();
+        let (claims, publishing) = (s.claims.clone(), s.kind == SessionKind::Publish);
+        if let Some(r) = self.rooms.get_mut(&room) {
+            let ev = r.state.session_up(&claims, publishing, at_now());
+            r.emit(ev);
+        }
         self.update_room(&room, Instant::now());
     }
 
-    /// Forward one publisher packet to every subscriber of its room.
+    /// The room's clock: the teacher's absence, tile rotation, the active speaker, link
+    /// quality reports; and forgetting rooms nobody uses.
+    fn tick_room(&mut self, name: &str, at: At) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let mut ev = room.state.tick(at);
+        if let Some(change) = room.speaker.update(at.mono) {
+            ev.extend(room.state.set_speaker(change));
+        }
+        let ended = room.state.lesson() == LessonState::Ended;
+        if room.emit(ev) {
+            // Stage or tiles moved: slots follow at once.
+            self.update_room(name, at.mono);
+        }
+        if ended {
+            self.finish_lesson(name);
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if at.mono.saturating_duration_since(room.quality_at) >= QUALITY_EVERY {
+            room.quality_at = at.mono;
+            if room.events.receiver_count() > 0 {
+                let links: Vec<LinkQuality> = room
+                    .members
+                    .iter()
+                    .filter_map(|key| self.sessions.get(key))
+                    .filter(|s| s.kind == SessionKind::Subscribe && s.connected)
+                    .filter(|s| s.claims.role == Role::Classroom)
+                    .map(|s| LinkQuality {
+                        sub: s.claims.sub.clone(),
+                        estimate_bps: s.estimate.map(|e| e.bps),
+                        loss: s.stats.loss,
+                        rtt_ms: s.stats.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    })
+                    .collect();
+                if !links.is_empty() {
+                    if let Ok(json) = serde_json::to_string(&RoomEvent::Quality { links }) {
+                        let _ = room.events.send(json.into());
+                    }
+                }
+            }
+        }
+        if room.members.is_empty() && room.state.is_idle() && room.events.receiver_count() == 0 {
+            self.rooms.remove(name);
+        }
+    }
+
+    fn room_command(
+        &mut self,
+        name: &str,
+        who: &Claims,
+        cmd: RoomCommand,
+    ) -> Result<RoomSnapshot, LoopError> {
+        let at = at_now();
+        let room = self.rooms.get_mut(name).ok_or(LoopError::NotFound)?;
+        let removed = match &cmd {
+            RoomCommand::Remove { sub } => Some(sub.clone()),
+            _ => None,
+        };
+        let command = cmd.name();
+        let res = room.state.command(who, cmd, at);
+        self.metrics
+            .room_commands
+            .with_label_values(&[command, if res.is_ok() { "ok" } else { "rejected" }])
+            .inc();
+        let ev = res?;
+        info!(room = name, by = %who.sub, command, events = ev.len(), "room command");
+        let changed = room.emit(ev);
+        let snap = room.state.snapshot();
+        if let Some(sub) = removed {
+            let keys: Vec<u64> = room
+                .members
+                .iter()
+                .copied()
+                .filter(|k| self.sessions.get(k).is_some_and(|s| s.claims.sub == sub))
+                .collect();
+            for k in keys {
+                self.remove_session(k, "removed by the teacher");
+            }
+        }
+        if snap.lesson == LessonState::Ended {
+            self.finish_lesson(name);
+        } else if changed {
+            self.update_room(name, at.mono);
+        }
+        Ok(snap)
+    }
+
+    /// The lesson ended: everyone leaves, and its attendance is kept.
+    fn finish_lesson(&mut self, name: &str) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        let at = at_now();
+        let ev = room.state.end(at);
+        room.emit(ev);
+        let snap = room.state.snapshot();
+        let report = AttendanceReport {
+            room: name.to_string(),
+            lesson: snap.lesson,
+            started_unix_ms: snap.started_unix_ms,
+            ended_unix_ms: snap.ended_unix_ms,
+            participants: room.state.attendance(at),
+        };
+        let members = room.members.clone();
+        for k in members {
+            self.remove_session(k, "the lesson ended");
+        }
+        self.rooms.remove(name);
+        self.metrics.lessons_ended.inc();
+        info!(room = name, "lesson ended");
+        self.ended.push_back((name.to_string(), snap, report));
+        while self.ended.len() > ENDED_KEPT {
+            self.ended.pop_front();
+        }
+    }
+
+    /// Forward one publisher packet to every subscriber of its room, into each slot it fills.
     fn forward(&mut self, from: u64, pkt: RtpPacket) {
         let now = Instant::now();
         let Some(publisher) = self.sessions.get_mut(&from) else {
@@ -971,7 +1179,7 @@ impl MediaLoop {
                 v
             }
         };
-        let Some(slot) = publisher.slots.get(&mid).copied() else {
+        let Some(track) = publisher.tracks.get(&mid).copied() else {
             return;
         };
         let pt = *pkt.header.payload_type;
@@ -1001,12 +1209,13 @@ impl MediaLoop {
         let Some(room) = self.rooms.get_mut(&room_name) else {
             return;
         };
-        let Some(src) = room.program.slots.get_mut(&slot) else {
+        let key = TrackKey {
+            session: from,
+            track,
+        };
+        let Some(src) = room.program.sources.get_mut(&key) else {
             return;
         };
-        if src.session != from {
-            return;
-        }
         let Some(idx) = src.layer_index(rid.as_deref()) else {
             return;
         };
@@ -1023,6 +1232,15 @@ impl MediaLoop {
             self.metrics.keyframes_received.inc();
         }
         let source = src.layers[idx].source;
+        if track.is_audio() {
+            if let (Some(level), Some(owner)) = (
+                pkt.header.ext_vals.audio_level,
+                room.program.owner_of_session(from),
+            ) {
+                let owner = owner.to_string();
+                room.speaker.on_level(&owner, level.saturating_neg(), now);
+            }
+        }
         if first_packet {
             // A layer started: subscribers may now want it.
             self.update_room(&room_name, now);
@@ -1041,7 +1259,7 @@ impl MediaLoop {
             vp8: vp8_desc.and_then(|_| parse_fields(&pkt.payload)),
         };
         let mut ext = ExtensionValues::default();
-        if slot.is_audio() {
+        if track.is_audio() {
             ext.audio_level = pkt.header.ext_vals.audio_level;
             ext.voice_activity = pkt.header.ext_vals.voice_activity;
         } else {
@@ -1051,6 +1269,10 @@ impl MediaLoop {
         let Some(room) = self.rooms.get(&room_name) else {
             return;
         };
+        let routes = room.program.routes(&key);
+        if routes.is_empty() {
+            return;
+        }
         for &sub_key in &room.members {
             let Some(sub) = self.sessions.get_mut(&sub_key) else {
                 continue;
@@ -1058,72 +1280,82 @@ impl MediaLoop {
             if sub.kind != SessionKind::Subscribe || !sub.connected {
                 continue;
             }
-            let Some(out) = sub.out.get_mut(&slot) else {
-                continue;
-            };
-            let switches = out.forwarder.switches();
-            let fwd = out.forwarder.on_packet(info, now);
-            if out.forwarder.switches() != switches {
-                metrics.layer_switches.inc();
-            }
-            let Some(fwd) = fwd else {
-                continue;
-            };
-            let sub_pt = *out.pt_map.entry((from, pt)).or_insert_with(|| {
-                let cfg = sub.rtc.codec_config();
-                let media = sub.rtc.media(out.mid);
-                let remote = media.map(|m| m.remote_pts().to_vec()).unwrap_or_default();
-                cfg.params()
-                    .iter()
-                    .filter(|p| remote.contains(&p.pt()))
-                    .filter(|p| p.spec().codec == pub_params.spec().codec)
-                    .max_by_key(|p| {
-                        // Prefer identical format parameters (H.264 profile, packetization).
-                        (p.spec().format == pub_params.spec().format) as u8
-                    })
-                    .map(|p| (p.pt(), p.red()))
-            });
-            let Some((sub_pt, red_pt)) = sub_pt else {
-                continue;
-            };
-            let mid = out.mid;
-            out.packets += 1;
-            let mut payload = pkt.payload.clone();
-            let mut send_pt = sub_pt;
-            if slot.is_audio() {
+            let mut wrote = false;
+            for &slot in routes {
+                let Some(out) = sub.out.get_mut(&slot) else {
+                    continue;
+                };
+                let switches = out.forwarder.switches();
+                let fwd = out.forwarder.on_packet(info, now);
                 if out.forwarder.switches() != switches {
-                    out.red.reset();
+                    metrics.layer_switches.inc();
                 }
-                out.red_on = want_red(out.red_on, sub.stats.loss);
-                if let (true, Some(red_pt)) = (out.red_on, red_pt) {
-                    payload = out.red.encode(*sub_pt, fwd.ts, &pkt.payload).into();
-                    send_pt = red_pt;
+                let Some(fwd) = fwd else {
+                    continue;
+                };
+                let sub_pt = *out.pt_map.entry((from, pt)).or_insert_with(|| {
+                    let cfg = sub.rtc.codec_config();
+                    let media = sub.rtc.media(out.mid);
+                    let remote = media.map(|m| m.remote_pts().to_vec()).unwrap_or_default();
+                    cfg.params()
+                        .iter()
+                        .filter(|p| remote.contains(&p.pt()))
+                        .filter(|p| p.spec().codec == pub_params.spec().codec)
+                        .max_by_key(|p| {
+                            // Prefer identical format parameters (H.264 profile, packetization).
+                            (p.spec().format == pub_params.spec().format) as u8
+                        })
+                        .map(|p| (p.pt(), p.red()))
+                });
+                let Some((sub_pt, red_pt)) = sub_pt else {
+                    continue;
+                };
+                let mid = out.mid;
+                out.packets += 1;
+                let mut payload = pkt.payload.clone();
+                let mut send_pt = sub_pt;
+                if slot.is_audio() {
+                    if out.forwarder.switches() != switches {
+                        out.red.reset();
+                    }
+                    out.red_on = want_red(out.red_on, sub.stats.loss);
+                    if let (true, Some(red_pt)) = (out.red_on, red_pt) {
+                        payload = out.red.encode(*sub_pt, fwd.ts, &pkt.payload).into();
+                        send_pt = red_pt;
+                    }
                 }
+                let mut api = sub.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    continue;
+                };
+                let mut write =
+                    RtpWrite::new(send_pt, fwd.seq.into(), fwd.ts, pkt.timestamp, payload)
+                        .marker(pkt.header.marker)
+                        .ext_vals(ext.clone())
+                        .nackable(!slot.is_audio());
+                if let (Some(desc), Some(v)) = (vp8_desc, fwd.vp8) {
+                    let mut b = desc.patch();
+                    if let Some(p) = v.picture_id {
+                        b = b.picture_id(p);
+                    }
+                    if let Some(t) = v.tl0_pic_idx {
+                        b = b.tl0_pic_idx(t);
+                    }
+                    if let Some(k) = v.key_idx {
+                        b = b.key_idx(k);
+                    }
+                    if let Ok(patch) = b.build() {
+                        write = write.vp8_patch(patch);
+                    }
+                }
+                tx.write_rtp(write);
+                wrote = true;
+                metrics.packets_out.inc();
+                metrics.bytes_out.inc_by(pkt.payload.len() as u64);
             }
-            let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+            if !wrote {
                 continue;
-            };
-            let mut write = RtpWrite::new(send_pt, fwd.seq.into(), fwd.ts, pkt.timestamp, payload)
-                .marker(pkt.header.marker)
-                .ext_vals(ext.clone())
-                .nackable(!slot.is_audio());
-            if let (Some(desc), Some(v)) = (vp8_desc, fwd.vp8) {
-                let mut b = desc.patch();
-                if let Some(p) = v.picture_id {
-                    b = b.picture_id(p);
-                }
-                if let Some(t) = v.tl0_pic_idx {
-                    b = b.tl0_pic_idx(t);
-                }
-                if let Some(k) = v.key_idx {
-                    b = b.key_idx(k);
-                }
-                if let Ok(patch) = b.build() {
-                    write = write.vp8_patch(patch);
-                }
             }
-            tx.write_rtp(write);
             let before = sub.scheduled;
             drain(sub, &mut self.outbox, &mut self.work, metrics);
             if sub.scheduled != before {
@@ -1131,8 +1363,6 @@ impl MediaLoop {
                     self.timers.push(Reverse((t, sub_key)));
                 }
             }
-            metrics.packets_out.inc();
-            metrics.bytes_out.inc_by(pkt.payload.len() as u64);
             metrics.forward_seconds.observe(
                 Instant::now()
                     .saturating_duration_since(pkt.timestamp)
@@ -1149,11 +1379,7 @@ impl MediaLoop {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let Some(src) = r.program.slots.get_mut(&slot) else {
-            return;
-        };
-        let publisher = src.session;
-        let Some(layer) = src.layer_of_source(source) else {
+        let Some((publisher, layer)) = r.program.layer_by_source(source) else {
             return;
         };
         let Some(ssrc) = layer.ssrc else {
@@ -1231,7 +1457,18 @@ impl MediaLoop {
                 }
             }
             for (slot, out) in s.out.iter_mut() {
-                let target = targets.get(slot).copied().flatten();
+                let desired = targets.get(slot).copied().flatten();
+                out.desired = desired;
+                // A slot with nothing on screen yet does not wait for a layer the publisher
+                // was told to stop: it starts on what flows while dynacast resumes the other.
+                let target = match desired {
+                    Some(d) if out.forwarder.current().is_none() => room
+                        .program
+                        .source(*slot)
+                        .and_then(|src| src.flowing_instead_of(d, now))
+                        .or(desired),
+                    other => other,
+                };
                 if out.forwarder.target() != target {
                     out.forwarder.set_target(target, now);
                 }
@@ -1248,13 +1485,93 @@ impl MediaLoop {
         for (slot, src) in wants {
             self.request_keyframe(room_name, slot, src, now);
         }
+        self.dynacast(room_name, now);
+    }
+
+    /// Tells publishers which simulcast layers anyone needs (a `layers` room event their page
+    /// applies), so unneeded layers stop costing the publisher's uplink.
+    fn dynacast(&mut self, room_name: &str, now: Instant) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        let mut wanted: std::collections::HashSet<SourceId> = std::collections::HashSet::new();
+        for key in &room.members {
+            let Some(s) = self.sessions.get(key) else {
+                continue;
+            };
+            if s.kind != SessionKind::Subscribe {
+                continue;
+            }
+            for out in s.out.values() {
+                wanted.extend(out.desired);
+                wanted.extend(out.forwarder.target());
+                wanted.extend(out.forwarder.current());
+            }
+        }
+        let program = &mut room.program;
+        room.dynacast.retain(|k, _| program.sources.contains_key(k));
+        let owners: HashMap<u64, String> = program
+            .sources
+            .keys()
+            .filter_map(|k| Some((k.session, program.owner_of_session(k.session)?.to_string())))
+            .collect();
+        let mut events = vec![];
+        for (key, src) in program.sources.iter_mut() {
+            if key.track.is_audio() || src.layers.len() < 2 {
+                continue;
+            }
+            let needed: Vec<bool> = src
+                .layers
+                .iter()
+                .map(|l| wanted.contains(&l.source))
+                .collect();
+            let d = room
+                .dynacast
+                .entry(*key)
+                .or_insert_with(|| Dynacast::new(needed.len(), HOLD_AFTER));
+            let Some(active) = d.update(&needed, now) else {
+                continue;
+            };
+            for (l, on) in src.layers.iter_mut().zip(&active) {
+                l.held = !on;
+            }
+            self.metrics.dynacast_changes.inc();
+            let rids: Vec<String> = src
+                .layers
+                .iter()
+                .zip(&active)
+                .filter(|(_, on)| **on)
+                .filter_map(|(l, _)| l.rid.clone())
+                .collect();
+            if let Some(owner) = owners.get(&key.session) {
+                debug!(
+                    room = room_name,
+                    owner,
+                    track = key.track.as_str(),
+                    ?rids,
+                    "dynacast"
+                );
+                events.push(RoomEvent::Layers {
+                    sub: owner.clone(),
+                    track: key.track.as_str().to_string(),
+                    active: rids,
+                });
+            }
+        }
+        for e in events {
+            if let Ok(json) = serde_json::to_string(&e) {
+                let _ = room.events.send(json.into());
+            }
+        }
     }
 
     fn tick(&mut self) {
         let now = Instant::now();
         self.next_tick = now + TICK;
         let rooms: Vec<String> = self.rooms.keys().cloned().collect();
+        let at = at_now();
         for r in &rooms {
+            self.tick_room(r, at);
             self.update_room(r, now);
         }
         // Count switches that completed since the last tick.
@@ -1321,15 +1638,14 @@ impl MediaLoop {
                     .and_then(|src| {
                         room?
                             .program
-                            .slots
-                            .get(slot)?
+                            .source(*slot)?
                             .layers
                             .iter()
                             .position(|l| l.source == src)
                     })
                     .map_or(-1, |i| i as i64);
                 m.subscriber_layer
-                    .with_label_values(&[s.room.as_str(), s.id.as_str(), slot.as_str()])
+                    .with_label_values(&[s.room.as_str(), s.id.as_str(), &slot.label()])
                     .set(layer);
             }
             m.keyframe_wait_freezes
@@ -1408,6 +1724,56 @@ impl MediaLoop {
             Command::Room(name, reply) => {
                 let _ = reply.send(self.room_info(&name));
             }
+            Command::RoomCommand {
+                room,
+                who,
+                cmd,
+                reply,
+            } => {
+                let _ = reply.send(self.room_command(&room, &who, cmd));
+            }
+            Command::Events { room, reply } => {
+                let now = Instant::now();
+                let rules = self.settings.room_rules.clone();
+                let r = self
+                    .rooms
+                    .entry(room.clone())
+                    .or_insert_with(|| Room::new(&room, rules, now));
+                let _ = reply.send((r.state.snapshot(), r.events.subscribe()));
+            }
+            Command::State(room, reply) => {
+                let snap = match self.rooms.get(&room) {
+                    Some(r) => Some(r.state.snapshot()),
+                    None => self
+                        .ended
+                        .iter()
+                        .rev()
+                        .find(|(n, ..)| *n == room)
+                        .map(|(_, s, _)| s.clone()),
+                };
+                let _ = reply.send(snap);
+            }
+            Command::Attendance(room, reply) => {
+                let report = match self.rooms.get(&room) {
+                    Some(r) => {
+                        let st = r.state.snapshot();
+                        Some(AttendanceReport {
+                            room: room.clone(),
+                            lesson: st.lesson,
+                            started_unix_ms: st.started_unix_ms,
+                            ended_unix_ms: st.ended_unix_ms,
+                            participants: r.state.attendance(at_now()),
+                        })
+                    }
+                    None => self
+                        .ended
+                        .iter()
+                        .rev()
+                        .find(|(n, ..)| *n == room)
+                        .map(|(.., a)| a.clone()),
+                };
+                let _ = reply.send(report);
+            }
             Command::Shutdown => self.running = false,
         }
     }
@@ -1416,15 +1782,19 @@ impl MediaLoop {
         let key = self.next_key;
         self.next_key += 1;
         let now = Instant::now();
-        let room = self.rooms.entry(ns.room.clone()).or_insert_with(|| Room {
-            created: SystemTime::now(),
-            policy: Policy::default(),
-            program: Program::default(),
-            members: vec![],
-            publisher: None,
-        });
+        let rules = self.settings.room_rules.clone();
+        let room = self
+            .rooms
+            .entry(ns.room.clone())
+            .or_insert_with(|| Room::new(&ns.room, rules.clone(), now));
+        if room.state.is_removed(&ns.claims.sub) {
+            return Err(LoopError::Forbidden(
+                "the teacher removed you from this lesson".into(),
+            ));
+        }
+        let teaches = matches!(ns.claims.role, Role::Teacher | Role::Admin);
         let mut replaced = None;
-        if ns.kind == SessionKind::Publish {
+        if ns.kind == SessionKind::Publish && teaches {
             if let Some((old_key, old_sub)) = &room.publisher {
                 if *old_sub == ns.claims.sub {
                     replaced = Some(*old_key);
@@ -1435,41 +1805,57 @@ impl MediaLoop {
                     )));
                 }
             }
+        } else if ns.kind == SessionKind::Publish {
+            // A classroom has one feed: a new one replaces the old (a reconnect).
+            replaced = room.members.iter().copied().find(|k| {
+                self.sessions.get(k).is_some_and(|s| {
+                    s.kind == SessionKind::Publish && s.claims.sub == ns.claims.sub
+                })
+            });
         }
         let mut out = HashMap::new();
         let mut slots = HashMap::new();
         for ms in &ns.slots {
             slots.insert(ms.mid, ms.slot);
-            if ns.kind == SessionKind::Subscribe {
-                let clock = if ms.slot.is_audio() { 48_000 } else { 90_000 };
-                out.insert(
-                    ms.slot,
-                    OutSlot {
-                        mid: ms.mid,
-                        forwarder: TrackForwarder::new(clock, random_seq()),
-                        pt_map: HashMap::new(),
-                        packets: 0,
-                        red: RedEncoder::default(),
-                        red_on: false,
-                    },
-                );
-            }
+            let clock = if ms.slot.is_audio() { 48_000 } else { 90_000 };
+            out.insert(
+                ms.slot,
+                OutSlot {
+                    mid: ms.mid,
+                    forwarder: TrackForwarder::new(clock, random_seq()),
+                    pt_map: HashMap::new(),
+                    packets: 0,
+                    red: RedEncoder::default(),
+                    red_on: false,
+                    desired: None,
+                },
+            );
         }
+        let tracks: HashMap<Mid, Track> = ns.tracks.iter().map(|t| (t.mid, t.track)).collect();
         if let Some(old) = replaced {
-            self.remove_session(old, "replaced by a new session of the same teacher");
+            self.remove_session(old, "replaced by a new session of the same participant");
         }
-        let room = self.rooms.get_mut(&ns.room).expect("room created above");
+        let room = self
+            .rooms
+            .entry(ns.room.clone())
+            .or_insert_with(|| Room::new(&ns.room, rules, now));
         if ns.kind == SessionKind::Publish {
-            room.publisher = Some((key, ns.claims.sub.clone()));
-            if let Some(p) = ns.policy {
-                room.policy = p;
+            if teaches {
+                room.publisher = Some((key, ns.claims.sub.clone()));
+                if let Some(p) = ns.policy {
+                    room.policy = p;
+                }
             }
-            for ms in &ns.slots {
+            for mt in &ns.tracks {
                 room.program.publish(
-                    ms.slot,
-                    SlotSource::new(key, &ms.rids, self.settings.keyframe_interval),
+                    &ns.claims.sub,
+                    mt.track,
+                    SlotSource::new(key, &mt.rids, self.settings.keyframe_interval),
                 );
             }
+            let st = room.state.snapshot();
+            room.program
+                .arrange(&st.stage, &st.tiles, st.muted.into_iter());
         }
         room.members.push(key);
         let room_policy = room.policy;
@@ -1491,6 +1877,7 @@ impl MediaLoop {
             disconnected_at: None,
             addrs: vec![],
             slots,
+            tracks,
             ssrc_cache: HashMap::new(),
             codecs: HashMap::new(),
             out,
@@ -1611,7 +1998,7 @@ impl MediaLoop {
             for slot in s.out.keys() {
                 let _ = m
                     .subscriber_layer
-                    .remove_label_values(&[&s.room, &s.id, slot.as_str()]);
+                    .remove_label_values(&[&s.room, &s.id, &slot.label()]);
             }
         }
         self.ids.remove(&s.id);
@@ -1630,7 +2017,21 @@ impl MediaLoop {
             if room.publisher.as_ref().is_some_and(|(k, _)| *k == key) {
                 room.publisher = None;
             }
-            drop_room = room.members.is_empty();
+            if s.connected {
+                let publishing = s.kind == SessionKind::Publish;
+                let ev =
+                    room.state
+                        .session_down(&s.claims.sub, s.claims.role, publishing, at_now());
+                if publishing {
+                    room.speaker.forget(&s.claims.sub);
+                }
+                room.emit(ev);
+            }
+            // A live lesson outlasts its sessions (the teacher may be reconnecting); a room
+            // that never started and that nobody watches is forgotten.
+            drop_room = room.members.is_empty()
+                && room.state.is_idle()
+                && room.events.receiver_count() == 0;
         }
         if drop_room {
             self.rooms.remove(&s.room);
@@ -1652,17 +2053,20 @@ impl MediaLoop {
             match s.kind {
                 SessionKind::Publish => {
                     let mut tracks: Vec<TrackInfo> = s
-                        .slots
+                        .tracks
                         .iter()
-                        .filter_map(|(mid, slot)| {
-                            let src = room.program.slots.get(slot).filter(|x| x.session == *key)?;
+                        .filter_map(|(mid, track)| {
+                            let src = room.program.sources.get(&TrackKey {
+                                session: *key,
+                                track: *track,
+                            })?;
                             let codec = s
                                 .codecs
                                 .values()
-                                .find(|(c, _)| c.is_video() != slot.is_audio())
+                                .find(|(c, _)| c.is_video() != track.is_audio())
                                 .map(|(c, _)| codec_name(*c).to_string());
                             Some(TrackInfo {
-                                slot: slot.as_str().into(),
+                                track: track.as_str().into(),
                                 mid: mid.to_string(),
                                 codec,
                                 layers: src
@@ -1682,7 +2086,7 @@ impl MediaLoop {
                             })
                         })
                         .collect();
-                    tracks.sort_by(|a, b| a.slot.cmp(&b.slot));
+                    tracks.sort_by(|a, b| a.track.cmp(&b.track));
                     publishers.push(PublisherInfo {
                         session: s.id.clone(),
                         sub: s.claims.sub.clone(),
@@ -1695,7 +2099,7 @@ impl MediaLoop {
                 SessionKind::Subscribe => {
                     let layer_name = |src: Option<SourceId>, slot: &Slot| -> Option<String> {
                         let src = src?;
-                        let ss = room.program.slots.get(slot)?;
+                        let ss = room.program.source(*slot)?;
                         let l = ss.layers.iter().find(|l| l.source == src)?;
                         Some(l.rid.clone().unwrap_or_else(|| "single".into()))
                     };
@@ -1703,12 +2107,12 @@ impl MediaLoop {
                         .out
                         .iter()
                         .map(|(slot, o)| SubscriberSlotInfo {
-                            slot: slot.as_str().into(),
+                            slot: slot.label(),
                             mid: o.mid.to_string(),
                             layer: layer_name(o.forwarder.current(), slot),
                             target_layer: layer_name(o.forwarder.target(), slot),
                             paused: o.forwarder.target().is_none()
-                                && room.program.slots.contains_key(slot),
+                                && room.program.source(*slot).is_some(),
                             switches: o.forwarder.switches(),
                             keyframe_freezes: o.forwarder.keyframe_freezes(),
                             red: o.red_on,
@@ -1739,9 +2143,14 @@ impl MediaLoop {
                 }
             }
         }
+        let st = room.state.snapshot();
         Some(RoomInfo {
             room: name.to_string(),
             created_unix: unix_secs(room.created),
+            lesson: st.lesson,
+            stage: st.stage,
+            hands: st.hands,
+            muted: st.muted,
             publishers,
             subscribers,
         })

@@ -14,11 +14,14 @@ mod repair_tests;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 
 use crate::auth::Claims;
 use session::{NewSession, SdpFrag};
-use snapshot::RoomInfo;
+use snapshot::{AttendanceReport, RoomInfo};
+
+use crate::room::state::RoomSnapshot;
+use crate::room::RoomCommand;
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum LoopError {
@@ -34,6 +37,8 @@ pub enum LoopError {
     Restart(String),
     #[error("the media loop has stopped")]
     Stopped,
+    #[error(transparent)]
+    Rejected(#[from] crate::room::CommandError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +65,21 @@ pub enum Command {
         reply: oneshot::Sender<Result<(), LoopError>>,
     },
     Rooms(oneshot::Sender<Vec<RoomInfo>>),
+    /// A participant's command to its room (raise hand, stage, mute, ...).
+    RoomCommand {
+        room: String,
+        who: Claims,
+        cmd: RoomCommand,
+        reply: oneshot::Sender<Result<RoomSnapshot, LoopError>>,
+    },
+    /// Subscribe to a room's events: the state now and the stream of what changes.
+    Events {
+        room: String,
+        reply: oneshot::Sender<(RoomSnapshot, broadcast::Receiver<Arc<str>>)>,
+    },
+    /// The lesson's state (live, or the last ended lesson of that room).
+    State(String, oneshot::Sender<Option<RoomSnapshot>>),
+    Attendance(String, oneshot::Sender<Option<AttendanceReport>>),
     Room(String, oneshot::Sender<Option<RoomInfo>>),
     Shutdown,
 }

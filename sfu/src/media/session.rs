@@ -1,7 +1,6 @@
 //! Building a session (one `Rtc`) from a WHIP/WHEP offer. Runs on the HTTP side so that
 //! certificate generation and SDP work never stall the media loop.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,8 +11,9 @@ use str0m::net::TcpType;
 use str0m::{Candidate, Rtc};
 
 use crate::auth::Claims;
+use crate::auth::Role;
 use crate::forward::layer::LayerPref;
-use crate::program::{assign_slots, Kind, Slot};
+use crate::program::{assign_slots, assign_tracks, Kind, Slot, Track};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -68,15 +68,29 @@ pub struct NewSession {
     /// its link (a receiver that negotiates the extension but not the feedback would look like
     /// a link that loses everything).
     pub video_twcc: bool,
-    /// m-lines that carry a program slot, with the negotiated rids (simulcast) of each.
+    /// Viewers: m-lines that carry a program slot.
     pub slots: Vec<MidSlot>,
+    /// Publishers: m-lines that carry a track, with the negotiated rids (simulcast) of each.
+    pub tracks: Vec<MidTrack>,
 }
 
 #[derive(Debug, Clone)]
 pub struct MidSlot {
     pub mid: Mid,
     pub slot: Slot,
+}
+
+#[derive(Debug, Clone)]
+pub struct MidTrack {
+    pub mid: Mid,
+    pub track: Track,
     pub rids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Assigned {
+    Slot(Slot),
+    Track(Track),
 }
 
 /// m-lines of an SDP in order: (kind, mid). Non-media sections (application) are skipped.
@@ -161,11 +175,24 @@ pub fn accept_offer(
         .map_err(|e| SessionError::BadSdp(e.to_string()))?;
 
     let kinds: Vec<Kind> = lines.iter().map(|(k, _)| *k).collect();
-    let assigned = assign_slots(&kinds);
+    let assigned: Vec<Option<Assigned>> = match kind {
+        SessionKind::Subscribe => assign_slots(&kinds)
+            .into_iter()
+            .map(|s| s.map(Assigned::Slot))
+            .collect(),
+        SessionKind::Publish => {
+            let teacher = matches!(claims.role, Role::Teacher | Role::Admin);
+            assign_tracks(&kinds, teacher)
+                .into_iter()
+                .map(|t| t.map(Assigned::Track))
+                .collect()
+        }
+    };
     let mut slots = vec![];
+    let mut tracks = vec![];
     let mut unusable = vec![];
-    for ((k, mid), slot) in lines.iter().zip(assigned) {
-        let (Some(mid), Some(slot)) = (mid, slot) else {
+    for ((k, mid), assign) in lines.iter().zip(assigned) {
+        let (Some(mid), Some(assign)) = (mid, assign) else {
             continue;
         };
         let mid: Mid = mid.as_str().into();
@@ -196,15 +223,18 @@ pub fn accept_offer(
             ));
             continue;
         }
-        let rids = match media.rids_rx() {
-            str0m::media::Rids::Specific(r) if kind == SessionKind::Publish => {
-                r.iter().map(|r| r.to_string()).collect()
+        match assign {
+            Assigned::Slot(slot) => slots.push(MidSlot { mid, slot }),
+            Assigned::Track(track) => {
+                let rids = match media.rids_rx() {
+                    str0m::media::Rids::Specific(r) => r.iter().map(|r| r.to_string()).collect(),
+                    _ => vec![],
+                };
+                tracks.push(MidTrack { mid, track, rids });
             }
-            _ => vec![],
-        };
-        slots.push(MidSlot { mid, slot, rids });
+        }
     }
-    if slots.is_empty() {
+    if slots.is_empty() && tracks.is_empty() {
         if !unusable.is_empty() {
             return Err(SessionError::UnsupportedCodec(unusable.join(", ")));
         }
@@ -238,6 +268,7 @@ pub fn accept_offer(
         answer: answer.to_sdp_string(),
         local_ufrag,
         slots,
+        tracks,
     })
 }
 
@@ -305,11 +336,6 @@ pub fn parse_sdpfrag(body: &str) -> SdpFrag {
         }
     }
     f
-}
-
-/// Mids per slot, for lookups in the loop.
-pub fn slot_map(slots: &[MidSlot]) -> HashMap<Mid, Slot> {
-    slots.iter().map(|s| (s.mid, s.slot)).collect()
 }
 
 #[cfg(test)]

@@ -2,10 +2,26 @@
 
 use serde::Serialize;
 
+use crate::room::state::{Attendance, LessonState};
+
+/// Who attended a lesson, and for how long.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttendanceReport {
+    pub room: String,
+    pub lesson: LessonState,
+    pub started_unix_ms: Option<u64>,
+    pub ended_unix_ms: Option<u64>,
+    pub participants: Vec<Attendance>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct RoomInfo {
     pub room: String,
     pub created_unix: u64,
+    pub lesson: LessonState,
+    pub stage: Vec<String>,
+    pub hands: Vec<String>,
+    pub muted: Vec<String>,
     pub publishers: Vec<PublisherInfo>,
     pub subscribers: Vec<SubscriberInfo>,
 }
@@ -22,7 +38,8 @@ pub struct PublisherInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TrackInfo {
-    pub slot: String,
+    /// teacher_audio, teacher_camera, courseware, class_audio or class_video.
+    pub track: String,
     pub mid: String,
     pub codec: Option<String>,
     pub layers: Vec<LayerInfo>,

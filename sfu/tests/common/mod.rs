@@ -283,6 +283,40 @@ impl Sfu {
         }
     }
 
+    /// POST a JSON body with a bearer token; status and body.
+    pub async fn post_json(&self, path: &str, token: &str, body: &str) -> (u16, String) {
+        let req = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        match req.send().await {
+            Ok(r) => {
+                let st = r.status().as_u16();
+                (st, r.text().await.unwrap_or_default())
+            }
+            Err(e) => panic!("POST {path}: {e}"),
+        }
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_auth(&self, path: &str, token: &str) -> (u16, String) {
+        match self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let st = r.status().as_u16();
+                (st, r.text().await.unwrap_or_default())
+            }
+            Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
     pub async fn get(&self, path: &str) -> (u16, String) {
         match self.client.get(self.url(path)).send().await {
             Ok(r) => {
@@ -1701,6 +1735,31 @@ impl Subscriber {
         video_codecs: &[VideoCodec],
         name: &str,
     ) -> Result<Subscriber, String> {
+        use RTPCodecType::{Audio, Video};
+        Self::connect_layout(
+            sfu,
+            room,
+            token,
+            query,
+            video_codecs,
+            name,
+            &[Audio, Video, Video],
+        )
+        .await
+    }
+
+    /// WHEP with recvonly transceivers of `kinds`, in order (slots follow the m-line order:
+    /// a second audio asks for the on-stage classroom, videos after the courseware are its
+    /// camera and then tiles).
+    pub async fn connect_layout(
+        sfu: &Sfu,
+        room: &str,
+        token: &str,
+        query: &str,
+        video_codecs: &[VideoCodec],
+        name: &str,
+        kinds: &[RTPCodecType],
+    ) -> Result<Subscriber, String> {
         let api = build_api(video_codecs, Side::Subscriber);
         let pc = Arc::new(
             api.new_peer_connection(RTCConfiguration::default())
@@ -1709,11 +1768,7 @@ impl Subscriber {
         );
         let mut state = PcState::attach(&pc);
         let mut transceivers: Vec<Arc<RTCRtpTransceiver>> = Vec::new();
-        for kind in [
-            RTPCodecType::Audio,
-            RTPCodecType::Video,
-            RTPCodecType::Video,
-        ] {
+        for &kind in kinds {
             transceivers.push(
                 pc.add_transceiver_from_kind(
                     kind,
@@ -1726,8 +1781,11 @@ impl Subscriber {
                 .map_err(|e| format!("add recvonly transceiver: {e}"))?,
             );
         }
-        let slots: Arc<Vec<Mutex<SlotLog>>> =
-            Arc::new((0..3).map(|_| Mutex::new(SlotLog::default())).collect());
+        let slots: Arc<Vec<Mutex<SlotLog>>> = Arc::new(
+            (0..kinds.len())
+                .map(|_| Mutex::new(SlotLog::default()))
+                .collect(),
+        );
         let readers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
         {
             let slots = slots.clone();
