@@ -43,7 +43,8 @@ if ! have cargo; then
   exit 1
 fi
 
-# Front-end test dependencies (playwright-core only; it drives Debian's chromium, never downloads one).
-if [ ! -d web/node_modules/playwright-core ]; then
+# Front-end test dependencies: playwright-core (drives Debian's chromium, never downloads one) and
+# ical.js (parses the timetable's iCalendar export in its test).
+if [ ! -d web/node_modules/playwright-core ] || [ ! -d web/node_modules/ical.js ]; then
   (cd web && npm ci --no-audit --no-fund)
 fi
