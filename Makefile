@@ -13,7 +13,7 @@ build: deps
 	$(CARGO) build --workspace
 
 release: deps
-	$(CARGO) build --release -p sfu
+	$(CARGO) build --release -p sfu -p scheduler
 
 demo: release
 	./scripts/demo.sh
