@@ -130,7 +130,7 @@ fn record_lesson(codec: &str, with_courseware: bool) {
                     r["publishers"][0]["tracks"]
                         .as_array()?
                         .iter()
-                        .find(|t| t["slot"] == "courseware")
+                        .find(|t| t["track"] == "courseware")
                         .cloned()
                 })
                 .unwrap_or(Value::Null);

@@ -423,7 +423,9 @@ function renderConsole() {
     t.el.querySelector('.pin-btn').textContent = st.pinned.includes(sub) ? L('unpin') : L('pin');
     const q = events.quality.get(sub);
     t.el.querySelector('.quality').textContent = q && q.estimate_bps
-      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? L('loss', { n: (q.loss * 100).toFixed(0) }) : ''}` : '';
+      ? `${(q.estimate_bps / 1e6).toFixed(1)}M${q.loss ? L('loss', { n: (q.loss * 100).toFixed(0) }) : ''}`
+        + `${q.rtt_ms != null ? ` ${Math.round(q.rtt_ms)}ms` : ''}`
+      : '';
   });
   const hands = st ? st.hands : [];
   ui.handCount.textContent = hands.length ? `（${hands.length}）` : '';

@@ -157,6 +157,8 @@ describe('interactive lesson pages', { timeout: 240_000 }, () => {
     }
     const index = await h.openPage('index', `${h.baseUrl}/`);
     await h.screenshot(index, 'interactive-index');
+    await index.click('#lang-btn');
+    assert.equal(await index.locator('h1:visible').textContent(), 'Live classroom SFU');
     await index.close();
     assert.deepEqual(h.pageErrors, [], 'page errors');
     assert.deepEqual(h.consoleErrors, [], 'console errors');

@@ -274,7 +274,7 @@ pub fn camera_layers(room: &Value) -> Vec<(String, u64)> {
         .flatten()
         .filter(|p| p["role"] == "teacher" && p["connected"] == true)
         .flat_map(|p| p["tracks"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t["slot"] == "teacher_camera")
+        .filter(|t| t["track"] == "teacher_camera")
         .flat_map(|t| t["layers"].as_array().cloned().unwrap_or_default())
         .map(|l| {
             (
@@ -292,7 +292,7 @@ pub fn audio_packets(room: &Value) -> u64 {
         .flatten()
         .filter(|p| p["connected"] == true)
         .flat_map(|p| p["tracks"].as_array().cloned().unwrap_or_default())
-        .filter(|t| t["slot"] == "teacher_audio")
+        .filter(|t| t["track"] == "teacher_audio")
         .flat_map(|t| t["layers"].as_array().cloned().unwrap_or_default())
         .map(|l| l["packets"].as_u64().unwrap_or(0))
         .sum()

@@ -202,7 +202,7 @@ pub async fn attendance(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
-        return r.into_response();
+        return r;
     }
     Json(report).into_response()
 }
