@@ -37,7 +37,19 @@ pub fn solve(
     time_limit: Duration,
     min_cover: Option<f64>,
 ) -> Result<MilpResult, MilpError> {
-    build_and_solve(inst, w, Some(start), time_limit, min_cover, false)
+    build_and_solve(inst, w, Some(start), time_limit, min_cover, false, None)
+}
+
+/// The same model with every candidate outside `allowed` fixed to 0: a neighbourhood of `start`
+/// (which must lie inside it) small enough to search quickly. Its bound holds only inside.
+pub fn solve_within(
+    inst: &Instance,
+    w: &Weights,
+    start: &Assignment,
+    time_limit: Duration,
+    allowed: &[bool],
+) -> Result<MilpResult, MilpError> {
+    build_and_solve(inst, w, Some(start), time_limit, None, false, Some(allowed))
 }
 
 /// The LP relaxation's values of x (for rounding) and its bound.
@@ -46,7 +58,7 @@ pub fn relaxation(
     w: &Weights,
     time_limit: Duration,
 ) -> Result<(Vec<f64>, f64), MilpError> {
-    let r = build_and_solve(inst, w, None, time_limit, None, true)?;
+    let r = build_and_solve(inst, w, None, time_limit, None, true, None)?;
     Ok((r.x_values, r.bound))
 }
 
@@ -57,6 +69,7 @@ fn build_and_solve(
     time_limit: Duration,
     min_cover: Option<f64>,
     relax: bool,
+    allowed: Option<&[bool]>,
 ) -> Result<MilpResult, MilpError> {
     let mut vars = ProblemVariables::new();
     let var = || {
@@ -66,7 +79,15 @@ fn build_and_solve(
             variable().binary()
         }
     };
-    let x: Vec<Variable> = inst.cands.iter().map(|_| vars.add(var())).collect();
+    let x: Vec<Variable> = (0..inst.cands.len())
+        .map(|c| {
+            if allowed.is_some_and(|ok| !ok[c]) {
+                vars.add(var().max(0))
+            } else {
+                vars.add(var())
+            }
+        })
+        .collect();
     let a: Vec<Variable> = inst.lessons.iter().map(|_| vars.add(var())).collect();
     let y: Vec<Variable> = inst.pairs.iter().map(|_| vars.add(var())).collect();
 

@@ -200,8 +200,32 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration) {
             part.objective = part.inst.cost(&g, w);
             part.assignment = g;
         }
+        // The LP's bound is usually tight (its floor is the optimum): the search is for a plan
+        // that reaches it. The LP's support plus the current plan is a small neighbourhood that
+        // HiGHS searches far faster than the whole model; the whole model then gets what is left.
+        if best_cover < cover_ub - 0.5 {
+            let allowed: Vec<bool> = (0..part.inst.cands.len())
+                .map(|c| values[c] > 1e-6 || part.assignment.x[c])
+                .collect();
+            let t = budget.saturating_sub(t0.elapsed()).mul_f64(0.4);
+            match milp::solve_within(&part.inst, &w1, &part.assignment, t, &allowed) {
+                Ok(r) => {
+                    let mut a = r.assignment;
+                    part.inst.tidy(&mut a);
+                    if part.inst.feasible(&a).is_ok() && cover(&part.inst, &a) > best_cover {
+                        let a = greedy::consolidate(&part.inst, &a);
+                        best_cover = cover(&part.inst, &a);
+                        part.objective = part.inst.cost(&a, w);
+                        part.assignment = a;
+                    }
+                    tracing::debug!(county = %part.inst.name, free = allowed.iter().filter(|&&b| b).count(), cover = best_cover, cover_ub, "neighbourhood searched");
+                }
+                Err(e) => {
+                    tracing::debug!(county = %part.inst.name, "neighbourhood search failed: {e}")
+                }
+            }
+        }
     }
-    let left = budget.saturating_sub(t0.elapsed());
     let set_bound = |part: &mut Part, ub: f64| {
         part.cover_ub = ub.max(cover(&part.inst, &part.assignment));
         part.bound = if part.cover_ub.is_finite() {
@@ -210,6 +234,13 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration) {
             f64::NEG_INFINITY
         };
     };
+    // Proven by the LP alone: the whole model has nothing left to find.
+    if best_cover >= cover_ub - 0.5 {
+        set_bound(part, cover_ub);
+        tracing::debug!(county = %part.inst.name, cover = best_cover, "coverage proven by the LP bound");
+        return;
+    }
+    let left = budget.saturating_sub(t0.elapsed());
     let r = match milp::solve(&part.inst, &w1, &part.assignment, left, None) {
         Ok(r) => r,
         Err(e) => {

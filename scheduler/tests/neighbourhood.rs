@@ -1,0 +1,62 @@
+//! The neighbourhood search of the coverage stage: HiGHS with candidates outside a set fixed to 0
+//! never leaves the set, and with every candidate free it finds what the whole model finds.
+
+mod common;
+
+use std::time::Duration;
+
+use scheduler::solve::instance::{self, Weights};
+use scheduler::solve::{greedy, milp};
+
+fn cover(inst: &instance::Instance, x: &[bool]) -> u32 {
+    inst.cands
+        .iter()
+        .zip(x)
+        .filter(|(_, &on)| on)
+        .map(|(c, _)| inst.demands[c.demand].priority)
+        .sum()
+}
+
+#[test]
+fn neighbourhood_stays_inside_and_matches_the_whole_model() {
+    let w = Weights {
+        unmet: 1.0,
+        cross: 0.0,
+        change: 0.0,
+        lesson: 0.0,
+        edge: 0.0,
+    };
+    let limit = Duration::from_secs(30);
+    let mut searched = 0;
+    for seed in 0..30 {
+        for coplan in [false, true] {
+            let region = common::tiny(seed, coplan);
+            for counties in instance::components(&region) {
+                let inst = instance::build(&region, &counties);
+                if inst.cands.is_empty() {
+                    continue;
+                }
+                let start = greedy::solve(&inst);
+                // Only the start's own candidates free: nothing else may be taken.
+                let r = milp::solve_within(&inst, &w, &start, limit, &start.x).unwrap();
+                assert!(inst.feasible(&r.assignment).is_ok(), "seed {seed}");
+                for (c, &on) in r.assignment.x.iter().enumerate() {
+                    assert!(!on || start.x[c], "seed {seed}: candidate {c} outside");
+                }
+                assert_eq!(cover(&inst, &r.assignment.x), cover(&inst, &start.x));
+                // Everything free: the same optimum as the whole model.
+                let all = vec![true; inst.cands.len()];
+                let within = milp::solve_within(&inst, &w, &start, limit, &all).unwrap();
+                let whole = milp::solve(&inst, &w, &start, limit, None).unwrap();
+                assert!(within.optimal && whole.optimal, "seed {seed}");
+                assert_eq!(
+                    cover(&inst, &within.assignment.x),
+                    cover(&inst, &whole.assignment.x),
+                    "seed {seed}"
+                );
+                searched += 1;
+            }
+        }
+    }
+    assert!(searched >= 20, "only {searched} instances with candidates");
+}
