@@ -82,6 +82,28 @@ describe('timetable page', { timeout: 300_000 }, () => {
     const after = await page.evaluate(() => window.timetable.state.plan);
     assert.ok(after > before, `a new plan version (${before} -> ${after})`);
 
+    // Move it one period later: either the plan takes it (a new version with the lesson there,
+    // locked) or the page shows why not (409 with the broken rules).
+    const target = { weekday: lesson.weekday, period: lesson.slots[0].period + 1 };
+    await page.selectOption('#move-day', String(target.weekday));
+    await page.selectOption('#move-period', String(target.period));
+    const moved = await page.evaluate(({ weekday, period }) => window.timetable.move(weekday, period), target);
+    if (moved.ok) {
+      const p = await page.evaluate(() => window.timetable.plan);
+      const l = p.lessons.find((x) => x.id === lesson.id);
+      assert.equal(l.weekday, target.weekday);
+      assert.equal(l.slots[0].period, target.period);
+      assert.ok(await page.evaluate((id) => window.timetable.locked.includes(id), lesson.id), 'a moved lesson is locked');
+    } else {
+      assert.equal(moved.status, 409, JSON.stringify(moved));
+      assert.match(await page.locator('#lesson-msg').textContent(), /不能移动/);
+      // Chromium logs every 4xx answer as a console error; this refusal is the expected one.
+      const expected = (e) => /status of 409 .*\/lessons\/[^/]+\/move/.test(e);
+      assert.equal(h.consoleErrors.filter(expected).length, 1);
+      h.consoleErrors.splice(0, h.consoleErrors.length, ...h.consoleErrors.filter((e) => !expected(e)));
+    }
+    await h.screenshot(page, 'timetable-move');
+
     // Join links for the lesson's room: the teacher's and each receiver's page.
     await page.click('#join');
     await waitFor(page, 'join links', () => document.querySelectorAll('#links li').length > 0);
