@@ -20,7 +20,7 @@ use super::whip::valid_room;
 use super::{ApiError, AppState};
 use crate::auth::{bearer, AuthError, Claims, Role};
 use crate::media::{Command, LoopError};
-use crate::room::state::attendance_csv;
+use crate::room::state::{attendance_csv, RoomSnapshot};
 use crate::room::{CommandError, RoomCommand};
 
 #[derive(Debug, Deserialize)]
@@ -60,8 +60,8 @@ fn authorize(
     s.keys.verify_for_room(token, room).map_err(auth_error)
 }
 
-fn loop_error(e: LoopError) -> Response {
-    let status = match &e {
+fn loop_status(e: &LoopError) -> StatusCode {
+    match e {
         LoopError::NotFound => StatusCode::NOT_FOUND,
         LoopError::Rejected(CommandError::Forbidden { .. }) | LoopError::Forbidden(_) => {
             StatusCode::FORBIDDEN
@@ -71,7 +71,11 @@ fn loop_error(e: LoopError) -> Response {
             StatusCode::CONFLICT
         }
         _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    }
+}
+
+fn loop_error(e: LoopError) -> Response {
+    let status = loop_status(&e);
     let msg = match e {
         LoopError::NotFound => "no lesson in this room".to_string(),
         e => e.to_string(),
@@ -79,20 +83,21 @@ fn loop_error(e: LoopError) -> Response {
     ApiError(status, msg).into_response()
 }
 
-async fn run_command(s: &AppState, room: String, who: Claims, cmd: RoomCommand) -> Response {
-    match s
-        .media
+/// Runs `cmd` as `who` in `room`: the room's state after it, or why not.
+async fn apply(
+    s: &AppState,
+    room: String,
+    who: Claims,
+    cmd: RoomCommand,
+) -> Result<RoomSnapshot, LoopError> {
+    s.media
         .call(|reply| Command::RoomCommand {
             room,
             who,
             cmd,
             reply,
         })
-        .await
-    {
-        Ok(Ok(snap)) => Json(snap).into_response(),
-        Ok(Err(e)) | Err(e) => loop_error(e),
-    }
+        .await?
 }
 
 fn parse_command(body: &[u8], kind: Option<&str>) -> Result<RoomCommand, ApiError> {
@@ -115,6 +120,29 @@ fn parse_command(body: &[u8], kind: Option<&str>) -> Result<RoomCommand, ApiErro
     })
 }
 
+/// A command over REST: `kind` comes from the path, or `None` for a `type` in the body.
+async fn post_command(
+    s: AppState,
+    room: String,
+    kind: Option<&str>,
+    q: TokenQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let who = match authorize(&s, &headers, &q, &room) {
+        Ok(c) => c,
+        Err(r) => return r.into_response(),
+    };
+    let cmd = match parse_command(&body, kind) {
+        Ok(cmd) => cmd,
+        Err(r) => return r.into_response(),
+    };
+    match apply(&s, room, who, cmd).await {
+        Ok(snap) => Json(snap).into_response(),
+        Err(e) => loop_error(e),
+    }
+}
+
 /// `POST /api/rooms/{room}/commands` with `{"type": ..., ...}`.
 pub async fn command(
     State(s): State<AppState>,
@@ -123,14 +151,7 @@ pub async fn command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match authorize(&s, &headers, &q, &room) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    match parse_command(&body, None) {
-        Ok(cmd) => run_command(&s, room, who, cmd).await,
-        Err(r) => r.into_response(),
-    }
+    post_command(s, room, None, q, headers, body).await
 }
 
 /// `POST /api/rooms/{room}/{hand|stage|mute|pin|remove|start|end}` with the fields only.
@@ -141,14 +162,7 @@ pub async fn named_command(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let who = match authorize(&s, &headers, &q, &room) {
-        Ok(c) => c,
-        Err(r) => return r.into_response(),
-    };
-    match parse_command(&body, Some(&name)) {
-        Ok(cmd) => run_command(&s, room, who, cmd).await,
-        Err(r) => r.into_response(),
-    }
+    post_command(s, room, Some(&name), q, headers, body).await
 }
 
 /// `GET /api/rooms/{room}/state`: hands, stage, mutes, tiles, participants.
@@ -292,16 +306,10 @@ async fn events_socket(s: AppState, room: String, who: Claims, mut socket: WebSo
                     Err(e) => serde_json::json!({"type": "error", "status": 400, "error": format!("not a room command: {e}")}),
                     Ok(cmd) => {
                         let name = cmd.name();
-                        let res = s.media.call(|reply| Command::RoomCommand {
-                            room: room.clone(),
-                            who: who.clone(),
-                            cmd,
-                            reply,
-                        }).await;
-                        match res {
-                            Ok(Ok(_)) => serde_json::json!({"type": "ok", "command": name}),
-                            Ok(Err(e)) | Err(e) => {
-                                let status = loop_error(e.clone()).status().as_u16();
+                        match apply(&s, room.clone(), who.clone(), cmd).await {
+                            Ok(_) => serde_json::json!({"type": "ok", "command": name}),
+                            Err(e) => {
+                                let status = loop_status(&e).as_u16();
                                 serde_json::json!({"type": "error", "command": name, "status": status, "error": e.to_string()})
                             }
                         }

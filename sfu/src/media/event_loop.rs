@@ -195,19 +195,31 @@ impl Room {
         }
     }
 
+    /// Sends one event to every page watching the room.
+    fn publish(&self, e: &RoomEvent) {
+        if let Ok(json) = serde_json::to_string(e) {
+            let _ = self.events.send(json.into());
+        }
+    }
+
+    /// Lays the program out from the state: who is on stage, the tile order, the mutes.
+    fn arrange(&mut self) {
+        self.program.arrange(
+            self.state.stage(),
+            self.state.tiles(),
+            self.state.muted().cloned(),
+        );
+    }
+
     /// Publishes events and lays the program out again from the state.
     fn emit(&mut self, events: Vec<RoomEvent>) -> bool {
         if events.is_empty() {
             return false;
         }
         for e in &events {
-            if let Ok(json) = serde_json::to_string(e) {
-                let _ = self.events.send(json.into());
-            }
+            self.publish(e);
         }
-        let st = self.state.snapshot();
-        self.program
-            .arrange(&st.stage, &st.tiles, st.muted.into_iter());
+        self.arrange();
         true
     }
 }
@@ -1079,9 +1091,7 @@ impl MediaLoop {
                     })
                     .collect();
                 if !links.is_empty() {
-                    if let Ok(json) = serde_json::to_string(&RoomEvent::Quality { links }) {
-                        let _ = room.events.send(json.into());
-                    }
+                    room.publish(&RoomEvent::Quality { links });
                 }
             }
         }
@@ -1558,10 +1568,8 @@ impl MediaLoop {
                 });
             }
         }
-        for e in events {
-            if let Ok(json) = serde_json::to_string(&e) {
-                let _ = room.events.send(json.into());
-            }
+        for e in &events {
+            room.publish(e);
         }
     }
 
@@ -1853,9 +1861,7 @@ impl MediaLoop {
                     SlotSource::new(key, &mt.rids, self.settings.keyframe_interval),
                 );
             }
-            let st = room.state.snapshot();
-            room.program
-                .arrange(&st.stage, &st.tiles, st.muted.into_iter());
+            room.arrange();
         }
         room.members.push(key);
         let room_policy = room.policy;

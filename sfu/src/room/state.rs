@@ -246,6 +246,26 @@ fn is_controller(role: Role) -> bool {
     matches!(role, Role::Teacher | Role::Admin)
 }
 
+/// Puts `item` in the ordered list `list` (at the end) or takes it out; true if that changed it.
+fn set_member(list: &mut Vec<String>, item: &str, on: bool) -> bool {
+    match (on, list.iter().position(|x| x == item)) {
+        (true, None) => list.push(item.to_string()),
+        (false, Some(i)) => {
+            list.remove(i);
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// Ends `p`'s current stretch of presence at `at`, adding it to its attendance record.
+fn close_stretch(p: &mut Participant, record: Option<&mut Record>, at: At) {
+    if let (Some(since), Some(r)) = (p.since.take(), record) {
+        r.connected += at.mono.saturating_duration_since(since);
+        r.last_left = Some(at.unix_ms);
+    }
+}
+
 impl RoomState {
     pub fn new(name: &str, rules: RoomRules) -> Self {
         let mut rules = rules;
@@ -281,6 +301,10 @@ impl RoomState {
 
     pub fn is_muted(&self, sub: &str) -> bool {
         self.muted.contains(sub)
+    }
+
+    pub fn muted(&self) -> impl Iterator<Item = &String> {
+        self.muted.iter()
     }
 
     pub fn tiles(&self) -> &[String] {
@@ -369,15 +393,11 @@ impl RoomState {
         if p.sessions == 0 && p.present {
             p.present = false;
             p.publishing = false;
-            if let (Some(since), Some(r)) = (p.since.take(), self.records.get_mut(sub)) {
-                r.connected += at.mono.saturating_duration_since(since);
-                r.last_left = Some(at.unix_ms);
-            }
+            close_stretch(p, self.records.get_mut(sub), at);
             ev.push(RoomEvent::Leave {
                 sub: sub.to_string(),
             });
-            if let Some(i) = self.hands.iter().position(|h| h == sub) {
-                self.hands.remove(i);
+            if set_member(&mut self.hands, sub, false) {
                 ev.push(RoomEvent::Hand {
                     sub: sub.to_string(),
                     raised: false,
@@ -426,13 +446,8 @@ impl RoomState {
                 if raised && !self.participants.get(&target).is_some_and(|p| p.present) {
                     return Err(CommandError::NotPresent(target));
                 }
-                let pos = self.hands.iter().position(|h| *h == target);
-                match (raised, pos) {
-                    (true, None) => self.hands.push(target.clone()),
-                    (false, Some(i)) => {
-                        self.hands.remove(i);
-                    }
-                    _ => return Ok(ev),
+                if !set_member(&mut self.hands, &target, raised) {
+                    return Ok(ev);
                 }
                 ev.push(RoomEvent::Hand {
                     sub: target,
@@ -462,8 +477,7 @@ impl RoomState {
                     }
                     self.stage.push(sub.clone());
                     // Answering is what the hand was for.
-                    if let Some(i) = self.hands.iter().position(|h| *h == sub) {
-                        self.hands.remove(i);
+                    if set_member(&mut self.hands, &sub, false) {
                         ev.push(RoomEvent::Hand {
                             sub: sub.clone(),
                             raised: false,
@@ -505,13 +519,8 @@ impl RoomState {
                 if !self.participants.contains_key(&sub) {
                     return Err(CommandError::NotPresent(sub));
                 }
-                let pos = self.pinned.iter().position(|p| *p == sub);
-                match (pinned, pos) {
-                    (true, None) => self.pinned.push(sub.clone()),
-                    (false, Some(i)) => {
-                        self.pinned.remove(i);
-                    }
-                    _ => return Ok(ev),
+                if !set_member(&mut self.pinned, &sub, pinned) {
+                    return Ok(ev);
                 }
                 ev.push(RoomEvent::Pin { sub, pinned });
                 ev.extend(self.refresh_tiles(at.mono, false));
@@ -574,10 +583,7 @@ impl RoomState {
             return vec![];
         }
         for (sub, p) in self.participants.iter_mut() {
-            if let (Some(since), Some(r)) = (p.since.take(), self.records.get_mut(sub)) {
-                r.connected += at.mono.saturating_duration_since(since);
-                r.last_left = Some(at.unix_ms);
-            }
+            close_stretch(p, self.records.get_mut(sub), at);
             p.present = false;
             p.sessions = 0;
         }
