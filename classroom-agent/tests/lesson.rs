@@ -26,10 +26,13 @@ fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
         "h264" => "h264parse ! avdec_h264",
         _ => "vp8dec",
     };
+    // The recording starts audio as soon as it arrives and video at its first keyframe, so
+    // one track may begin seconds into the file: sinks that do not wait for preroll and
+    // unbounded queues keep one branch from stalling the demuxer while the other is empty.
     let desc = format!(
         "filesrc location=\"{}\" ! matroskademux name=d  \
-         d.video_0 ! queue ! {decoder} ! videoconvert ! appsink name=v sync=false  \
-         d.audio_0 ! queue ! opusdec ! appsink name=a sync=false",
+         d.video_0 ! {UNBOUNDED} ! {decoder} ! videoconvert ! appsink name=v sync=false async=false  \
+         d.audio_0 ! {UNBOUNDED} ! opusdec ! appsink name=a sync=false async=false",
         path.display()
     );
     let pipeline = gst::parse::launch(&desc)
@@ -78,8 +81,11 @@ fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
     assert_eq!(
         outcome.as_deref(),
         Some("eos"),
-        "decoding {}",
-        path.display()
+        "decoding {} ({} bytes): {} video and {} audio frames so far",
+        path.display(),
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        counts[0].load(Ordering::Relaxed),
+        counts[1].load(Ordering::Relaxed),
     );
     let s = *size.lock().unwrap();
     (

@@ -40,7 +40,8 @@ fn audio_pts(path: &std::path::Path) -> Vec<Duration> {
     gst::init().unwrap();
     let desc = format!(
         "filesrc location=\"{}\" ! matroskademux name=d  \
-         d.audio_0 ! queue ! appsink name=a sync=false  d.video_0 ! queue ! fakesink sync=false",
+         d.audio_0 ! {UNBOUNDED} ! appsink name=a sync=false async=false  \
+         d.video_0 ! {UNBOUNDED} ! fakesink sync=false async=false",
         path.display()
     );
     let pipeline = gst::parse::launch(&desc)

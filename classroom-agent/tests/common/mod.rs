@@ -354,3 +354,6 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// A queue that never blocks its upstream, for decoding test recordings.
+pub const UNBOUNDED: &str = "queue max-size-buffers=0 max-size-bytes=0 max-size-time=0";
