@@ -30,12 +30,19 @@ for p in libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugi
 done
 # libopus for the load generator's teacher voice (the `opus` crate links it via pkg-config).
 pkg_installed libopus-dev || need+=(libopus-dev)
+# Janus, for the load generator's side-by-side run (it starts its own Janus in a network
+# namespace it makes with iproute2; the packaged service is not used).
+have janus || need+=(janus)
+have ip || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [[ " ${need[*]} " == *" janus "* ]] && have systemctl; then
+    $SUDO systemctl disable --now janus >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! have cargo; then

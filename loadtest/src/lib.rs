@@ -6,10 +6,12 @@
 //! - [`media`]: the synthetic teacher's real VP8 clip and Opus speech.
 //! - [`measure`]: per-classroom figures (loss, frames, freezes, latency), sans-IO.
 //! - [`peer`]: webrtc-rs teacher (WHIP) and classrooms (WHEP).
+//! - [`janus`]: the same broadcast through Janus's Streaming plugin, for comparison.
 //! - [`probe`]: the SFU's CPU and memory from /proc, its counters from /metrics.
 //! - [`report`]: JSON report, terminal summary and the HTML page.
 //! - [`run`]: the fixed and ramp modes.
 
+pub mod janus;
 pub mod link;
 pub mod measure;
 pub mod media;

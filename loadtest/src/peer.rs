@@ -1,6 +1,7 @@
 //! The WebRTC peers, on webrtc-rs (the `webrtc` crate, a stack independent of the SFU's str0m):
 //! the synthetic teacher publishes over WHIP, each simulated classroom plays over WHEP through
-//! its emulated link.
+//! its emulated link. Against Janus (`--target janus`) the teacher sends plain RTP to the
+//! Streaming plugin's mountpoint and classrooms watch it over Janus's HTTP API.
 //!
 //! Every RTP packet a classroom receives (media and RTX repairs alike) passes a small
 //! interceptor, [`Tap`], that feeds the classroom's meters before webrtc-rs's own readers see it.
@@ -25,6 +26,8 @@ use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::network_type::NetworkType;
+use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::interceptor::registry::Registry;
 use webrtc::interceptor::stream_info::StreamInfo;
 use webrtc::interceptor::{
@@ -48,7 +51,10 @@ use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirecti
 use webrtc::rtp_transceiver::{RTCPFeedback, RTCRtpTransceiverInit};
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+use webrtc::util::Marshal;
 
+use crate::janus::{strip_candidates, JanusViewer, MountpointPorts, MOUNTPOINT};
+use crate::link::RelayHandle;
 use crate::measure::{
     parse_vp8_payload, Arrival, AudioMeter, Histogram, MeterConfig, RateSeries, SendLog,
     VideoMeter, VideoPacket,
@@ -287,8 +293,11 @@ fn rtx_params() -> RTCRtpCodecParameters {
     }
 }
 
-fn setting_engine() -> SettingEngine {
+fn setting_engine(mux: Option<Arc<UDPMuxDefault>>) -> SettingEngine {
     let mut s = SettingEngine::default();
+    if let Some(mux) = mux {
+        s.set_udp_network(UDPNetwork::Muxed(mux));
+    }
     s.set_network_types(vec![NetworkType::Udp4]);
     s.set_include_loopback_candidate(true);
     s.set_ip_filter(Box::new(|ip: std::net::IpAddr| ip.is_loopback()));
@@ -328,14 +337,18 @@ fn publisher_api() -> anyhow::Result<API> {
     Ok(APIBuilder::new()
         .with_media_engine(m)
         .with_interceptor_registry(registry)
-        .with_setting_engine(setting_engine())
+        .with_setting_engine(setting_engine(None))
         .build())
 }
 
 /// Classroom: VP8 with RTX, NACK generator, receiver reports, optionally TWCC feedback, and
 /// the [`Tap`] in front of everything. No rid extension (see the SFU's own test harness: a
 /// negotiated rid makes webrtc-rs probe early packets of undeclared SSRCs and close the stream).
-fn classroom_api(meter: Arc<Mutex<ClassroomMeter>>, twcc: bool) -> anyhow::Result<API> {
+fn classroom_api(
+    meter: Arc<Mutex<ClassroomMeter>>,
+    twcc: bool,
+    mux: Option<Arc<UDPMuxDefault>>,
+) -> anyhow::Result<API> {
     let mut m = MediaEngine::default();
     m.register_codec(opus_params(), RTPCodecType::Audio)?;
     m.register_codec(vp8_params(), RTPCodecType::Video)?;
@@ -371,7 +384,7 @@ fn classroom_api(meter: Arc<Mutex<ClassroomMeter>>, twcc: bool) -> anyhow::Resul
     Ok(APIBuilder::new()
         .with_media_engine(m)
         .with_interceptor_registry(registry)
-        .with_setting_engine(setting_engine())
+        .with_setting_engine(setting_engine(mux))
         .build())
 }
 
@@ -475,7 +488,8 @@ pub struct TeacherCounters {
 }
 
 pub struct Teacher {
-    pc: Arc<RTCPeerConnection>,
+    /// None when it feeds Janus over plain RTP.
+    pc: Option<Arc<RTCPeerConnection>>,
     pub location: String,
     token: String,
     pub counters: Arc<TeacherCounters>,
@@ -483,6 +497,33 @@ pub struct Teacher {
     pub sfu_media: SocketAddr,
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where the teacher's packets go: a WebRTC track (WHIP), or plain RTP over UDP (a Janus
+/// mountpoint's port) with an SSRC of our own.
+#[derive(Clone)]
+enum RtpOut {
+    Track(Arc<TrackLocalStaticRTP>),
+    Udp {
+        socket: Arc<tokio::net::UdpSocket>,
+        to: SocketAddr,
+        ssrc: u32,
+    },
+}
+
+impl RtpOut {
+    async fn write(&self, pkt: &mut Packet) -> bool {
+        match self {
+            RtpOut::Track(t) => t.write_rtp(pkt).await.is_ok(),
+            RtpOut::Udp { socket, to, ssrc } => {
+                pkt.header.ssrc = *ssrc;
+                match pkt.marshal() {
+                    Ok(b) => socket.send_to(&b, to).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        }
+    }
 }
 
 /// VP8 RTP payloads of one frame (RFC 7741): extended descriptor with a 15-bit PictureID,
@@ -629,23 +670,80 @@ impl Teacher {
         }
         tasks.push(tokio::spawn(video_pump(
             media.clone(),
-            tracks,
+            tracks.into_iter().map(RtpOut::Track).collect(),
             counters.clone(),
             send_log,
             stop.clone(),
         )));
         tasks.push(tokio::spawn(audio_pump(
             media.opus.clone(),
-            audio_track,
+            RtpOut::Track(audio_track),
             counters.clone(),
             stop.clone(),
         )));
         Ok(Teacher {
-            pc,
+            pc: Some(pc),
             location: answer.location,
             token,
             counters,
             sfu_media,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Feeds a Janus mountpoint over plain RTP on loopback: audio to its audio port, layer `i`
+    /// to video port `i` (substream 0 is the lowest). Janus cannot ask a plain RTP source for
+    /// keyframes; the clip has one every 2 s.
+    pub async fn feed_rtp(
+        ports: MountpointPorts,
+        media: TeacherMedia,
+        send_log: Arc<Mutex<SendLog>>,
+    ) -> anyhow::Result<Teacher> {
+        let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let counters = Arc::new(TeacherCounters {
+            layers: media
+                .layers
+                .iter()
+                .map(|l| LayerCounters {
+                    rid: l.rid.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let udp = |to: SocketAddr| RtpOut::Udp {
+            socket: socket.clone(),
+            to,
+            ssrc: rand::random(),
+        };
+        let video: Vec<RtpOut> = ports.video.iter().map(|p| udp(*p)).collect();
+        if video.len() < media.layers.len() {
+            bail!("the mountpoint has fewer video ports than the clip has layers");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = vec![
+            tokio::spawn(video_pump(
+                media.clone(),
+                video,
+                counters.clone(),
+                send_log,
+                stop.clone(),
+            )),
+            tokio::spawn(audio_pump(
+                media.opus.clone(),
+                udp(ports.audio),
+                counters.clone(),
+                stop.clone(),
+            )),
+        ];
+        Ok(Teacher {
+            pc: None,
+            location: String::new(),
+            token: String::new(),
+            counters,
+            // every classroom is routed to its own Janus port; nothing goes to this one
+            sfu_media: SocketAddr::from(([127, 0, 0, 1], 9)),
             stop,
             tasks,
         })
@@ -656,14 +754,16 @@ impl Teacher {
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        sig.delete(&self.location, &self.token).await;
-        let _ = tokio::time::timeout(Duration::from_secs(3), self.pc.close()).await;
+        if let Some(pc) = self.pc.take() {
+            sig.delete(&self.location, &self.token).await;
+            let _ = tokio::time::timeout(Duration::from_secs(3), pc.close()).await;
+        }
     }
 }
 
 async fn video_pump(
     media: TeacherMedia,
-    tracks: Vec<Arc<TrackLocalStaticRTP>>,
+    tracks: Vec<RtpOut>,
     counters: Arc<TeacherCounters>,
     send_log: Arc<Mutex<SendLog>>,
     stop: Arc<AtomicBool>,
@@ -716,7 +816,7 @@ async fn video_pump(
             s.picture_id = (s.picture_id + 1) & 0x7fff;
             s.tl0 = s.tl0.wrapping_add(1);
             for (payload, marker) in pkts {
-                let pkt = Packet {
+                let mut pkt = Packet {
                     header: Header {
                         version: 2,
                         marker,
@@ -734,7 +834,7 @@ async fn video_pump(
                 lc.packets.fetch_add(1, Ordering::Relaxed);
                 lc.bytes
                     .fetch_add(pkt.payload.len() as u64 + 12, Ordering::Relaxed);
-                if tracks[i].write_rtp(&pkt).await.is_err() {
+                if !tracks[i].write(&mut pkt).await {
                     counters.write_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -749,7 +849,7 @@ async fn video_pump(
 
 async fn audio_pump(
     opus: Arc<Vec<Vec<u8>>>,
-    track: Arc<TrackLocalStaticRTP>,
+    track: RtpOut,
     counters: Arc<TeacherCounters>,
     stop: Arc<AtomicBool>,
 ) {
@@ -762,7 +862,7 @@ async fn audio_pump(
     while !stop.load(Ordering::SeqCst) {
         tick.tick().await;
         let payload = Bytes::from(opus[n as usize % opus.len()].clone());
-        let pkt = Packet {
+        let mut pkt = Packet {
             header: Header {
                 version: 2,
                 marker: n == 0,
@@ -775,7 +875,7 @@ async fn audio_pump(
         };
         n = n.wrapping_add(1);
         seq = seq.wrapping_add(1);
-        if track.write_rtp(&pkt).await.is_ok() {
+        if track.write(&mut pkt).await {
             counters.audio_packets.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -800,6 +900,8 @@ pub struct ClassroomMeter {
     /// The SSRC the camera arrives on (NACKs name it).
     video_ssrc: Option<u32>,
     pub nacks_sent: u64,
+    /// Our SSRC as the sender of feedback.
+    own_ssrc: u32,
     closed: bool,
     /// Latency less the link's base delay: what the SFU, the stacks and the link's queue
     /// added (the ramp's criterion, comparable across profiles).
@@ -828,6 +930,7 @@ impl ClassroomMeter {
             base_delay,
             video_ssrc: None,
             nacks_sent: 0,
+            own_ssrc: rand::random::<u32>().max(1),
             closed: false,
             latency_over_link: Histogram::default(),
             run_origin,
@@ -911,7 +1014,9 @@ impl ClassroomMeter {
         }
         self.nacks_sent += seqs.len() as u64;
         Some(TransportLayerNack {
-            sender_ssrc: 0,
+            // a receiver's own SSRC, never 0, as browsers send: Janus maps an RTCP packet to
+            // its medium by SSRC, and 0 matches a recvonly audio medium (NACKs then ignored)
+            sender_ssrc: self.own_ssrc,
             media_ssrc: ssrc,
             nacks: nack_pairs_from_sequence_numbers(&seqs),
         })
@@ -1050,11 +1155,18 @@ pub struct ClassroomSpec {
     pub layer_cap: Option<String>,
 }
 
+/// How a classroom's session is ended.
+enum Session {
+    /// WHEP: DELETE the resource.
+    Whep { location: String, token: String },
+    /// Janus: destroy the API session.
+    Janus(JanusViewer),
+}
+
 pub struct Classroom {
     pub name: String,
     pc: Arc<RTCPeerConnection>,
-    location: String,
-    token: String,
+    session: Session,
     /// Our local UDP address (the relay's client key).
     pub local: SocketAddr,
     pub meter: Arc<Mutex<ClassroomMeter>>,
@@ -1071,7 +1183,7 @@ impl Classroom {
     ) -> anyhow::Result<Classroom> {
         let t0 = Instant::now();
         let token = sig.token("classroom", &spec.name, ttl)?;
-        let api = classroom_api(meter.clone(), spec.twcc)?;
+        let api = classroom_api(meter.clone(), spec.twcc, None)?;
         let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
         let mut state = watch_state(&pc);
         for kind in [RTPCodecType::Audio, RTPCodecType::Video] {
@@ -1084,31 +1196,7 @@ impl Classroom {
             )
             .await?;
         }
-        // the tap measures; the track readers only keep webrtc-rs's pipeline moving
-        let readers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        {
-            let readers = readers.clone();
-            pc.on_track(Box::new(move |track, _, _| {
-                let h = tokio::spawn(async move {
-                    let mut errors = 0;
-                    loop {
-                        match track.read_rtp().await {
-                            Ok(_) => errors = 0,
-                            Err(e) => {
-                                errors += 1;
-                                let msg = e.to_string();
-                                if errors > 100 || msg.contains("closed") || msg.contains("EOF") {
-                                    break;
-                                }
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
-                        }
-                    }
-                });
-                lock(&readers).push(h);
-                Box::pin(async {})
-            }));
-        }
+        let readers = drain_tracks(&pc);
         let offer = gathered_offer(&pc).await?;
         let local = udp_candidate(&offer)
             .ok_or_else(|| anyhow!("{}: the offer has no UDP candidate", spec.name))?;
@@ -1142,8 +1230,10 @@ impl Classroom {
         Ok(Classroom {
             name: spec.name.clone(),
             pc,
-            location: answer.location,
-            token,
+            session: Session::Whep {
+                location: answer.location,
+                token,
+            },
             local,
             meter,
             connected_after: t0.elapsed(),
@@ -1151,13 +1241,125 @@ impl Classroom {
         })
     }
 
+    /// Watches the Janus mountpoint through `relay`: Janus offers (one port per peer
+    /// connection), our UDP socket is bound first so the relay can be told where this
+    /// classroom's datagrams go before the first one leaves, and the offer's candidates are
+    /// pointed at the relay. `substream` 0..=2 picks the simulcast layer (Janus has no
+    /// per-viewer estimator).
+    pub async fn join_janus(
+        http: &reqwest::Client,
+        janus_base: &str,
+        relay: &Arc<RelayHandle>,
+        spec: &ClassroomSpec,
+        substream: u8,
+        meter: Arc<Mutex<ClassroomMeter>>,
+    ) -> anyhow::Result<Classroom> {
+        let t0 = Instant::now();
+        let viewer = JanusViewer::open(http, janus_base)
+            .await
+            .with_context(|| format!("{}: Janus session", spec.name))?;
+        let joined = async {
+            let offer = viewer.watch(MOUNTPOINT).await?;
+            let janus_media = udp_candidate(&offer)
+                .ok_or_else(|| anyhow!("Janus's offer has no UDP candidate:\n{offer}"))?;
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            let local = socket.local_addr()?;
+            let (r, routed) = (relay.clone(), local);
+            if !tokio::task::spawn_blocking(move || r.route(routed, janus_media)).await? {
+                bail!("the link relay has stopped");
+            }
+            let mux = UDPMuxDefault::new(UDPMuxParams::new(socket));
+            let api = classroom_api(meter.clone(), spec.twcc, Some(mux))?;
+            let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
+            let mut state = watch_state(&pc);
+            let readers = drain_tracks(&pc);
+            let setup = async {
+                pc.set_remote_description(RTCSessionDescription::offer(route_candidates(
+                    &offer, spec.via,
+                ))?)
+                .await?;
+                let answer = pc.create_answer(None).await?;
+                let mut gather = pc.gathering_complete_promise().await;
+                pc.set_local_description(answer).await?;
+                let _ = tokio::time::timeout(Duration::from_secs(10), gather.recv()).await;
+                let sdp = pc
+                    .local_description()
+                    .await
+                    .ok_or_else(|| anyhow!("no local description"))?
+                    .sdp;
+                tracing::debug!(classroom = %spec.name, "janus offer:\n{offer}\nour answer:\n{sdp}");
+                viewer.start(&strip_candidates(&sdp)).await?;
+                wait_connected(&mut state, Duration::from_secs(20)).await?;
+                viewer.substream(substream).await
+            }
+            .await;
+            if let Err(e) = setup {
+                let _ = pc.close().await;
+                return Err(e);
+            }
+            Ok((pc, local, readers))
+        }
+        .await;
+        match joined {
+            Ok((pc, local, readers)) => Ok(Classroom {
+                name: spec.name.clone(),
+                pc,
+                session: Session::Janus(viewer),
+                local,
+                meter,
+                connected_after: t0.elapsed(),
+                readers,
+            }),
+            Err(e) => {
+                viewer.close().await;
+                Err(e.context(format!("{} could not watch on Janus", spec.name)))
+            }
+        }
+    }
+
     pub async fn leave(self, sig: &Signalling) {
-        sig.delete(&self.location, &self.token).await;
+        match &self.session {
+            Session::Whep { location, token } => sig.delete(location, token).await,
+            Session::Janus(v) => v.close().await,
+        }
         let _ = tokio::time::timeout(Duration::from_secs(3), self.pc.close()).await;
         for h in lock(&self.readers).drain(..) {
             h.abort();
         }
     }
+}
+
+/// Reads every incoming track: the tap measures, the readers only keep webrtc-rs's pipeline
+/// moving. The receiver's RTCP is read too: webrtc-rs runs incoming sender reports through its
+/// interceptors only when someone reads them, and without them our receiver reports carry no
+/// LSR/DLSR, so the sender cannot measure the round trip (Janus then keeps no packets for
+/// retransmission at all).
+fn drain_tracks(pc: &RTCPeerConnection) -> Arc<Mutex<Vec<JoinHandle<()>>>> {
+    let readers: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+    let list = readers.clone();
+    pc.on_track(Box::new(move |track, receiver, _| {
+        let rtcp = tokio::spawn(async move { while receiver.read_rtcp().await.is_ok() {} });
+        lock(&list).push(rtcp);
+        let h = tokio::spawn(async move {
+            let mut errors = 0;
+            loop {
+                match track.read_rtp().await {
+                    Ok(_) => errors = 0,
+                    Err(e) => {
+                        errors += 1;
+                        let msg = e.to_string();
+                        if errors > 100 || msg.contains("closed") || msg.contains("EOF") {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+        });
+        lock(&list).push(h);
+        Box::pin(async {})
+    }));
+    readers
 }
 
 #[cfg(test)]

@@ -136,6 +136,10 @@ pub struct Sample {
     /// Load generator CPU, % of one core.
     pub loadgen_cpu_pct: f64,
     pub forwarded_per_s: Option<f64>,
+    /// Packets the server sent toward classrooms per second, counted at their relays (RTP,
+    /// RTCP and ICE alike): the same instrument for every target.
+    #[serde(default)]
+    pub relayed_per_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +151,12 @@ pub struct SfuReport {
     pub forwarded_packets: Option<f64>,
     /// Forwarded packets per second of SFU CPU time.
     pub forwarded_per_core_second: Option<f64>,
+    /// Packets the server sent toward classrooms, counted at the relays.
+    #[serde(default)]
+    pub relayed_packets: Option<f64>,
+    /// Those per second of the server's CPU time: comparable across targets.
+    #[serde(default)]
+    pub relayed_per_core_second: Option<f64>,
     pub samples: Vec<Sample>,
 }
 
@@ -196,6 +206,10 @@ pub struct Totals {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub mode: String,
+    /// The server under test: "sfu" (ours) or "janus".
+    #[serde(default = "default_target")]
+    pub target: String,
+    /// Its HTTP base.
     pub sfu: String,
     pub room: String,
     pub started_unix_s: u64,
@@ -223,6 +237,10 @@ pub struct ChurnReport {
     pub failed_joins: usize,
 }
 
+fn default_target() -> String {
+    "sfu".into()
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map(|x| format!("{x:.digits$}"))
         .unwrap_or_else(|| "-".into())
@@ -234,8 +252,9 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "loadtest {} against {} room {}: {}/{} classrooms joined, {:.0} s{}",
+            "loadtest {} against {} at {} room {}: {}/{} classrooms joined, {:.0} s{}",
             self.mode,
+            self.target,
             self.sfu,
             self.room,
             self.joined_classrooms,
@@ -299,12 +318,15 @@ impl Report {
         let f = &self.sfu_process;
         let _ = writeln!(
             s,
-            "SFU (pid {}): CPU {} % of a core (mean), RSS max {} MB, forwarded {} packets, {} packets per core-second",
+            "{} (pid {}): CPU {} % of a core (mean), RSS max {} MB, forwarded {} packets, {} packets per core-second; sent toward classrooms (at the relays) {} packets, {} per core-second",
+            self.target,
             f.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
             opt(f.cpu_pct_mean, 1),
             opt(f.rss_mb_max, 1),
             opt(f.forwarded_packets, 0),
             opt(f.forwarded_per_core_second, 0),
+            opt(f.relayed_packets, 0),
+            opt(f.relayed_per_core_second, 0),
         );
         let _ = writeln!(
             s,
@@ -522,4 +544,108 @@ fn line_plot(
         return format!("<p>(plot failed: {})</p>", escape(&e.to_string()));
     }
     svg
+}
+
+/// Our SFU against Janus from two reports of the same run shape: server CPU per packet sent
+/// toward classrooms (counted at the relays for both, so the instrument is the same), the
+/// largest load held (ramp) per core, latency and freezes.
+pub fn compare(ours: &Report, janus: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<44} {:>14} {:>14}", "", "ours", "janus");
+    let row = |s: &mut String, what: &str, a: String, b: String| {
+        let _ = writeln!(s, "{what:<44} {a:>14} {b:>14}");
+    };
+    let both = |f: &dyn Fn(&Report) -> String| (f(ours), f(janus));
+    let (a, b) = both(&|r| r.target.clone());
+    row(&mut s, "target", a, b);
+    let (a, b) = both(&|r| format!("{}/{}", r.joined_classrooms, r.requested_classrooms));
+    row(&mut s, "classrooms joined", a, b);
+    let (a, b) = both(&|r| format!("{:.0}", r.duration_s));
+    row(&mut s, "duration s", a, b);
+    let (a, b) = both(&|r| opt(r.sfu_process.cpu_pct_mean, 1));
+    row(&mut s, "server CPU, % of a core (mean)", a, b);
+    let (a, b) = both(&|r| opt(r.sfu_process.rss_mb_max, 1));
+    row(&mut s, "server RSS max MB", a, b);
+    let (a, b) = both(&|r| opt(r.sfu_process.relayed_packets, 0));
+    row(&mut s, "packets sent toward classrooms", a, b);
+    let per_pkt = |r: &Report| {
+        r.sfu_process
+            .relayed_per_core_second
+            .filter(|x| *x > 0.0)
+            .map(|x| 1e6 / x)
+    };
+    let (a, b) = both(&|r| opt(per_pkt(r), 2));
+    row(&mut s, "server CPU per packet, µs", a, b);
+    let (a, b) = both(&|r| opt(r.sfu_process.relayed_per_core_second, 0));
+    row(&mut s, "packets per server core-second", a, b);
+    let held = |r: &Report| {
+        r.ramp.as_ref().map(|rr| {
+            let cpu = rr
+                .steps
+                .iter()
+                .rfind(|st| st.held)
+                .and_then(|st| st.sfu_cpu_pct)
+                .unwrap_or(0.0);
+            (rr.max_held, cpu)
+        })
+    };
+    let (a, b) = both(&|r| match held(r) {
+        Some((n, cpu)) => format!("{n} at {cpu:.0} %"),
+        None => "-".into(),
+    });
+    row(&mut s, "ramp: most classrooms held (server CPU)", a, b);
+    let (a, b) = both(&|r| match held(r) {
+        Some((n, cpu)) if cpu > 0.0 => format!("{:.0}", n as f64 * 100.0 / cpu),
+        _ => "-".into(),
+    });
+    row(&mut s, "ramp: classrooms held per server core", a, b);
+    let (a, b) = both(&|r| {
+        format!(
+            "{}/{}/{}",
+            opt(r.totals.latency_ms.p50, 1),
+            opt(r.totals.latency_ms.p95, 1),
+            opt(r.totals.latency_ms.p99, 1)
+        )
+    });
+    row(&mut s, "latency p50/p95/p99 ms", a, b);
+    let (a, b) = both(&|r| format!("{:.3}", r.totals.loss_after_retransmission_pct));
+    row(&mut s, "loss after retransmission %", a, b);
+    let (a, b) = both(&|r| format!("{:.1}", r.totals.frames_complete_pct));
+    row(&mut s, "frames complete %", a, b);
+    let (a, b) = both(&|r| {
+        r.classrooms
+            .iter()
+            .map(|c| c.freezes)
+            .sum::<u64>()
+            .to_string()
+    });
+    row(&mut s, "freezes", a, b);
+    let (a, b) = both(&|r| format!("{:.2}", r.totals.frozen_pct));
+    row(&mut s, "frozen %", a, b);
+    let ttff = |r: &Report| {
+        let mut v: Vec<f64> = r
+            .classrooms
+            .iter()
+            .filter_map(|c| c.time_to_first_frame_ms)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    let (a, b) = both(&|r| opt(ttff(r), 0));
+    row(&mut s, "time to first frame ms (median)", a, b);
+    let (a, b) = both(&|r| format!("{:.1}", r.loadgen.cpu_pct_mean));
+    row(&mut s, "load generator CPU, % of a core", a, b);
+    if let (Some(x), Some(y)) = (
+        ours.sfu_process.relayed_per_core_second,
+        janus.sfu_process.relayed_per_core_second,
+    ) {
+        if y > 0.0 {
+            let _ = writeln!(
+                s,
+                "efficiency (packets per server core-second): ours is {:.2}x Janus's",
+                x / y
+            );
+        }
+    }
+    s
 }

@@ -3,7 +3,8 @@
 //! [`Report`].
 //!
 //! Modes: fixed (N classrooms for a duration), ramp (add a step of classrooms per interval
-//! until a limit breaks; the largest load held is the answer).
+//! until a limit breaks; the largest load held is the answer). Targets: our SFU, or Janus's
+//! Streaming plugin started by the run itself ([`crate::janus`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
+use crate::janus::{substream_of, JanusConfig, JanusServer};
 use crate::link::{
     Mix, ProfileSpec, Profiles, RelayConfig, RelayHandle, RelayStats, ScheduleOrigin,
 };
@@ -39,8 +41,18 @@ pub struct RampConfig {
     pub frozen_limit_pct: f64,
 }
 
+/// The server under test.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Our SFU at `RunConfig::sfu`: WHIP, WHEP, /metrics.
+    Sfu,
+    /// Janus, started by the run: plain RTP in, its HTTP API for viewers.
+    Janus(JanusConfig),
+}
+
 #[derive(Debug, Clone)]
 pub struct RunConfig {
+    pub target: Target,
     pub sfu: String,
     pub room: String,
     pub secret: String,
@@ -143,10 +155,19 @@ struct Shared {
 pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     cfg.mix.check(&cfg.profiles)?;
     let sig = Signalling::new(&cfg.sfu, &cfg.room, &cfg.secret)?;
-    sig.check().await?;
+    let janus = match &cfg.target {
+        Target::Sfu => {
+            sig.check().await?;
+            None
+        }
+        Target::Janus(j) => Some(JanusServer::start(j).await?),
+    };
     let (fps, secs) = (cfg.fps, cfg.clip_seconds);
     let media = tokio::task::spawn_blocking(move || load_media(fps, secs)).await??;
-    let sfu_pid = cfg.sfu_pid.or_else(probe::find_sfu_pid);
+    let sfu_pid = match &janus {
+        Some(j) => Some(j.pid()),
+        None => cfg.sfu_pid.or_else(probe::find_sfu_pid),
+    };
     if sfu_pid.is_none() {
         tracing::warn!(
             "SFU process not found (pass --sfu-pid): its CPU and memory are not reported"
@@ -164,11 +185,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     let send_log = Arc::new(Mutex::new(SendLog::default()));
     let origin = Instant::now();
     let started_unix_s = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let teacher = Teacher::connect(&sig, media.clone(), send_log.clone(), ttl).await?;
+    let teacher = match &janus {
+        Some(j) => Teacher::feed_rtp(j.ports, media.clone(), send_log.clone()).await?,
+        None => Teacher::connect(&sig, media.clone(), send_log.clone(), ttl).await?,
+    };
     let teacher_started = Instant::now();
 
     // one relay per profile, each classroom its own links on it
-    let mut relays: BTreeMap<String, (RelayHandle, Instant, ProfileSpec)> = BTreeMap::new();
+    let mut relays: BTreeMap<String, (Arc<RelayHandle>, Instant, ProfileSpec)> = BTreeMap::new();
     for (i, (name, _)) in cfg.mix.entries().iter().enumerate() {
         let spec = cfg.profiles.get(name)?.clone();
         let mut rc = RelayConfig::new("127.0.0.1:0".parse()?, teacher.sfu_media)
@@ -178,7 +202,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         rc.idle_timeout = None;
         rc.max_clients = planned.max(1) + 16;
         let h = crate::link::Relay::start(rc).with_context(|| format!("relay for {name}"))?;
-        relays.insert(name.clone(), (h, Instant::now(), spec));
+        relays.insert(name.clone(), (Arc::new(h), Instant::now(), spec));
     }
 
     let shared = Arc::new(Mutex::new(Shared {
@@ -206,7 +230,8 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         ProgressBar::hidden()
     };
     let sampler = tokio::spawn(sampler(
-        sig.clone(),
+        janus.is_none().then(|| sig.clone()),
+        relays.values().map(|(h, _, _)| h.clone()).collect(),
         sfu_pid,
         origin,
         shared.clone(),
@@ -244,6 +269,19 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         meter_cfg,
         ttl,
         counters: teacher.counters.clone(),
+        janus: janus.as_ref().map(|j| {
+            (
+                reqwest::Client::builder()
+                    .no_proxy()
+                    .build()
+                    .unwrap_or_default(),
+                j.http_base.clone(),
+            )
+        }),
+        relay_handles: relays
+            .iter()
+            .map(|(k, (h, _, _))| (k.clone(), h.clone()))
+            .collect(),
     };
 
     match &cfg.ramp {
@@ -498,9 +536,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     .await;
     leaving.abort_all();
     let _ = tokio::time::timeout(Duration::from_secs(5), teacher.leave(&sig)).await;
-    for (_, (h, _, _)) in relays {
-        h.stop();
-    }
+    drop(joiner);
+    drop(relays);
+    let server = match janus {
+        Some(j) => {
+            let base = j.http_base.clone();
+            // SIGTERM and wait, off the async threads
+            let _ = tokio::task::spawn_blocking(move || drop(j)).await;
+            base
+        }
+        None => cfg.sfu.clone(),
+    };
 
     let samples = std::mem::take(&mut *lock(&samples));
     let profiles = profile_reports(&cfg.mix, &rows);
@@ -552,7 +598,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             (None, None) => "fixed",
         }
         .into(),
-        sfu: cfg.sfu.clone(),
+        target: match cfg.target {
+            Target::Sfu => "sfu",
+            Target::Janus(_) => "janus",
+        }
+        .into(),
+        sfu: server,
         room: cfg.room.clone(),
         started_unix_s,
         duration_s: duration.as_secs_f64(),
@@ -626,7 +677,7 @@ async fn churn(
     assign: &[String],
     members: &Arc<Mutex<Vec<Member>>>,
     shared: &Arc<Mutex<Shared>>,
-    relays: &BTreeMap<String, (RelayHandle, Instant, ProfileSpec)>,
+    relays: &BTreeMap<String, (Arc<RelayHandle>, Instant, ProfileSpec)>,
     deadline: Instant,
     failed: &mut Vec<String>,
 ) -> ChurnReport {
@@ -716,6 +767,9 @@ struct Joiner {
     meter_cfg: MeterConfig,
     ttl: Duration,
     counters: Arc<crate::peer::TeacherCounters>,
+    /// Against Janus: an HTTP client and its API base.
+    janus: Option<(reqwest::Client, String)>,
+    relay_handles: BTreeMap<String, Arc<RelayHandle>>,
 }
 
 impl Joiner {
@@ -745,12 +799,18 @@ impl Joiner {
                     name: format!("classroom-{i:04}"),
                     via,
                     twcc: self.cfg.twcc,
-                    layer_cap: if self.cfg.twcc {
+                    // Janus has no per-viewer estimator: every classroom gets the layer its
+                    // link fits, as without TWCC on ours
+                    layer_cap: if self.cfg.twcc && self.janus.is_none() {
                         None
                     } else {
                         layer_cap(&self.media, cap)
                     },
                 };
+                let janus = self
+                    .janus
+                    .clone()
+                    .map(|(http, base)| (http, base, self.relay_handles[&profile].clone()));
                 let joined_at = Instant::now();
                 let meter = Arc::new(Mutex::new(ClassroomMeter::new(
                     self.meter_cfg,
@@ -764,7 +824,14 @@ impl Joiner {
                 let sig = self.sig.clone();
                 let ttl = self.ttl;
                 set.spawn(async move {
-                    let r = Classroom::join(&sig, &spec, meter.clone(), ttl).await;
+                    let r = match janus {
+                        Some((http, base, relay)) => {
+                            let sub = substream_of(spec.layer_cap.as_deref());
+                            Classroom::join_janus(&http, &base, &relay, &spec, sub, meter.clone())
+                                .await
+                        }
+                        None => Classroom::join(&sig, &spec, meter.clone(), ttl).await,
+                    };
                     (spec, profile, cap, joined_at, ticks, meter, r)
                 });
             }
@@ -808,10 +875,18 @@ struct Prev {
     cores: Vec<(u64, u64)>,
     own: Duration,
     forwarded: Option<f64>,
+    relayed: u64,
 }
 
+/// Packets the server has sent toward classrooms, as their relays counted them.
+fn relayed_packets(relays: &[Arc<RelayHandle>]) -> u64 {
+    relays.iter().map(|r| r.stats().downlink.sent_packets).sum()
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn sampler(
-    sig: Signalling,
+    sig: Option<Signalling>,
+    relays: Vec<Arc<RelayHandle>>,
     sfu_pid: Option<u32>,
     origin: Instant,
     shared: Arc<Mutex<Shared>>,
@@ -829,16 +904,24 @@ async fn sampler(
         let rss = sfu_pid.and_then(probe::process_rss);
         let cores = probe::cores();
         let own = probe::own_cpu().unwrap_or_default();
-        let fwd = match sig.get_text("/metrics").await {
-            Ok(t) => probe::metric_value(&t, "sfu_rtp_packets_forwarded_total"),
-            Err(_) => None,
+        let fwd = match &sig {
+            Some(sig) => match sig.get_text("/metrics").await {
+                Ok(t) => probe::metric_value(&t, "sfu_rtp_packets_forwarded_total"),
+                Err(_) => None,
+            },
+            None => None,
         };
+        let relays2 = relays.clone();
+        let relayed = tokio::task::spawn_blocking(move || relayed_packets(&relays2))
+            .await
+            .unwrap_or(0);
         if let Some(Prev {
             at: t0,
             sfu_cpu: cpu0,
             cores: cores0,
             own: own0,
             forwarded: fwd0,
+            relayed: relayed0,
         }) = &last
         {
             let dt = now.saturating_duration_since(*t0).as_secs_f64().max(1e-3);
@@ -883,6 +966,7 @@ async fn sampler(
                     (Some(a), Some(b)) => Some((a - b) / dt),
                     _ => None,
                 },
+                relayed_per_s: Some(relayed.saturating_sub(*relayed0) as f64 / dt),
             };
             bar.set_position(sample.t_s as u64);
             bar.set_message(format!(
@@ -901,6 +985,7 @@ async fn sampler(
             cores,
             own,
             forwarded: fwd,
+            relayed,
         });
     }
 }
@@ -911,6 +996,8 @@ fn sfu_report(pid: Option<u32>, samples: &[Sample]) -> SfuReport {
     let fwd: Vec<f64> = samples.iter().filter_map(|s| s.forwarded_per_s).collect();
     let sampled_secs = samples.len() as f64;
     let forwarded = (!fwd.is_empty()).then(|| fwd.iter().sum::<f64>());
+    let relayed: Vec<f64> = samples.iter().filter_map(|s| s.relayed_per_s).collect();
+    let relayed = (!relayed.is_empty()).then(|| relayed.iter().sum::<f64>());
     let cpu_seconds = cpu_pct_mean.map(|m| m / 100.0 * sampled_secs);
     SfuReport {
         pid,
@@ -919,6 +1006,11 @@ fn sfu_report(pid: Option<u32>, samples: &[Sample]) -> SfuReport {
         rss_mb_max: samples.iter().filter_map(|s| s.sfu_rss_mb).reduce(f64::max),
         forwarded_packets: forwarded,
         forwarded_per_core_second: match (forwarded, cpu_seconds) {
+            (Some(f), Some(c)) if c > 0.0 => Some(f / c),
+            _ => None,
+        },
+        relayed_packets: relayed,
+        relayed_per_core_second: match (relayed, cpu_seconds) {
             (Some(f), Some(c)) if c > 0.0 => Some(f / c),
             _ => None,
         },
@@ -1011,7 +1103,7 @@ pub fn validate(cfg: &RunConfig) -> anyhow::Result<()> {
             bail!("--churn must be a rate per second above 0 and at most 20");
         }
     }
-    if cfg.secret.is_empty() {
+    if cfg.secret.is_empty() && matches!(cfg.target, Target::Sfu) {
         bail!("the SFU's signing secret is empty: pass --secret or set CLASSROOM_SECRET");
     }
     if cfg.room.is_empty()

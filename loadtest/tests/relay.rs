@@ -333,3 +333,21 @@ fn link_relay_binary_rejects_bad_arguments() {
         assert!(!out.stderr.is_empty(), "{args:?} gave no reason");
     }
 }
+
+#[test]
+fn a_routed_client_reaches_its_own_target() {
+    let (default_target, own_target) = (Echo::start(), Echo::start());
+    let relay = relay_with(
+        default_target.addr,
+        LinkConfig::default(),
+        LinkConfig::default(),
+    );
+    let (a, b) = (client(relay.local_addr()), client(relay.local_addr()));
+    assert!(relay.route(b.local_addr().unwrap(), own_target.addr));
+    assert!(!ping(&a, 3).is_empty(), "the default target answers");
+    assert!(!ping(&b, 3).is_empty(), "the routed target answers");
+    let stats = relay.stop();
+    let upstream = |s: &UdpSocket| stats.client(s.local_addr().unwrap()).unwrap().upstream;
+    assert_eq!(default_target.peers(), vec![upstream(&a)]);
+    assert_eq!(own_target.peers(), vec![upstream(&b)]);
+}

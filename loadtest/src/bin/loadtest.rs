@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use loadtest::janus::JanusConfig;
 use loadtest::link::{parse_duration, Mix, Profiles};
-use loadtest::run::{run, validate, RampConfig, RunConfig};
+use loadtest::report::compare;
+use loadtest::run::{run, validate, RampConfig, RunConfig, Target};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -14,6 +16,24 @@ use loadtest::run::{run, validate, RampConfig, RunConfig};
     about = "Simulated classrooms as real WebRTC peers on emulated links, against the SFU"
 )]
 struct Args {
+    /// The server under test: `sfu` (ours, at --sfu) or `janus` (started by the run; needs
+    /// --janus-ip).
+    #[arg(long, default_value = "sfu", value_parser = ["sfu", "janus"])]
+    target: String,
+    /// The `janus` executable.
+    #[arg(long, default_value = "janus")]
+    janus_bin: PathBuf,
+    /// Janus's library folder (with plugins/ and transports/); default: where Debian puts it.
+    #[arg(long)]
+    janus_lib: Option<PathBuf>,
+    /// A local, non-loopback address for Janus's peer connections (Janus gathers no loopback
+    /// candidates); loadtest/compare.sh makes one in a network namespace.
+    #[arg(long)]
+    janus_ip: Option<std::net::IpAddr>,
+    /// Print our SFU against Janus from two JSON reports (`--compare sfu.json janus.json`)
+    /// and exit.
+    #[arg(long, num_args = 2, value_names = ["SFU_JSON", "JANUS_JSON"])]
+    compare: Option<Vec<PathBuf>>,
     /// The SFU's HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     sfu: String,
@@ -104,7 +124,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,loadtest=info,webrtc=off,webrtc_ice=off,webrtc_dtls=off,webrtc_srtp=off,webrtc_sctp=off,webrtc_mdns=off,interceptor=off".into()),
+                .unwrap_or_else(|_| "warn,loadtest=info,webrtc=off,webrtc_ice=off,webrtc_dtls=off,dtls=off,webrtc_srtp=off,webrtc_sctp=off,webrtc_mdns=off,interceptor=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -119,6 +139,26 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(files) = &args.compare {
+        let read = |p: &PathBuf| -> anyhow::Result<loadtest::report::Report> {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a loadtest report", p.display()))
+        };
+        print!("{}", compare(&read(&files[0])?, &read(&files[1])?));
+        return Ok(());
+    }
+    let target = match args.target.as_str() {
+        "janus" => Target::Janus(JanusConfig {
+            bin: args.janus_bin.clone(),
+            lib_dir: args.janus_lib.clone(),
+            ip: args
+                .janus_ip
+                .ok_or_else(|| anyhow::anyhow!("--target janus needs --janus-ip"))?,
+        }),
+        _ => Target::Sfu,
+    };
     let profiles = match &args.profiles {
         Some(p) => Profiles::with_file(p)?,
         None => Profiles::builtin(),
@@ -129,6 +169,7 @@ fn real_main() -> anyhow::Result<()> {
         (None, None) => Mix::single("clean"),
     };
     let cfg = RunConfig {
+        target,
         sfu: args.sfu.clone(),
         room: args.room.clone(),
         secret: args.secret.clone(),

@@ -3,7 +3,9 @@
 //! Each client source address that sends to the relay gets its own upstream socket, connected to
 //! the target, so the target sees one distinct peer per client. Datagrams from the client go
 //! through the client's uplink [`Link`] to the target; datagrams from the target come back through
-//! its downlink. The relay sends only to the target and to clients that sent to it.
+//! its downlink. The relay sends only to the target and to clients that sent to it. A client
+//! may be given a target of its own before its first datagram ([`RelayHandle::route`]): servers
+//! such as Janus give every peer connection its own port.
 //!
 //! One thread runs everything: a mio poll whose timeout is the earliest delivery deadline (a
 //! binary heap of per-link deadlines), finished with a short sleep for the sub-millisecond part.
@@ -178,6 +180,11 @@ pub struct RelayHandle {
 
 enum Command {
     Stats(mpsc::Sender<RelayStats>),
+    Route {
+        client: SocketAddr,
+        target: SocketAddr,
+        done: mpsc::Sender<()>,
+    },
     Stop,
 }
 
@@ -196,6 +203,22 @@ impl RelayHandle {
             }
         }
         self.last.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends `client`'s datagrams to `target` instead of the relay's target. Takes effect for a
+    /// client not seen yet; returns once the relay has it, so a datagram sent afterwards is
+    /// routed. False if the relay has stopped.
+    pub fn route(&self, client: SocketAddr, target: SocketAddr) -> bool {
+        let (done, rx) = mpsc::channel();
+        self.commands
+            .send(Command::Route {
+                client,
+                target,
+                done,
+            })
+            .is_ok()
+            && self.waker.wake().is_ok()
+            && rx.recv_timeout(Duration::from_secs(5)).is_ok()
     }
 
     /// Stops relaying and returns the final counters.
@@ -247,6 +270,8 @@ struct Worker {
     started: Instant,
     clients: HashMap<usize, Client>,
     by_addr: HashMap<SocketAddr, usize>,
+    /// Targets of their own for clients, by client address.
+    routes: HashMap<SocketAddr, SocketAddr>,
     next_id: usize,
     /// Per-link delivery deadlines; stale entries are skipped when they fire.
     timers: BinaryHeap<Reverse<(Instant, usize, bool)>>,
@@ -277,6 +302,7 @@ impl Worker {
             started: Instant::now(),
             clients: HashMap::new(),
             by_addr: HashMap::new(),
+            routes: HashMap::new(),
             next_id: FIRST_CLIENT,
             timers: BinaryHeap::new(),
             readable: VecDeque::new(),
@@ -351,6 +377,14 @@ impl Worker {
             match self.inbox.try_recv() {
                 Ok(Command::Stats(reply)) => {
                     let _ = reply.send(self.snapshot());
+                }
+                Ok(Command::Route {
+                    client,
+                    target,
+                    done,
+                }) => {
+                    self.routes.insert(client, target);
+                    let _ = done.send(());
                 }
                 Ok(Command::Stop) | Err(mpsc::TryRecvError::Disconnected) => return true,
                 Err(mpsc::TryRecvError::Empty) => return false,
@@ -429,9 +463,14 @@ impl Worker {
             ScheduleOrigin::ClientStart => now,
         };
         let seed = |dir: u64| mix_seed(self.config.seed, index * 2 + dir);
+        let target = self
+            .routes
+            .get(&from)
+            .copied()
+            .unwrap_or(self.config.target);
         let made = (|| -> Result<Client, RelayError> {
-            let mut upstream = UdpSocket::bind(upstream_bind(self.config.target))?;
-            upstream.connect(self.config.target)?;
+            let mut upstream = UdpSocket::bind(upstream_bind(target))?;
+            upstream.connect(target)?;
             self.poll
                 .registry()
                 .register(&mut upstream, Token(id), Interest::READABLE)?;
