@@ -200,6 +200,16 @@ fn bad_arguments_and_an_unreachable_sfu_are_clear_errors() {
     let (code, _, err, _) = loadtest(&["--classrooms", "1"], "", limit);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("secret"), "{err}");
+    // Janus: an address is required, and a loopback one cannot work
+    let (code, _, err, _) = loadtest(&["--target", "janus"], "", limit);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--janus-ip"), "{err}");
+    let (code, _, err, _) = loadtest(&["--target", "janus", "--janus-ip", "127.0.0.1"], "", limit);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("loopback"), "{err}");
+    let (code, _, err, _) = loadtest(&["--compare", "/nonexistent.json", "/x.json"], "", limit);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.json"), "{err}");
 }
 
 #[test]
