@@ -8,7 +8,9 @@
 //!
 //! [`Allocator`] adds the time behaviour: it goes down as soon as the estimate no longer
 //! carries the current choice, and up only when the estimate clears the next choice by a
-//! margin and the current one has been held for a while, so it does not oscillate.
+//! margin and the current one has been held for a while, so it does not oscillate. A lesson
+//! video that is flowing is not paused at once when the estimate dips under its lowest layer:
+//! it stays on that layer for a while first (see [`Tuning::pause_after`]).
 
 use std::time::{Duration, Instant};
 
@@ -152,6 +154,12 @@ pub struct Tuning {
     /// ... or when it exceeds the estimate at all for this long. Layer rates swing with
     /// keyframes, and a single low estimate should not cost a classroom its picture.
     pub down_after: Duration,
+    /// The most important flowing lesson video (courseware or the teacher's camera, by policy)
+    /// is paused only after the estimate has been short of its lowest layer this long; until
+    /// then it stays on that layer. On lossy rural links the estimate dips for seconds at a time, and a paused video
+    /// leaves only the voice on the link, too little traffic for the estimate to recover from:
+    /// the picture then stays frozen long after the dip.
+    pub pause_after: Duration,
 }
 
 impl Default for Tuning {
@@ -161,6 +169,7 @@ impl Default for Tuning {
             min_dwell: Duration::from_secs(4),
             down_now: 1.25,
             down_after: Duration::from_millis(400),
+            pause_after: Duration::from_secs(5),
         }
     }
 }
@@ -186,6 +195,8 @@ pub struct Allocator {
     current: Option<Choice>,
     last_change: Option<Instant>,
     over_since: Option<Instant>,
+    /// Since when the estimate has wanted a flowing lesson video paused.
+    short_since: Option<Instant>,
     pauses: u64,
     changes: u64,
 }
@@ -198,6 +209,7 @@ impl Allocator {
             current: None,
             last_change: None,
             over_since: None,
+            short_since: None,
             pauses: 0,
             changes: 0,
         }
@@ -265,6 +277,7 @@ impl Allocator {
                 }
             }
         };
+        let next = self.hold_lesson_videos(now, tracks, next);
         let changed = self.current.as_ref() != Some(&next);
         if changed {
             if let Some(cur) = &self.current {
@@ -291,6 +304,46 @@ impl Allocator {
             desired_bps: total(tracks, &best),
             changed,
         }
+    }
+}
+
+impl Allocator {
+    /// Keeps flowing lesson videos on their lowest layer instead of pausing them, until the
+    /// estimate has been short for [`Tuning::pause_after`].
+    fn hold_lesson_videos(
+        &mut self,
+        now: Instant,
+        tracks: &[TrackOffer],
+        mut next: Choice,
+    ) -> Choice {
+        let Some(cur) = self.current.as_ref().filter(|c| same_tracks(c, &next)) else {
+            self.short_since = None;
+            return next;
+        };
+        let pausing: Vec<usize> = (0..tracks.len())
+            .filter(|&i| {
+                let slot = tracks[i].slot;
+                matches!(slot, Slot::TeacherCamera | Slot::Courseware)
+                    && cur[i].1.is_some()
+                    && next[i].1.is_none()
+                    && tracks[i].lowest().is_some()
+            })
+            .collect();
+        if pausing.is_empty() {
+            self.short_since = None;
+            return next;
+        }
+        let since = *self.short_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < self.tuning.pause_after {
+            // The most important one only: enough to keep the picture and the estimate alive.
+            if let Some(&i) = pausing
+                .iter()
+                .min_by_key(|&&i| rank(self.policy, tracks[i].slot))
+            {
+                next[i].1 = tracks[i].lowest().map(|(l, _)| l);
+            }
+        }
+        next
     }
 }
 
@@ -397,6 +450,58 @@ mod tests {
         assert_eq!(layers(&next), [Some(0), Some(2), Some(0)]);
     }
 
+    /// A dip of the estimate under the camera's lowest layer keeps the picture on that layer;
+    /// a lasting shortage pauses it after `pause_after`, and the voice always flows.
+    #[test]
+    fn a_short_dip_keeps_the_lowest_layer_and_a_lasting_one_pauses() {
+        let t = lesson(2);
+        let mut a = Allocator::new(Policy::Camera, Tuning::default());
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        assert_eq!(layers(&a.update(at(0.0), 900 * K, &t).choice)[1], Some(1));
+        // 3 s at 60 kbit/s: below camera-low + audio (190 kbit/s), yet the camera stays on its
+        // low layer.
+        for i in 0..30 {
+            let d = a.update(at(1.0 + i as f64 * 0.1), 60 * K, &t);
+            assert_eq!(
+                layers(&d.choice),
+                [Some(0), Some(0), None],
+                "at {:.1} s",
+                1.0 + i as f64 * 0.1
+            );
+        }
+        // Only the most important video is held: courseware was paused.
+        assert_eq!(a.pauses(), 1);
+        // Back up: the dip is forgotten.
+        assert_eq!(layers(&a.update(at(4.5), 900 * K, &t).choice)[1], Some(0));
+        // A shortage that lasts: paused once it has lasted 5 s, not before.
+        let mut paused_at = None;
+        for i in 0..80 {
+            let s = 5.0 + i as f64 * 0.1;
+            let d = a.update(at(s), 60 * K, &t);
+            assert_eq!(d.choice[0].1, Some(0), "the voice flows");
+            if d.choice[1].1.is_none() && paused_at.is_none() {
+                paused_at = Some(s);
+            }
+        }
+        let p = paused_at.expect("paused in the end");
+        assert!((10.0..=10.2).contains(&p), "paused at {p:.1} s");
+        assert_eq!(a.pauses(), 2);
+        // Tiles are not held: they pause at once.
+        let mut tiles = lesson(2);
+        tiles.push(TrackOffer {
+            slot: Slot::Tile(0),
+            layers_bps: vec![Some(100 * K)],
+            max_layer: 0,
+        });
+        let mut b = Allocator::new(Policy::Camera, Tuning::default());
+        assert_eq!(
+            layers(&b.update(at(0.0), 2000 * K, &tiles).choice)[3],
+            Some(0)
+        );
+        assert_eq!(layers(&b.update(at(0.1), 200 * K, &tiles).choice)[3], None);
+    }
+
     /// RFC 8867 section 5.1 style: capacity steps, scaled to a rural 1-10 Mbit/s link. The
     /// estimate follows capacity with a lag; the choice must go down within 1 s and up only
     /// after the dwell, with no oscillation while capacity is steady.
@@ -470,7 +575,11 @@ mod tests {
     #[test]
     fn pauses_and_resumes_with_hysteresis() {
         let t = lesson(2);
-        let mut a = Allocator::new(Policy::Lecture, Tuning::default());
+        let tuning = Tuning {
+            pause_after: Duration::ZERO,
+            ..Tuning::default()
+        };
+        let mut a = Allocator::new(Policy::Lecture, tuning);
         let t0 = Instant::now();
         let d = a.update(t0, 2000 * K, &t);
         assert_eq!(layers(&d.choice), [Some(0), Some(2), Some(0)]);
