@@ -487,6 +487,23 @@ pub struct TeacherCounters {
     pub ticks: AtomicU64,
 }
 
+impl TeacherCounters {
+    /// Zeroed counters, one per layer of `media`.
+    fn for_media(media: &TeacherMedia) -> Self {
+        TeacherCounters {
+            layers: media
+                .layers
+                .iter()
+                .map(|l| LayerCounters {
+                    rid: l.rid.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+}
+
 pub struct Teacher {
     /// None when it feeds Janus over plain RTP.
     pc: Option<Arc<RTCPeerConnection>>,
@@ -558,17 +575,7 @@ impl Teacher {
         let api = publisher_api()?;
         let pc = Arc::new(api.new_peer_connection(RTCConfiguration::default()).await?);
         let mut state = watch_state(&pc);
-        let counters = Arc::new(TeacherCounters {
-            layers: media
-                .layers
-                .iter()
-                .map(|l| LayerCounters {
-                    rid: l.rid.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        });
+        let counters = Arc::new(TeacherCounters::for_media(&media));
         let sendonly = || {
             Some(RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Sendonly,
@@ -701,17 +708,7 @@ impl Teacher {
         send_log: Arc<Mutex<SendLog>>,
     ) -> anyhow::Result<Teacher> {
         let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
-        let counters = Arc::new(TeacherCounters {
-            layers: media
-                .layers
-                .iter()
-                .map(|l| LayerCounters {
-                    rid: l.rid.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        });
+        let counters = Arc::new(TeacherCounters::for_media(&media));
         let udp = |to: SocketAddr| RtpOut::Udp {
             socket: socket.clone(),
             to,
