@@ -1,5 +1,6 @@
-//! The neighbourhood search of the coverage stage: HiGHS with candidates outside a set fixed to 0
-//! never leaves the set, and with every candidate free it finds what the whole model finds.
+//! Neighbourhoods (as the searches of `solve/lns.rs` use them): HiGHS with candidates outside a
+//! set held at 0 never leaves the set, and with every candidate free it finds what the whole
+//! model finds.
 
 mod common;
 

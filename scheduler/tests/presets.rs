@@ -16,19 +16,28 @@ fn county_plan_is_valid_and_coverage_optimal() {
     let plan = solve(&region, &opts, &|_, _| {});
     let rep = validate(&region, &plan);
     assert!(rep.ok(), "{:?}", &rep.errors[..rep.errors.len().min(10)]);
+    eprintln!("county preset: {:?}", plan.stats);
     assert!(
         plan.stats.coverage > 0.85,
         "coverage {}",
         plan.stats.coverage
     );
     // Coverage, the first objective, is proven optimal; the lower terms (fuller lessons) keep a
-    // certified gap, small against the whole objective.
+    // certified gap, small against the whole objective (about 0.04 % in a release build).
     assert_eq!(
         plan.stats.unmet_weighted_bound, plan.stats.terms.unmet_weighted,
         "{:?}",
         plan.stats
     );
-    assert!(plan.stats.gap < 0.01, "gap {}", plan.stats.gap);
+    assert!(plan.stats.gap < 0.002, "gap {}", plan.stats.gap);
+    // The neighbourhood search of the lower terms merges lessons: the coverage stage's plan has
+    // about 600 (the whole model alone did not get below that in a minute), the search about 460
+    // (release and debug builds here); the bound leaves room for a slower machine.
+    assert!(
+        plan.stats.terms.lessons < 580,
+        "{} lessons",
+        plan.stats.terms.lessons
+    );
     assert!(plan.stats.bound <= plan.stats.objective);
     // Every unmet period says why.
     assert!(plan.unmet.iter().all(|u| !u.reasons.is_empty()));

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{Bell, Reason, Region, SameCounty, SchoolKind, SlotRef};
+use crate::model::{Bell, Location, Reason, Region, SameCounty, SchoolKind, SlotRef};
 
 /// A lesson that may run: an existing central lesson (adopt) or a dedicated one (coplan).
 #[derive(Debug, Clone)]
@@ -147,6 +147,9 @@ pub struct Instance {
     pub max_receivers: usize,
     /// Weekdays of each demand's point school, for the once-a-day rule.
     pub point_days: Vec<u32>,
+    /// Where each school of a candidate lies (by school index), for neighbourhoods of nearby
+    /// points.
+    pub school_at: HashMap<usize, Location>,
 }
 
 fn overlap(a: Bell, b: Bell) -> u16 {
@@ -659,6 +662,10 @@ pub fn build(region: &Region, counties: &[String]) -> Instance {
         cand_conflicts[i].push(j);
         cand_conflicts[j].push(i);
     }
+    let school_at = cands
+        .iter()
+        .map(|c| (c.school, region.schools[c.school].location))
+        .collect();
     Instance {
         name: counties.join("+"),
         lessons,
@@ -672,6 +679,7 @@ pub fn build(region: &Region, counties: &[String]) -> Instance {
         cand_conflicts,
         max_receivers: k as usize,
         point_days,
+        school_at,
     }
 }
 

@@ -40,8 +40,8 @@ pub fn solve(
     build_and_solve(inst, w, Some(start), time_limit, min_cover, false, None)
 }
 
-/// The same model with every candidate outside `allowed` fixed to 0: a neighbourhood of `start`
-/// (which must lie inside it) small enough to search quickly. Its bound holds only inside.
+/// The same model with every candidate outside `allowed` fixed to its value in `start`: a
+/// neighbourhood of `start` small enough to search quickly. Its bound holds only inside.
 pub fn solve_within(
     inst: &Instance,
     w: &Weights,
@@ -50,6 +50,19 @@ pub fn solve_within(
     allowed: &[bool],
 ) -> Result<MilpResult, MilpError> {
     build_and_solve(inst, w, Some(start), time_limit, None, false, Some(allowed))
+}
+
+/// The general form: candidates outside `allowed` keep their value in `start` (0 without one),
+/// `min_cover` holds a weighted coverage.
+pub fn solve_masked(
+    inst: &Instance,
+    w: &Weights,
+    start: Option<&Assignment>,
+    time_limit: Duration,
+    min_cover: Option<f64>,
+    allowed: Option<&[bool]>,
+) -> Result<MilpResult, MilpError> {
+    build_and_solve(inst, w, start, time_limit, min_cover, false, allowed)
 }
 
 /// The LP relaxation's values of x (for rounding) and its bound.
@@ -82,7 +95,9 @@ fn build_and_solve(
     let x: Vec<Variable> = (0..inst.cands.len())
         .map(|c| {
             if allowed.is_some_and(|ok| !ok[c]) {
-                vars.add(var().max(0))
+                // Outside the neighbourhood a candidate keeps its value in the start.
+                let v = start.is_some_and(|s| s.x[c]) as u8 as f64;
+                vars.add(var().min(v).max(v))
             } else {
                 vars.add(var())
             }

@@ -1,13 +1,16 @@
-//! Solving a region: counties independently and in parallel, each greedy then MILP; then the plan
-//! with lessons, pairings, unmet periods and their reasons, and certified stats.
+//! Solving a region: counties independently and in parallel, each greedy, then neighbourhood
+//! searches and the whole MILP per lexicographic stage; then the plan with lessons, pairings,
+//! unmet periods and their reasons, and certified stats.
 
 pub mod explain;
 pub mod greedy;
 pub mod instance;
+pub mod lns;
 pub mod milp;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -115,31 +118,50 @@ pub fn solve(
     let total = parts.len();
     let done = AtomicUsize::new(0);
     progress(0, 2 * total);
-    let deadline = started + opts.time_limit;
+    // A little of the limit is kept for assembling the plan (a second or two on the stress
+    // preset), so the whole call ends within it.
+    let margin = opts.time_limit.mul_f64(0.02).min(Duration::from_secs(5));
+    let deadline = started + opts.time_limit.saturating_sub(margin);
     let threads = rayon::current_num_threads().max(1);
     // Two passes over the counties: coverage everywhere first (it dominates the objective),
-    // then the lower terms with whatever time is left.
+    // then with whatever time is left the lower terms where coverage is proven, and coverage
+    // again where it is not.
     for pass in 0..2 {
-        let begun = AtomicUsize::new(0);
         // Coverage may use up to 90 % of the limit; the lower terms get the rest.
         let pass_end = if pass == 0 {
             started + opts.time_limit.mul_f64(0.9)
         } else {
             deadline
         };
+        // Only counties with work in this pass take a share.
+        let work = |p: &Part| {
+            if !opts.greedy_only && !p.inst.cands.is_empty() {
+                p.inst.cands.len()
+            } else {
+                0
+            }
+        };
+        let schedule = Schedule::new(pass_end, threads, parts.iter().map(work).sum());
         parts = parts
             .into_par_iter()
             .map(|mut part| {
-                // Each county gets its share of what is left, so the last ones are not starved.
-                let waiting = total - begun.fetch_add(1, Ordering::SeqCst);
-                let left = pass_end.saturating_duration_since(Instant::now());
-                let budget = left.mul_f64((threads as f64 / waiting as f64).min(1.0));
-                if !opts.greedy_only && !part.inst.cands.is_empty() {
+                let size = work(&part);
+                if size > 0 {
+                    let began = Instant::now();
+                    let (id, budget) = schedule.start(size);
+                    let proven = part.cover_ub <= cover(&part.inst, &part.assignment) + 0.5;
                     if pass == 0 {
-                        improve_cover(&mut part, &w, budget);
-                    } else {
+                        improve_cover(&mut part, &w, budget, pass_end);
+                    } else if proven {
                         improve_lower(&mut part, &w, budget);
+                    } else if part.cover_ub.is_finite() {
+                        // Coverage still open: it outweighs everything below, so the time goes
+                        // to the search for it.
+                        let ub = part.cover_ub;
+                        search_cover(&mut part, &w, ub, Instant::now(), budget);
                     }
+                    schedule.finish(id);
+                    tracing::debug!(county = %part.inst.name, pass, ?budget, took = ?began.elapsed(), "county done");
                 }
                 let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                 progress(n, 2 * total);
@@ -151,6 +173,50 @@ pub fn solve(
     assemble(region, &w, parts, started.elapsed())
 }
 
+/// Shares a pass's wall-clock time between counties by size (candidates): a county starting now
+/// gets its part of the thread-time left, less what the counties running on the other threads
+/// still hold. So neither the big counties nor the last ones are squeezed.
+struct Schedule {
+    end: Instant,
+    threads: u32,
+    /// Size of the counties not started yet, and the deadlines of those running.
+    state: Mutex<(usize, Vec<(usize, Instant)>)>,
+    next: AtomicUsize,
+}
+
+impl Schedule {
+    fn new(end: Instant, threads: usize, total: usize) -> Schedule {
+        Schedule {
+            end,
+            threads: threads as u32,
+            state: Mutex::new((total, Vec::new())),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn start(&self, size: usize) -> (usize, Duration) {
+        let now = Instant::now();
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let waiting = st.0.max(size);
+        st.0 = waiting - size;
+        let left = self.end.saturating_duration_since(now);
+        let held: Duration =
+            st.1.iter()
+                .map(|(_, e)| e.saturating_duration_since(now))
+                .sum();
+        let free = (left * self.threads).saturating_sub(held);
+        let budget = free.mul_f64(size as f64 / waiting as f64).min(left);
+        st.1.push((id, now + budget));
+        (id, budget)
+    }
+
+    fn finish(&self, id: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.1.retain(|(i, _)| *i != id);
+    }
+}
+
 fn cover(inst: &Instance, a: &Assignment) -> f64 {
     inst.cands
         .iter()
@@ -160,18 +226,51 @@ fn cover(inst: &Instance, a: &Assignment) -> f64 {
         .sum()
 }
 
-/// Least possible value of the lower terms (kept pairings count negative).
-fn lower_min(inst: &Instance, w: &Weights) -> f64 {
-    -w.change
-        * inst
-            .demands
-            .iter()
-            .filter(|d| d.last_teacher.is_some())
-            .count() as f64
+/// Least possible value of the lower terms among plans of weighted coverage at least `cover`:
+/// every kept pairing counts negative, and the lessons are at least the fewest receiver periods
+/// that reach `cover` (highest priorities first) over the most receivers a lesson can take. With
+/// the lexicographic weights this term may be added to a coverage bound (`w.unmet` exceeds
+/// `w.lesson` times any lesson count).
+fn lower_min(inst: &Instance, w: &Weights, cover: f64) -> f64 {
+    let kept = inst
+        .demands
+        .iter()
+        .filter(|d| d.last_teacher.is_some())
+        .count() as f64;
+    -w.change * kept + w.lesson * lessons_floor(inst, cover) as f64
+}
+
+/// The fewest lessons any plan of weighted coverage `cover` holds (see `lower_min`).
+pub fn lessons_floor(inst: &Instance, cover: f64) -> u64 {
+    let mut units: Vec<(u32, u32)> = inst
+        .demands
+        .iter()
+        .filter(|d| !d.cands.is_empty())
+        .map(|d| (d.priority, d.periods.min(d.cands.len() as u32)))
+        .collect();
+    units.sort_by_key(|&(p, _)| std::cmp::Reverse(p));
+    let (mut got, mut periods) = (0.0, 0u64);
+    for (p, n) in units {
+        if got >= cover - 0.5 || p == 0 {
+            break;
+        }
+        let take = ((cover - got) / p as f64).ceil().min(n as f64).max(0.0);
+        got += take * p as f64;
+        periods += take as u64;
+    }
+    let k = inst
+        .lessons
+        .iter()
+        .map(|l| l.cands.len())
+        .max()
+        .unwrap_or(0)
+        .min(inst.max_receivers)
+        .max(1) as u64;
+    periods.div_ceil(k)
 }
 
 /// First solve of the lexicographic pair: weighted coverage alone, well scaled for HiGHS.
-fn improve_cover(part: &mut Part, w: &Weights, budget: Duration) {
+fn improve_cover(part: &mut Part, w: &Weights, budget: Duration, pass_end: Instant) {
     let t0 = Instant::now();
     let w1 = Weights {
         unmet: 1.0,
@@ -180,15 +279,18 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration) {
         lesson: 0.0,
         edge: 0.0,
     };
-    let mut best_cover = cover(&part.inst, &part.assignment);
+    let best_cover = cover(&part.inst, &part.assignment);
     let mut cover_ub = f64::INFINITY;
     // The LP is cheap and its bound is certified whatever the MILP manages in its time, so it
-    // always runs to the end. Rounding it often lands close to the optimum, which HiGHS then only has to confirm.
-    if let Ok((values, lp)) = milp::relaxation(
-        &part.inst,
-        &w1,
-        budget.mul_f64(0.3).max(Duration::from_secs(20)),
-    ) {
+    // may run past the county's share (up to 20 s, within the pass; 2 s even when the pass is
+    // over, since a county without it has no bound at all). Rounding it often lands
+    // close to the optimum, which HiGHS then only has to confirm.
+    let lp_limit = budget.mul_f64(0.3).max(
+        pass_end
+            .saturating_duration_since(t0)
+            .clamp(Duration::from_secs(2), Duration::from_secs(20)),
+    );
+    if let Ok((values, lp)) = milp::relaxation(&part.inst, &w1, lp_limit) {
         let g = greedy::guided(&part.inst, &values);
         tracing::debug!(county = %part.inst.name, greedy = best_cover, guided = cover(&part.inst, &g), lp = -lp, "rounding");
         // The LP optimum is a certified bound on its own, whatever happens to the MILP.
@@ -196,40 +298,56 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration) {
             cover_ub = (-lp + 1e-6).floor();
         }
         if cover(&part.inst, &g) > best_cover {
-            best_cover = cover(&part.inst, &g);
             part.objective = part.inst.cost(&g, w);
             part.assignment = g;
         }
-        // The LP's bound is usually tight (its floor is the optimum): the search is for a plan
-        // that reaches it. The LP's support plus the current plan is a small neighbourhood that
-        // HiGHS searches far faster than the whole model; the whole model then gets what is left.
-        if best_cover < cover_ub - 0.5 {
-            let allowed: Vec<bool> = (0..part.inst.cands.len())
-                .map(|c| values[c] > 1e-6 || part.assignment.x[c])
-                .collect();
-            let t = budget.saturating_sub(t0.elapsed()).mul_f64(0.4);
-            match milp::solve_within(&part.inst, &w1, &part.assignment, t, &allowed) {
-                Ok(r) => {
-                    let mut a = r.assignment;
-                    part.inst.tidy(&mut a);
-                    if part.inst.feasible(&a).is_ok() && cover(&part.inst, &a) > best_cover {
-                        let a = greedy::consolidate(&part.inst, &a);
-                        best_cover = cover(&part.inst, &a);
-                        part.objective = part.inst.cost(&a, w);
-                        part.assignment = a;
-                    }
-                    tracing::debug!(county = %part.inst.name, free = allowed.iter().filter(|&&b| b).count(), cover = best_cover, cover_ub, "neighbourhood searched");
-                }
-                Err(e) => {
-                    tracing::debug!(county = %part.inst.name, "neighbourhood search failed: {e}")
-                }
-            }
+    }
+    search_cover(part, w, cover_ub, t0, budget);
+}
+
+/// The search for a plan that reaches the coverage bound `cover_ub`, then the whole model for a
+/// better bound; sets the county's bound. Runs again in the second pass for counties whose
+/// coverage is still unproven (from their best plan, with the time the lower terms do not need).
+fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, budget: Duration) {
+    let w1 = Weights {
+        unmet: 1.0,
+        cross: 0.0,
+        change: 0.0,
+        lesson: 0.0,
+        edge: 0.0,
+    };
+    let mut best_cover = cover(&part.inst, &part.assignment);
+    // The LP's bound is usually tight (its floor is the optimum): the search is for a plan that
+    // reaches it. Coverage is held back by the links and periods a point's classes share, so
+    // HiGHS re-solves nearby points at a time, every subject and grade of theirs free and the
+    // rest of the plan held (far faster than it finds plans in the whole model; better than a
+    // neighbourhood on the LP's support, measured on the province preset). The whole model then
+    // gets what is left, for the bound.
+    if best_cover < cover_ub - 0.5 {
+        let hoods = lns::nearby(&part.inst, 500);
+        let a = lns::search(
+            &part.inst,
+            &w1,
+            &part.assignment,
+            &hoods,
+            None,
+            -cover_ub,
+            t0 + budget.mul_f64(0.5),
+            budget.mul_f64(0.1),
+            3,
+        );
+        if cover(&part.inst, &a) > best_cover {
+            let a = greedy::consolidate(&part.inst, &a);
+            best_cover = cover(&part.inst, &a);
+            part.objective = part.inst.cost(&a, w);
+            part.assignment = a;
         }
+        tracing::debug!(county = %part.inst.name, cover = best_cover, cover_ub, "nearby points searched");
     }
     let set_bound = |part: &mut Part, ub: f64| {
         part.cover_ub = ub.max(cover(&part.inst, &part.assignment));
         part.bound = if part.cover_ub.is_finite() {
-            -w.unmet * part.cover_ub + lower_min(&part.inst, w)
+            -w.unmet * part.cover_ub + lower_min(&part.inst, w, part.cover_ub)
         } else {
             f64::NEG_INFINITY
         };
@@ -269,9 +387,44 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration) {
     if part.cover_ub > best_cover + 0.5 || budget < Duration::from_millis(100) {
         return;
     }
-    let lmin = lower_min(&part.inst, w);
+    let t0 = Instant::now();
+    let lmin = lower_min(&part.inst, w, best_cover);
     part.bound = -w.unmet * best_cover + lmin;
     let w2 = Weights { unmet: 0.0, ..*w };
+    // Plans first: each piece (subject and grade) alone, then bundles of pieces whose point
+    // classes meet and nearby points, all with the coverage held; the whole model then works on
+    // the bound.
+    let pieces = lns::pieces(&part.inst);
+    let a = lns::search(
+        &part.inst,
+        &w2,
+        &part.assignment,
+        &pieces,
+        Some(best_cover),
+        f64::NEG_INFINITY,
+        t0 + budget.mul_f64(0.3),
+        budget.mul_f64(0.05).max(Duration::from_millis(500)),
+        3,
+    );
+    let mut hoods = lns::bundles(&part.inst, &pieces, 1000);
+    hoods.extend(lns::nearby(&part.inst, 500));
+    let a = lns::search(
+        &part.inst,
+        &w2,
+        &a,
+        &hoods,
+        Some(best_cover),
+        f64::NEG_INFINITY,
+        t0 + budget.mul_f64(0.5),
+        budget.mul_f64(0.1).max(Duration::from_millis(500)),
+        3,
+    );
+    let cost = part.inst.cost(&a, w);
+    if cost < part.objective {
+        part.objective = cost;
+        part.assignment = a;
+    }
+    let budget = budget.saturating_sub(t0.elapsed());
     match milp::solve(&part.inst, &w2, &part.assignment, budget, Some(best_cover)) {
         Ok(r2) => {
             let mut a = r2.assignment;
