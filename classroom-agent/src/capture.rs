@@ -13,7 +13,7 @@ use gstreamer_app as gst_app;
 use crate::adapt::ladder::{LayerSetting, Step};
 use crate::frame::VideoCodec;
 use crate::keyframe::{KeyframeGate, MIN_INTERVAL};
-use crate::layers::{even, LayerSpec};
+use crate::layers::LayerSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -234,21 +234,9 @@ fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
     // Keyframes come mostly on request (PLI/FIR from the SFU); a periodic one bounds the
     // wait of a viewer whose request was lost.
     let key_dist = l.fps * 4;
-    // The fastest speed for 360p and up: 720p at 2.5 Mbit/s costs a fifth of the CPU of
-    // speed 8 (measured: 0.17 against 0.84 of a core), which a classroom PC needs.
-    let cpu_used = if l.width * l.height >= 640 * 360 {
-        16
-    } else {
-        8
-    };
-    // A keyframe at most 7.5 frames' worth (libwebrtc's 0.5 × buffer ms × fps / 10, in % of a
-    // frame): a layer switched on starts with one, and an unbounded one queues on the link
-    // long enough for the estimate to fall.
-    let max_intra = 500 * l.fps.max(1) / 20;
     match codec {
         VideoCodec::Vp8 => format!(
-            "vp8enc name={name} deadline=1 cpu-used={cpu_used} end-usage=cbr target-bitrate={} \
-             max-intra-bitrate={max_intra} \
+            "vp8enc name={name} deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} \
              lag-in-frames=0 keyframe-max-dist={key_dist} error-resilient=default \
              undershoot=95 buffer-size=500 buffer-initial-size=300 buffer-optimal-size=400 \
              threads=2",
@@ -292,26 +280,13 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
         });
     }
     let top = cfg.layers.last();
-    // Scrolling bars under faint noise: the encoders can spend their top rates on it (plain
-    // bars compress to a fraction of them) and still follow a lowered target (the SMPTE
-    // pattern's full-strength noise patch has a floor above the small layers' targets). The
-    // noise is drawn at a quarter of the size and scaled up, which keeps it cheap.
     let test_pattern = |t: &LayerSpec| {
         format!(
-            "videotestsrc is-live=true pattern=smpte75 horizontal-speed=2 ! \
-             video/x-raw,width={w},height={h},framerate={fps}/1 ! testmix.sink_0  \
-             videotestsrc is-live=true pattern=snow ! \
-             video/x-raw,width={qw},height={qh},framerate={fps}/1 ! testmix.sink_1  \
-             compositor name=testmix background=black sink_1::alpha=0.12 \
-             sink_1::width={w} sink_1::height={h} ! \
-             video/x-raw,width={w},height={h},framerate={fps}/1 ! \
+            "videotestsrc is-live=true pattern=smpte ! \
+             video/x-raw,width={},height={},framerate={}/1 ! \
              clockoverlay halignment=right valignment=bottom font-desc=\"Sans 24\" ! \
              timeoverlay halignment=left valignment=bottom font-desc=\"Sans 24\"",
-            w = t.width,
-            h = t.height,
-            fps = t.fps,
-            qw = even(t.width / 4),
-            qh = even(t.height / 4),
+            t.width, t.height, t.fps
         )
     };
     let video_src = match (&cfg.video, top) {

@@ -3,7 +3,7 @@
 //!
 //! Pure parts (unit-tested, no I/O): [`frame`] (codec bitstream facts), [`timing`] (clock
 //! conversions both ways), [`layers`] (the simulcast plan), [`keyframe`] (request
-//! throttling), [`backoff`] (reconnect pacing), [`link_meter::Meter`] (what crosses an emulated link). Edges: [`whip`] (HTTP), [`peer`] (the str0m
+//! throttling), [`backoff`] (reconnect pacing). Edges: [`whip`] (HTTP), [`peer`] (the str0m
 //! loop on one UDP socket), [`capture`] and [`playback`] (GStreamer pipelines).
 
 pub mod adapt;
@@ -12,7 +12,6 @@ pub mod capture;
 pub mod frame;
 pub mod keyframe;
 pub mod layers;
-pub mod link_meter;
 pub mod peer;
 pub mod playback;
 pub mod publish;

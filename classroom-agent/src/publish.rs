@@ -22,14 +22,8 @@ use crate::timing::rtp_ticks;
 /// Where the congestion controller starts before the first feedback; probing finds the rest.
 pub const START_ESTIMATE_KBPS: u64 = 1000;
 
-/// How often to probe for more while below the top step (str0m goes on probing by itself
-/// while probes find more).
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// How often the ladder looks again at an estimate that has not changed.
-const REVIEW_EVERY: Duration = Duration::from_millis(100);
-/// str0m probes when the desired rate rises between two of its timeouts: the desired rate is
-/// lowered, then raised again this much later.
-const PROBE_LOWERED_FOR: Duration = Duration::from_millis(150);
+/// How often to probe for more while below the top step.
+const PROBE_EVERY: Duration = Duration::from_secs(4);
 
 /// Frames queued between the encoders and the session thread.
 const QUEUE: usize = 256;
@@ -134,8 +128,6 @@ pub fn prepare(
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps)
             .with_extra_reserve(setup.courseware_bps, start),
         last_probe: None,
-        last_review: None,
-        lowered_at: None,
     };
     Ok(Prepared {
         rtc,
@@ -159,10 +151,6 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     last_probe: Option<Instant>,
-    /// When the ladder last looked at the (unchanged) estimate.
-    last_review: Option<Instant>,
-    /// When the desired rate was lowered ahead of a probe.
-    lowered_at: Option<Instant>,
 }
 
 /// The negotiated payload type for an encoder's codec. For H.264 the constrained baseline,
@@ -196,14 +184,6 @@ fn choose_pt(rtc: &mut Rtc, mid: Mid, enc: &EncoderInfo) -> Option<Pt> {
 }
 
 impl Publisher {
-    /// Padding under the estimate (none while a queue drains) and the top step as desired.
-    fn set_rates(&self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        let (_, desired) = self.ladder.probe_rates();
-        let padding = self.ladder.padding_bps(estimate_bps, now);
-        rtc.bwe()
-            .set_bitrate(Bitrate::bps(padding), Bitrate::bps(desired));
-    }
-
     fn request_all_keyframes(&self) {
         for i in 0..self.encoders.len() {
             self.capture.force_keyframe(i);
@@ -212,10 +192,12 @@ impl Publisher {
 
     /// Puts the ladder's current step on the encoders and tells the congestion controller
     /// what to probe for.
-    fn apply_step(&self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
+    fn apply_step(&self, rtc: &mut Rtc, estimate_bps: u64) {
         let step = self.ladder.current();
         self.capture.apply(step);
-        self.set_rates(rtc, estimate_bps, now);
+        let (minimum, desired) = self.ladder.probe_rates();
+        rtc.bwe()
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         self.stats
             .ladder_step
             .store(self.ladder.index() as u64, Ordering::Relaxed);
@@ -259,7 +241,7 @@ impl Handler for Publisher {
                 }
                 tracing::info!("whip: connected");
                 let start = self.stats.estimate_bps.load(Ordering::Relaxed);
-                self.apply_step(rtc, start, now);
+                self.apply_step(rtc, start);
                 // A fresh session starts every layer with a keyframe.
                 self.request_all_keyframes();
             }
@@ -277,9 +259,7 @@ impl Handler for Publisher {
                 let e = estimate.as_u64();
                 self.stats.estimate_bps.store(e, Ordering::Relaxed);
                 if self.ladder.on_estimate(e, now).is_some() {
-                    self.apply_step(rtc, e, now);
-                } else if self.lowered_at.is_none() {
-                    self.set_rates(rtc, e, now);
+                    self.apply_step(rtc, e);
                 }
             }
             _ => {}
@@ -287,40 +267,20 @@ impl Handler for Publisher {
     }
 
     fn on_wake(&mut self, rtc: &mut Rtc, now: Instant) {
-        // str0m reports the estimate when it changes; a steady one still completes a dwell.
+        // Below the top step, ask for a probe now and then: str0m probes when the desired
+        // rate rises, and a link that came back is otherwise only found as fast as the
+        // estimate can grow from what little is sent.
         if self.connected
-            && self
-                .last_review
-                .is_none_or(|t| now.saturating_duration_since(t) >= REVIEW_EVERY)
-        {
-            self.last_review = Some(now);
-            let e = self.stats.estimate_bps.load(Ordering::Relaxed);
-            if self.ladder.on_estimate(e, now).is_some() {
-                self.apply_step(rtc, e, now);
-            }
-        }
-        // Below the top step, ask for a probe now and then: a link that came back is
-        // otherwise only found as fast as the estimate can grow from what is sent (at most
-        // 1.5 times it). Not while a queue drains after a fall.
-        let below_top = self.ladder.index() + 1 < self.ladder.steps().len();
-        if let Some(at) = self.lowered_at {
-            if now.saturating_duration_since(at) >= PROBE_LOWERED_FOR {
-                self.lowered_at = None;
-                self.last_probe = Some(now);
-                let e = self.stats.estimate_bps.load(Ordering::Relaxed);
-                self.set_rates(rtc, e, now);
-            }
-        } else if self.connected
-            && below_top
-            && !self.ladder.draining(now)
+            && self.ladder.index() + 1 < self.ladder.steps().len()
             && self
                 .last_probe
                 .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_EVERY)
         {
-            self.lowered_at = Some(now);
-            let (_, desired) = self.ladder.probe_rates();
-            rtc.bwe()
-                .set_bitrate(Bitrate::bps(0), Bitrate::bps(desired / 2));
+            self.last_probe = Some(now);
+            let (minimum, desired) = self.ladder.probe_rates();
+            let mut bwe = rtc.bwe();
+            bwe.set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
+            bwe.set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         }
         while let Ok(f) = self.rx.try_recv() {
             if !self.connected {
