@@ -359,7 +359,7 @@ fn twenty_classrooms_on_mixed_links() {
         "ran {} s",
         report.duration_s
     );
-    assert!(out.contains("SFU (pid"), "summary table printed");
+    assert!(out.contains("sfu (pid"), "summary table printed");
 }
 
 #[test]
