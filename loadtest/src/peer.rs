@@ -423,8 +423,13 @@ fn watch_state(pc: &RTCPeerConnection) -> watch::Receiver<RTCPeerConnectionState
 
 async fn gathered_offer(pc: &RTCPeerConnection) -> anyhow::Result<String> {
     let offer = pc.create_offer(None).await?;
+    gathered(pc, offer).await
+}
+
+/// Sets `local` and returns it once ICE gathering is complete (or after 10 s).
+async fn gathered(pc: &RTCPeerConnection, local: RTCSessionDescription) -> anyhow::Result<String> {
     let mut gather = pc.gathering_complete_promise().await;
-    pc.set_local_description(offer).await?;
+    pc.set_local_description(local).await?;
     let _ = tokio::time::timeout(Duration::from_secs(10), gather.recv()).await;
     let sdp = pc
         .local_description()
@@ -1275,15 +1280,7 @@ impl Classroom {
                     &offer, spec.via,
                 ))?)
                 .await?;
-                let answer = pc.create_answer(None).await?;
-                let mut gather = pc.gathering_complete_promise().await;
-                pc.set_local_description(answer).await?;
-                let _ = tokio::time::timeout(Duration::from_secs(10), gather.recv()).await;
-                let sdp = pc
-                    .local_description()
-                    .await
-                    .ok_or_else(|| anyhow!("no local description"))?
-                    .sdp;
+                let sdp = gathered(&pc, pc.create_answer(None).await?).await?;
                 tracing::debug!(classroom = %spec.name, "janus offer:\n{offer}\nour answer:\n{sdp}");
                 viewer.start(&strip_candidates(&sdp)).await?;
                 wait_connected(&mut state, Duration::from_secs(20)).await?;
