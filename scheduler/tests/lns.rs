@@ -63,7 +63,7 @@ fn check(region: &scheduler::model::Region, what: &str) -> (usize, usize) {
         let w = weights(region, std::slice::from_ref(&inst));
         let lower = Weights { unmet: 0.0, ..w };
         let start = greedy::solve(&inst);
-        let cover = lns::cover(&inst, &start);
+        let cover = inst.cover(&start);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut a = start.clone();
         for hoods in [&pieces, &bundles, &nearby] {
@@ -80,7 +80,7 @@ fn check(region: &scheduler::model::Region, what: &str) -> (usize, usize) {
             );
         }
         assert!(inst.feasible(&a).is_ok(), "{what}");
-        assert!(lns::cover(&inst, &a) >= cover, "{what}: coverage kept");
+        assert!(inst.cover(&a) >= cover, "{what}: coverage kept");
         assert!(
             inst.cost(&a, &lower) <= inst.cost(&start, &lower),
             "{what}: never worse"

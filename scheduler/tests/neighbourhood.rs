@@ -9,24 +9,9 @@ use std::time::Duration;
 use scheduler::solve::instance::{self, Weights};
 use scheduler::solve::{greedy, milp};
 
-fn cover(inst: &instance::Instance, x: &[bool]) -> u32 {
-    inst.cands
-        .iter()
-        .zip(x)
-        .filter(|(_, &on)| on)
-        .map(|(c, _)| inst.demands[c.demand].priority)
-        .sum()
-}
-
 #[test]
 fn neighbourhood_stays_inside_and_matches_the_whole_model() {
-    let w = Weights {
-        unmet: 1.0,
-        cross: 0.0,
-        change: 0.0,
-        lesson: 0.0,
-        edge: 0.0,
-    };
+    let w = Weights::coverage_only();
     let limit = Duration::from_secs(30);
     let mut searched = 0;
     for seed in 0..30 {
@@ -44,15 +29,15 @@ fn neighbourhood_stays_inside_and_matches_the_whole_model() {
                 for (c, &on) in r.assignment.x.iter().enumerate() {
                     assert!(!on || start.x[c], "seed {seed}: candidate {c} outside");
                 }
-                assert_eq!(cover(&inst, &r.assignment.x), cover(&inst, &start.x));
+                assert_eq!(inst.cover(&r.assignment), inst.cover(&start));
                 // Everything free: the same optimum as the whole model.
                 let all = vec![true; inst.cands.len()];
                 let within = milp::solve_within(&inst, &w, &start, limit, &all).unwrap();
                 let whole = milp::solve(&inst, &w, &start, limit, None).unwrap();
                 assert!(within.optimal && whole.optimal, "seed {seed}");
                 assert_eq!(
-                    cover(&inst, &within.assignment.x),
-                    cover(&inst, &whole.assignment.x),
+                    inst.cover(&within.assignment),
+                    inst.cover(&whole.assignment),
                     "seed {seed}"
                 );
                 searched += 1;

@@ -129,6 +129,17 @@ impl Weights {
             edge,
         }
     }
+
+    /// Weighted coverage alone (the first lexicographic stage), well scaled for HiGHS.
+    pub fn coverage_only() -> Weights {
+        Weights {
+            unmet: 1.0,
+            cross: 0.0,
+            change: 0.0,
+            lesson: 0.0,
+            edge: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -718,6 +729,16 @@ impl Instance {
                 s.y[c.pair] = true;
             }
         }
+    }
+
+    /// Weighted coverage of an assignment: the sum of priorities of the taken candidates.
+    pub fn cover(&self, a: &Assignment) -> f64 {
+        self.cands
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| a.x[*i])
+            .map(|(_, c)| self.demands[c.demand].priority as f64)
+            .sum()
     }
 
     /// Objective value of an assignment (without the constant part), in the model's weights.

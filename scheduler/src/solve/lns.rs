@@ -157,7 +157,7 @@ pub fn search(
                     let mut a = r.assignment;
                     inst.tidy(&mut a);
                     let c = inst.cost(&a, w);
-                    let covered = min_cover.is_none_or(|m| cover(inst, &a) >= m - 0.5);
+                    let covered = min_cover.is_none_or(|m| inst.cover(&a) >= m - 0.5);
                     if c < cost - 0.5 && covered && inst.feasible(&a).is_ok() {
                         cur = a;
                         cost = c;
@@ -172,14 +172,4 @@ pub fn search(
         }
     }
     cur
-}
-
-/// Weighted coverage: the sum of priorities of the taken candidates.
-pub fn cover(inst: &Instance, a: &Assignment) -> f64 {
-    inst.cands
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| a.x[*i])
-        .map(|(_, c)| inst.demands[c.demand].priority as f64)
-        .sum()
 }

@@ -149,7 +149,7 @@ pub fn solve(
                 if size > 0 {
                     let began = Instant::now();
                     let (id, budget) = schedule.start(size);
-                    let proven = part.cover_ub <= cover(&part.inst, &part.assignment) + 0.5;
+                    let proven = part.cover_ub <= part.inst.cover(&part.assignment) + 0.5;
                     if pass == 0 {
                         improve_cover(&mut part, &w, budget, pass_end);
                     } else if proven {
@@ -217,15 +217,6 @@ impl Schedule {
     }
 }
 
-fn cover(inst: &Instance, a: &Assignment) -> f64 {
-    inst.cands
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| a.x[*i])
-        .map(|(_, c)| inst.demands[c.demand].priority as f64)
-        .sum()
-}
-
 /// Least possible value of the lower terms among plans of weighted coverage at least `cover`:
 /// every kept pairing counts negative, and the lessons are at least the fewest receiver periods
 /// that reach `cover` (highest priorities first) over the most receivers a lesson can take. With
@@ -272,14 +263,8 @@ pub fn lessons_floor(inst: &Instance, cover: f64) -> u64 {
 /// First solve of the lexicographic pair: weighted coverage alone, well scaled for HiGHS.
 fn improve_cover(part: &mut Part, w: &Weights, budget: Duration, pass_end: Instant) {
     let t0 = Instant::now();
-    let w1 = Weights {
-        unmet: 1.0,
-        cross: 0.0,
-        change: 0.0,
-        lesson: 0.0,
-        edge: 0.0,
-    };
-    let best_cover = cover(&part.inst, &part.assignment);
+    let w1 = Weights::coverage_only();
+    let best_cover = part.inst.cover(&part.assignment);
     let mut cover_ub = f64::INFINITY;
     // The LP is cheap and its bound is certified whatever the MILP manages in its time, so it
     // may run past the county's share (up to 20 s, within the pass; 2 s even when the pass is
@@ -292,12 +277,12 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration, pass_end: Insta
     );
     if let Ok((values, lp)) = milp::relaxation(&part.inst, &w1, lp_limit) {
         let g = greedy::guided(&part.inst, &values);
-        tracing::debug!(county = %part.inst.name, greedy = best_cover, guided = cover(&part.inst, &g), lp = -lp, "rounding");
+        tracing::debug!(county = %part.inst.name, greedy = best_cover, guided = part.inst.cover(&g), lp = -lp, "rounding");
         // The LP optimum is a certified bound on its own, whatever happens to the MILP.
         if lp.is_finite() {
             cover_ub = (-lp + 1e-6).floor();
         }
-        if cover(&part.inst, &g) > best_cover {
+        if part.inst.cover(&g) > best_cover {
             part.objective = part.inst.cost(&g, w);
             part.assignment = g;
         }
@@ -309,14 +294,8 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration, pass_end: Insta
 /// better bound; sets the county's bound. Runs again in the second pass for counties whose
 /// coverage is still unproven (from their best plan, with the time the lower terms do not need).
 fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, budget: Duration) {
-    let w1 = Weights {
-        unmet: 1.0,
-        cross: 0.0,
-        change: 0.0,
-        lesson: 0.0,
-        edge: 0.0,
-    };
-    let mut best_cover = cover(&part.inst, &part.assignment);
+    let w1 = Weights::coverage_only();
+    let mut best_cover = part.inst.cover(&part.assignment);
     // The LP's bound is usually tight (its floor is the optimum): the search is for a plan that
     // reaches it. Coverage is held back by the links and periods a point's classes share, so
     // HiGHS re-solves nearby points at a time, every subject and grade of theirs free and the
@@ -336,16 +315,16 @@ fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, bu
             budget.mul_f64(0.1),
             3,
         );
-        if cover(&part.inst, &a) > best_cover {
+        if part.inst.cover(&a) > best_cover {
             let a = greedy::consolidate(&part.inst, &a);
-            best_cover = cover(&part.inst, &a);
+            best_cover = part.inst.cover(&a);
             part.objective = part.inst.cost(&a, w);
             part.assignment = a;
         }
         tracing::debug!(county = %part.inst.name, cover = best_cover, cover_ub, "nearby points searched");
     }
     let set_bound = |part: &mut Part, ub: f64| {
-        part.cover_ub = ub.max(cover(&part.inst, &part.assignment));
+        part.cover_ub = ub.max(part.inst.cover(&part.assignment));
         part.bound = if part.cover_ub.is_finite() {
             -w.unmet * part.cover_ub + lower_min(&part.inst, w, part.cover_ub)
         } else {
@@ -369,7 +348,7 @@ fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, bu
     };
     let mut a = r.assignment;
     part.inst.tidy(&mut a);
-    if part.inst.feasible(&a).is_ok() && cover(&part.inst, &a) > best_cover {
+    if part.inst.feasible(&a).is_ok() && part.inst.cover(&a) > best_cover {
         let a = greedy::consolidate(&part.inst, &a);
         part.objective = part.inst.cost(&a, w);
         part.assignment = a;
@@ -378,12 +357,12 @@ fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, bu
         cover_ub = cover_ub.min((-r.bound + 1e-6).floor());
     }
     set_bound(part, cover_ub);
-    tracing::debug!(county = %part.inst.name, rows = r.rows, cols = r.cols, optimal = r.optimal, milp_bound = r.bound, cover = cover(&part.inst, &part.assignment), cover_ub, budget = ?budget, "coverage solved");
+    tracing::debug!(county = %part.inst.name, rows = r.rows, cols = r.cols, optimal = r.optimal, milp_bound = r.bound, cover = part.inst.cover(&part.assignment), cover_ub, budget = ?budget, "coverage solved");
 }
 
 /// Second solve: the lower terms, with the proven-optimal coverage held.
 fn improve_lower(part: &mut Part, w: &Weights, budget: Duration) {
-    let best_cover = cover(&part.inst, &part.assignment);
+    let best_cover = part.inst.cover(&part.assignment);
     if part.cover_ub > best_cover + 0.5 || budget < Duration::from_millis(100) {
         return;
     }
@@ -431,7 +410,7 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration) {
             part.inst.tidy(&mut a);
             let cost = part.inst.cost(&a, w);
             if part.inst.feasible(&a).is_ok()
-                && cover(&part.inst, &a) >= best_cover - 0.5
+                && part.inst.cover(&a) >= best_cover - 0.5
                 && cost <= part.objective + 1e-6
             {
                 part.assignment = a;
@@ -472,7 +451,7 @@ fn assemble(region: &Region, w: &Weights, parts: Vec<Part>, elapsed: Duration) -
             .iter()
             .map(|d| d.priority as f64 * d.periods as f64)
             .sum();
-        if part.cover_ub <= cover(inst, s) + 0.5 {
+        if part.cover_ub <= inst.cover(s) + 0.5 {
             coverage_optimal += 1;
         }
         if part.cover_ub.is_finite() {
