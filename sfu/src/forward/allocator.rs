@@ -320,28 +320,23 @@ impl Allocator {
             self.short_since = None;
             return next;
         };
-        let pausing: Vec<usize> = (0..tracks.len())
+        // The most important lesson video being paused: holding it alone is enough to keep the
+        // picture and the estimate alive.
+        let pausing = (0..tracks.len())
             .filter(|&i| {
-                let slot = tracks[i].slot;
-                matches!(slot, Slot::TeacherCamera | Slot::Courseware)
+                matches!(tracks[i].slot, Slot::TeacherCamera | Slot::Courseware)
                     && cur[i].1.is_some()
                     && next[i].1.is_none()
-                    && tracks[i].lowest().is_some()
             })
-            .collect();
-        if pausing.is_empty() {
+            .filter_map(|i| tracks[i].lowest().map(|(l, _)| (i, l)))
+            .min_by_key(|&(i, _)| rank(self.policy, tracks[i].slot));
+        let Some((i, lowest)) = pausing else {
             self.short_since = None;
             return next;
-        }
+        };
         let since = *self.short_since.get_or_insert(now);
         if now.saturating_duration_since(since) < self.tuning.pause_after {
-            // The most important one only: enough to keep the picture and the estimate alive.
-            if let Some(&i) = pausing
-                .iter()
-                .min_by_key(|&&i| rank(self.policy, tracks[i].slot))
-            {
-                next[i].1 = tracks[i].lowest().map(|(l, _)| l);
-            }
+            next[i].1 = Some(lowest);
         }
         next
     }
