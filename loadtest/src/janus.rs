@@ -69,20 +69,15 @@ fn find_lib_dir() -> Option<PathBuf> {
         .find(|d| d.join("plugins/libjanus_streaming.so").exists())
 }
 
-/// Janus's configuration files, as (file name, contents).
+/// Janus's configuration files, as (file name, contents); `debug_level` is Janus's log level.
 pub fn config_files(
     dir: &Path,
     ip: IpAddr,
     http_port: u16,
     ports: &MountpointPorts,
+    debug_level: u8,
 ) -> Vec<(&'static str, String)> {
     let d = dir.display();
-    // more of Janus's log, for looking into a run
-    let debug_level: u8 = std::env::var("LOADTEST_JANUS_DEBUG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-        .min(7);
     let janus = format!(
         r#"general: {{
   configs_folder = "{d}/conf"
@@ -182,7 +177,13 @@ impl JanusServer {
             ],
         };
         let http_port = free_tcp_port()?;
-        for (name, text) in config_files(&dir, cfg.ip, http_port, &ports) {
+        // more of Janus's log, for looking into a run
+        let debug_level: u8 = std::env::var("LOADTEST_JANUS_DEBUG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3)
+            .min(7);
+        for (name, text) in config_files(&dir, cfg.ip, http_port, &ports, debug_level) {
             std::fs::write(dir.join("conf").join(name), text)?;
         }
         let log = dir.join("janus.log");
@@ -453,12 +454,14 @@ mod tests {
             "10.0.0.1".parse().unwrap(),
             7850,
             &ports,
+            3,
         );
         let get = |n: &str| files.iter().find(|(f, _)| *f == n).unwrap().1.clone();
         let janus = get("janus.jcfg");
         assert!(janus.contains(r#"ice_enforce_list = "10.0.0.1""#));
         assert!(janus.contains("ice_lite = true"));
         assert!(janus.contains("session_timeout = 0"));
+        assert!(janus.contains("debug_level = 3"));
         assert!(janus.contains(r#"plugins_folder = "/tmp/x/plugins""#));
         let http = get("janus.transport.http.jcfg");
         assert!(http.contains("port = 7850") && http.contains(r#"ip = "127.0.0.1""#));
