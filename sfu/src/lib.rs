@@ -5,6 +5,7 @@
 //! clock; sockets live in [`media::event_loop`] and HTTP in [`http`].
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod forward;
 pub mod http;

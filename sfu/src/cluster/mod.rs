@@ -1,0 +1,6 @@
+//! One lesson across many SFU nodes: a Redis directory of nodes and rooms, and QUIC relays
+//! that carry a room's program from its origin node to the edges that serve classrooms.
+//!
+//! Without `--cluster` none of this runs and a node serves alone.
+
+pub mod wire;
