@@ -32,6 +32,11 @@ pub struct Metrics {
     pub room_commands: IntCounterVec,
     pub lessons_ended: IntCounter,
     pub dynacast_changes: IntCounter,
+    pub relay_links: IntGauge,
+    pub relay_packets_sent: IntCounter,
+    pub relay_packets_received: IntCounter,
+    pub relay_repairs_sent: IntCounter,
+    pub relay_hop_seconds: Histogram,
 }
 
 impl Metrics {
@@ -73,6 +78,25 @@ impl Metrics {
         registry
             .register(Box::new(forward_seconds.clone()))
             .unwrap();
+        let relay_hop_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "sfu_relay_hop_seconds",
+                "Added latency of a relay hop: from the origin receiving a packet to this edge receiving it",
+            )
+            .buckets(vec![
+                0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            ]),
+        )
+        .unwrap();
+        registry
+            .register(Box::new(relay_hop_seconds.clone()))
+            .unwrap();
+        let relay_links = IntGauge::new(
+            "sfu_relay_edge_links",
+            "Edge connections this node relays rooms to",
+        )
+        .unwrap();
+        registry.register(Box::new(relay_links.clone())).unwrap();
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
             registry
@@ -103,6 +127,20 @@ impl Metrics {
             keyframe_wait_freezes: counter(
                 "sfu_keyframe_wait_freezes_total",
                 "Subscriber freezes (over 200 ms) spent waiting for a keyframe with nothing to forward",
+            ),
+            relay_hop_seconds,
+            relay_links,
+            relay_packets_sent: counter(
+                "sfu_relay_packets_sent_total",
+                "RTP packets relayed to edge nodes",
+            ),
+            relay_packets_received: counter(
+                "sfu_relay_packets_received_total",
+                "RTP packets received from the origin node of relayed rooms",
+            ),
+            relay_repairs_sent: counter(
+                "sfu_relay_repairs_sent_total",
+                "Packets resent to edge nodes from the relay cache after a NACK",
             ),
             rooms,
             peers,

@@ -81,6 +81,14 @@ impl Track {
     pub fn is_audio(self) -> bool {
         matches!(self, Track::TeacherAudio | Track::ClassAudio)
     }
+    /// The lesson itself (what the teacher publishes), as opposed to a classroom's feed.
+    pub fn is_teacher(self) -> bool {
+        matches!(
+            self,
+            Track::TeacherAudio | Track::TeacherCamera | Track::Courseware
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Track::TeacherAudio => "teacher_audio",

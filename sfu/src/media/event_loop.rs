@@ -46,6 +46,8 @@ use crate::room::speaker::SpeakerDetector;
 use crate::room::state::{LessonState, LinkQuality, RoomSnapshot};
 use crate::room::{At, RoomCommand, RoomEvent, RoomRules, RoomState};
 
+mod relay;
+
 const WAKER: Token = Token(0);
 /// How often pages get each classroom's link quality.
 const QUALITY_EVERY: Duration = Duration::from_secs(2);
@@ -177,6 +179,8 @@ struct Room {
     quality_at: Instant,
     /// Which simulcast layers each publisher track should send.
     dynacast: HashMap<TrackKey, Dynacast>,
+    /// Edge nodes relaying this room (on its origin).
+    relay: relay::RoomRelay,
 }
 
 impl Room {
@@ -192,6 +196,7 @@ impl Room {
             speaker: SpeakerDetector::default(),
             quality_at: now,
             dynacast: HashMap::new(),
+            relay: relay::RoomRelay::default(),
         }
     }
 
@@ -298,6 +303,11 @@ pub struct MediaLoop {
     recv: RecvBatch,
     next_tick: Instant,
     running: bool,
+    /// Origin: edge connections and the rooms they relay.
+    relay_links: HashMap<u64, relay::RelayLink>,
+    /// Edge: rooms whose program comes from another node, and (link, stream) → room.
+    upstreams: HashMap<String, relay::Upstream>,
+    upstream_streams: HashMap<(u64, u32), String>,
 }
 
 /// Media port sockets, bound before the loop starts so binding errors reach the caller.
@@ -542,6 +552,19 @@ fn choose_targets(
     targets
 }
 
+/// One RTP packet of a published track, from a local publisher or relayed from the origin.
+pub(crate) struct Inbound {
+    pub seq: u64,
+    pub ts: u32,
+    pub pt: u8,
+    pub marker: bool,
+    pub audio_level: Option<i8>,
+    pub voice_activity: Option<bool>,
+    pub video_orientation: Option<str0m::rtp::VideoOrientation>,
+    pub payload: Arc<[u8]>,
+    pub received: Instant,
+}
+
 impl MediaLoop {
     pub fn new(
         sockets: MediaSockets,
@@ -594,6 +617,9 @@ impl MediaLoop {
             recv: RecvBatch::default(),
             next_tick: Instant::now(),
             running: true,
+            relay_links: HashMap::new(),
+            upstreams: HashMap::new(),
+            upstream_streams: HashMap::new(),
         };
         Ok((ml, MediaHandle::new(tx, waker)))
     }
@@ -1213,15 +1239,56 @@ impl MediaLoop {
         };
         let pub_params = publisher.codecs[&pt].1;
         let room_name = publisher.room.clone();
-        self.metrics.packets_in.inc();
-        self.metrics.bytes_in.inc_by(pkt.payload.len() as u64);
-
-        let Some(room) = self.rooms.get_mut(&room_name) else {
-            return;
+        let inbound = Inbound {
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            pt,
+            marker: pkt.header.marker,
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            payload: pkt.payload,
+            received: pkt.timestamp,
         };
         let key = TrackKey {
             session: from,
             track,
+        };
+        self.fan_out(
+            &room_name,
+            key,
+            rid,
+            *ssrc,
+            (codec, pub_params),
+            inbound,
+            true,
+            now,
+        );
+    }
+
+    /// Forward one packet of a published track (local, or relayed from the origin) to every
+    /// subscriber of the room, into each slot it fills; and, for local publishers, to the
+    /// edge nodes relaying the room.
+    #[allow(clippy::too_many_arguments)]
+    fn fan_out(
+        &mut self,
+        room_name: &str,
+        key: TrackKey,
+        rid: Option<Rid>,
+        ssrc: u32,
+        (codec, pub_params): (Codec, PayloadParams),
+        pkt: Inbound,
+        local: bool,
+        now: Instant,
+    ) {
+        let from = key.session;
+        let track = key.track;
+        let pt = pkt.pt;
+        self.metrics.packets_in.inc();
+        self.metrics.bytes_in.inc_by(pkt.payload.len() as u64);
+
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
         };
         let Some(src) = room.program.sources.get_mut(&key) else {
             return;
@@ -1237,23 +1304,25 @@ impl MediaLoop {
             None
         };
         let first_packet = src.layers[idx].last_packet.is_none();
-        src.on_packet(idx, *ssrc, pkt.payload.len(), video_key, size, now);
+        src.on_packet(idx, ssrc, pkt.payload.len(), video_key, size, now);
         if video_key {
             self.metrics.keyframes_received.inc();
         }
         let source = src.layers[idx].source;
         if track.is_audio() {
-            if let (Some(level), Some(owner)) = (
-                pkt.header.ext_vals.audio_level,
-                room.program.owner_of_session(from),
-            ) {
+            if let (Some(level), Some(owner)) =
+                (pkt.audio_level, room.program.owner_of_session(from))
+            {
                 let owner = owner.to_string();
                 room.speaker.on_level(&owner, level.saturating_neg(), now);
             }
         }
         if first_packet {
             // A layer started: subscribers may now want it.
-            self.update_room(&room_name, now);
+            self.update_room(room_name, now);
+        }
+        if local {
+            self.relay_packet(room_name, key, idx, source, &pkt);
         }
 
         let vp8_desc = if codec == Codec::Vp8 {
@@ -1263,20 +1332,20 @@ impl MediaLoop {
         };
         let info = PacketInfo {
             source,
-            seq: *pkt.seq_no,
-            ts: pkt.header.timestamp,
+            seq: pkt.seq,
+            ts: pkt.ts,
             keyframe_start: keyframe,
             vp8: vp8_desc.and_then(|_| parse_fields(&pkt.payload)),
         };
         let mut ext = ExtensionValues::default();
         if track.is_audio() {
-            ext.audio_level = pkt.header.ext_vals.audio_level;
-            ext.voice_activity = pkt.header.ext_vals.voice_activity;
+            ext.audio_level = pkt.audio_level;
+            ext.voice_activity = pkt.voice_activity;
         } else {
-            ext.video_orientation = pkt.header.ext_vals.video_orientation;
+            ext.video_orientation = pkt.video_orientation;
         }
         let metrics = &self.metrics;
-        let Some(room) = self.rooms.get(&room_name) else {
+        let Some(room) = self.rooms.get(room_name) else {
             return;
         };
         let routes = room.program.routes(&key);
@@ -1339,8 +1408,8 @@ impl MediaLoop {
                     continue;
                 };
                 let mut write =
-                    RtpWrite::new(send_pt, fwd.seq.into(), fwd.ts, pkt.timestamp, payload)
-                        .marker(pkt.header.marker)
+                    RtpWrite::new(send_pt, fwd.seq.into(), fwd.ts, pkt.received, payload)
+                        .marker(pkt.marker)
                         .ext_vals(ext.clone())
                         .nackable(!slot.is_audio());
                 if let (Some(desc), Some(v)) = (vp8_desc, fwd.vp8) {
@@ -1375,7 +1444,7 @@ impl MediaLoop {
             }
             metrics.forward_seconds.observe(
                 Instant::now()
-                    .saturating_duration_since(pkt.timestamp)
+                    .saturating_duration_since(pkt.received)
                     .as_secs_f64(),
             );
         }
@@ -1396,6 +1465,9 @@ impl MediaLoop {
             return;
         };
         if !layer.throttle.try_request(now) {
+            return;
+        }
+        if self.upstream_keyframe(publisher, source) {
             return;
         }
         let Some(p) = self.sessions.get_mut(&publisher) else {
@@ -1518,6 +1590,10 @@ impl MediaLoop {
                 wanted.extend(out.forwarder.current());
             }
         }
+        self.relay_wanted(room_name, &mut wanted);
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
         let program = &mut room.program;
         room.dynacast.retain(|k, _| program.sources.contains_key(k));
         let owners: HashMap<u64, String> = program
@@ -1571,6 +1647,7 @@ impl MediaLoop {
         for e in &events {
             room.publish(e);
         }
+        self.upstream_demand(room_name);
     }
 
     fn tick(&mut self) {
@@ -1581,6 +1658,7 @@ impl MediaLoop {
         for r in &rooms {
             self.tick_room(r, at);
             self.update_room(r, now);
+            self.announce(r);
         }
         // Count switches that completed since the last tick.
         let mut expired = vec![];
@@ -1782,6 +1860,26 @@ impl MediaLoop {
                 };
                 let _ = reply.send(report);
             }
+            Command::RelayAttach {
+                link,
+                peer,
+                room,
+                tx,
+            } => self.relay_attach(link, peer, room, tx),
+            Command::RelayDetach { link, room } => self.relay_detach(link, room),
+            Command::RelayControl { link, msg } => self.relay_control(link, msg),
+            Command::UpstreamTracks {
+                link,
+                peer,
+                room,
+                tracks,
+                tx,
+            } => self.upstream_tracks(link, peer, room, tracks, tx),
+            Command::UpstreamPacket { link, pkt } => self.upstream_packet(link, pkt),
+            Command::UpstreamLost { link, why } => self.upstream_lost(link, &why),
+            Command::Relays(reply) => {
+                let _ = reply.send(self.relay_infos());
+            }
             Command::Shutdown => self.running = false,
         }
     }
@@ -1842,6 +1940,9 @@ impl MediaLoop {
         let tracks: HashMap<Mid, Track> = ns.tracks.iter().map(|t| (t.mid, t.track)).collect();
         if let Some(old) = replaced {
             self.remove_session(old, "replaced by a new session of the same participant");
+        }
+        if ns.kind == SessionKind::Publish && teaches && self.upstreams.contains_key(&ns.room) {
+            self.drop_upstream(&ns.room, "the teacher publishes on this node now");
         }
         let room = self
             .rooms

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, oneshot};
 
 use crate::auth::Claims;
+use crate::cluster::wire::{Control, RelayPacket, TrackInfo};
 use session::{NewSession, SdpFrag};
-use snapshot::{AttendanceReport, RoomInfo};
+use snapshot::{AttendanceReport, RelayInfo, RoomInfo};
 
 use crate::room::state::RoomSnapshot;
 use crate::room::RoomCommand;
@@ -81,8 +82,54 @@ pub enum Command {
     State(String, oneshot::Sender<Option<RoomSnapshot>>),
     Attendance(String, oneshot::Sender<Option<AttendanceReport>>),
     Room(String, oneshot::Sender<Option<RoomInfo>>),
+    /// Origin: an edge node subscribed to a room's program over relay connection `link`.
+    RelayAttach {
+        link: u64,
+        peer: String,
+        room: String,
+        tx: RelayTx,
+    },
+    /// Origin: the edge left `room` (None: the whole connection is gone).
+    RelayDetach {
+        link: u64,
+        room: Option<String>,
+    },
+    /// Origin: an edge's demand, keyframe request, NACK or unsubscribe.
+    RelayControl {
+        link: u64,
+        msg: Control,
+    },
+    /// Edge: the origin's tracks of `room`, announced on connection `link`.
+    UpstreamTracks {
+        link: u64,
+        peer: String,
+        room: String,
+        tracks: Vec<TrackInfo>,
+        tx: RelayTx,
+    },
+    /// Edge: a packet from the origin.
+    UpstreamPacket {
+        link: u64,
+        pkt: RelayPacket,
+    },
+    /// Edge: the connection to the origin is gone.
+    UpstreamLost {
+        link: u64,
+        why: String,
+    },
+    /// Edge: the rooms relayed from another node (the glue asks to drop those nobody watches).
+    Relays(oneshot::Sender<Vec<RelayInfo>>),
     Shutdown,
 }
+
+/// What the media loop sends toward another node over a relay connection.
+#[derive(Debug)]
+pub enum RelaySend {
+    Packet(RelayPacket),
+    Control(Control),
+}
+
+pub type RelayTx = tokio::sync::mpsc::UnboundedSender<RelaySend>;
 
 /// Sends commands to the media loop and waits for the answer.
 #[derive(Clone)]

@@ -99,3 +99,25 @@ pub struct SubscriberSlotInfo {
     pub keyframe_freezes: u64,
     pub packets: u64,
 }
+
+/// One relay hop of a room, as `/api/cluster` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayInfo {
+    /// `from_origin` (this node is an edge of the room) or `to_edge` (this node is its origin).
+    pub direction: String,
+    pub peer: String,
+    pub link: u64,
+    pub room: String,
+    pub streams: usize,
+    /// Streams the edge asked for (dynacast across the hop).
+    pub demanded: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub avg_bitrate_bps: u64,
+    /// Packets the edge asked again after a gap on the hop, and packets resent.
+    pub nacked: u64,
+    pub repaired: u64,
+    /// Added latency of the hop (edge side), over the last 2048 packets.
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}

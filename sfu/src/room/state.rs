@@ -121,6 +121,12 @@ pub enum RoomEvent {
         track: String,
         active: Vec<String>,
     },
+    /// This node relays the lesson from another node (`origin`); `connected: false` when that
+    /// relay is lost (a partition shows up on the classroom pages, not as a silent freeze).
+    Relay {
+        origin: String,
+        connected: bool,
+    },
     /// Every classroom's downlink, in one message every few seconds (for the teacher's tiles
     /// and the observers; classroom pages do not get it).
     Quality {

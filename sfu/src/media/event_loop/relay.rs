@@ -1,0 +1,812 @@
+//! The media loop's side of relays between nodes.
+//!
+//! On the **origin** an edge node is one more kind of subscriber: it gets the room's teacher
+//! tracks untouched (no rewriting; the edge's own forwarders do that for its classrooms), only
+//! the layers it demands, and retransmissions from a short cache. On an **edge** the origin is
+//! one more kind of publisher: a pseudo session (no ICE, no DTLS) whose tracks fill the program
+//! slots exactly as a local teacher's would, so the edge's classrooms get their own allocation,
+//! layer switches and repairs from the edge.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use str0m::format::{Codec as StrCodec, CodecSpec, FormatParams, PayloadParams};
+use str0m::media::{Frequency, Rid};
+use tracing::{debug, info};
+
+use super::{codec_of, MediaLoop, Room};
+use crate::auth::{Claims, Role};
+use crate::cluster::wire::{Control, RelayPacket, TrackInfo};
+use crate::forward::keyframe::Codec;
+use crate::forward::SourceId;
+use crate::media::snapshot::RelayInfo;
+use crate::media::{RelaySend, RelayTx};
+use crate::program::{SlotSource, Track, TrackKey};
+use crate::room::RoomEvent;
+
+/// Packets kept per relayed layer for the edges' NACKs (about 2 s of a 2 Mbit/s layer).
+const REPAIR_CACHE: usize = 512;
+/// At most this many packets asked again for one gap (a longer gap waits for a keyframe).
+const MAX_NACK: u64 = 64;
+/// Hop latencies kept for the percentiles in `/api/cluster`.
+const LATENCY_SAMPLES: usize = 2048;
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Per-room relay state of the origin, kept in [`Room`].
+#[derive(Default)]
+pub(super) struct RoomRelay {
+    /// Links of the edges subscribed to this room.
+    pub links: Vec<u64>,
+    /// Recent packets per layer, for NACKs from edges.
+    cache: HashMap<SourceId, VecDeque<(u64, RelayPacket)>>,
+    /// The payload type last seen per track (its codec goes in the announcement).
+    pts: HashMap<TrackKey, u8>,
+}
+
+/// Origin: one edge connection and the rooms it subscribed to.
+pub(super) struct RelayLink {
+    peer: String,
+    tx: RelayTx,
+    next_stream: u32,
+    rooms: HashMap<String, RoomOut>,
+    packets: u64,
+    bytes: u64,
+    repairs: u64,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct RoomOut {
+    streams: HashMap<SourceId, u32>,
+    sources: HashMap<u32, SourceId>,
+    demanded: HashSet<u32>,
+    announced: Option<Vec<TrackInfo>>,
+}
+
+/// Edge: one stream (a layer) received from the origin.
+struct StreamIn {
+    track: Track,
+    rid: Option<Rid>,
+    layer: usize,
+    source: Option<SourceId>,
+    codec: (Codec, PayloadParams),
+    highest: Option<u64>,
+}
+
+/// Edge: a room whose program comes from another node.
+pub(super) struct Upstream {
+    link: u64,
+    peer: String,
+    tx: RelayTx,
+    /// The pseudo session that "publishes" the relayed tracks here.
+    key: u64,
+    owner: String,
+    streams: HashMap<u32, StreamIn>,
+    demand: Option<Vec<u32>>,
+    packets: u64,
+    bytes: u64,
+    nacked: u64,
+    repaired: u64,
+    latencies_us: VecDeque<u64>,
+    created: Instant,
+}
+
+fn percentile(samples: &VecDeque<u64>, p: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut v: Vec<u64> = samples.iter().copied().collect();
+    v.sort_unstable();
+    let i = ((v.len() - 1) as f64 * p).round() as usize;
+    Some(v[i] as f64 / 1000.0)
+}
+
+fn track_of(name: &str) -> Option<Track> {
+    [
+        Track::TeacherAudio,
+        Track::TeacherCamera,
+        Track::Courseware,
+        Track::ClassAudio,
+        Track::ClassVideo,
+    ]
+    .into_iter()
+    .find(|t| t.as_str() == name)
+}
+
+fn params_of(t: &TrackInfo) -> Option<(Codec, PayloadParams)> {
+    let codec: StrCodec = t.codec.as_str().into();
+    if matches!(codec, StrCodec::Unknown) {
+        return None;
+    }
+    let spec = CodecSpec {
+        codec,
+        clock_rate: Frequency::new(t.clock_rate)?,
+        channels: t.channels,
+        format: FormatParams::parse_line(&t.fmtp),
+    };
+    let params = PayloadParams::new(t.pt.into(), None, spec);
+    Some((codec_of(&params), params))
+}
+
+impl MediaLoop {
+    /// Origin: an edge subscribed to `room` over `link`.
+    pub(super) fn relay_attach(&mut self, link: u64, peer: String, room: String, tx: RelayTx) {
+        let now = Instant::now();
+        let rules = self.settings.room_rules.clone();
+        let r = self
+            .rooms
+            .entry(room.clone())
+            .or_insert_with(|| Room::new(&room, rules, now));
+        if !r.relay.links.contains(&link) {
+            r.relay.links.push(link);
+        }
+        let l = self.relay_links.entry(link).or_insert_with(|| RelayLink {
+            peer: peer.clone(),
+            tx,
+            next_stream: 1,
+            rooms: HashMap::new(),
+            packets: 0,
+            bytes: 0,
+            repairs: 0,
+            created: now,
+        });
+        l.rooms.entry(room.clone()).or_default();
+        info!(room, peer, link, "edge subscribed");
+        self.metrics.relay_links.set(self.relay_links.len() as i64);
+        self.announce(&room);
+        self.update_room(&room, now);
+    }
+
+    /// Origin: an edge left `room`, or the whole connection is gone (`room` is None).
+    pub(super) fn relay_detach(&mut self, link: u64, room: Option<String>) {
+        let rooms: Vec<String> = match (&room, self.relay_links.get_mut(&link)) {
+            (_, None) => return,
+            (Some(r), Some(l)) => {
+                l.rooms.remove(r);
+                vec![r.clone()]
+            }
+            (None, Some(l)) => l.rooms.drain().map(|(r, _)| r).collect(),
+        };
+        if room.is_none()
+            || self
+                .relay_links
+                .get(&link)
+                .is_some_and(|l| l.rooms.is_empty())
+        {
+            if let Some(l) = self.relay_links.remove(&link) {
+                info!(peer = l.peer, link, "edge gone");
+            }
+        }
+        let now = Instant::now();
+        for r in rooms {
+            if let Some(room) = self.rooms.get_mut(&r) {
+                room.relay.links.retain(|k| *k != link);
+                if room.relay.links.is_empty() {
+                    room.relay.cache.clear();
+                }
+            }
+            self.update_room(&r, now);
+        }
+        self.metrics.relay_links.set(self.relay_links.len() as i64);
+    }
+
+    /// Origin: what an edge asks for on a room it subscribed to.
+    pub(super) fn relay_control(&mut self, link: u64, msg: Control) {
+        match msg {
+            Control::Demand { room, streams } => {
+                let Some(out) = self
+                    .relay_links
+                    .get_mut(&link)
+                    .and_then(|l| l.rooms.get_mut(&room))
+                else {
+                    return;
+                };
+                out.demanded = streams.into_iter().collect();
+                self.update_room(&room, Instant::now());
+            }
+            Control::Keyframe { room, stream } => {
+                let Some(source) = self
+                    .relay_links
+                    .get(&link)
+                    .and_then(|l| l.rooms.get(&room))
+                    .and_then(|o| o.sources.get(&stream).copied())
+                else {
+                    return;
+                };
+                self.request_keyframe(
+                    &room,
+                    crate::program::Slot::TeacherCamera,
+                    source,
+                    Instant::now(),
+                );
+            }
+            Control::Nack { room, stream, seqs } => self.relay_repair(link, &room, stream, &seqs),
+            Control::Unsubscribe { room } => self.relay_detach(link, Some(room)),
+            other => debug!(link, ?other, "unexpected relay message from an edge"),
+        }
+    }
+
+    /// Origin: resend what an edge lost on the hop, from the cache.
+    fn relay_repair(&mut self, link: u64, room: &str, stream: u32, seqs: &[u64]) {
+        let Some(source) = self
+            .relay_links
+            .get(&link)
+            .and_then(|l| l.rooms.get(room))
+            .and_then(|o| o.sources.get(&stream).copied())
+        else {
+            return;
+        };
+        let Some(cache) = self
+            .rooms
+            .get(room)
+            .and_then(|r| r.relay.cache.get(&source))
+        else {
+            return;
+        };
+        let mut found = vec![];
+        for seq in seqs.iter().take(MAX_NACK as usize) {
+            if let Some((_, p)) = cache.iter().find(|(s, _)| s == seq) {
+                let mut p = p.clone();
+                p.stream = stream;
+                p.repair = true;
+                found.push(p);
+            }
+        }
+        if let Some(l) = self.relay_links.get_mut(&link) {
+            for p in found {
+                l.repairs += 1;
+                self.metrics.relay_repairs_sent.inc();
+                let _ = l.tx.send(RelaySend::Packet(p));
+            }
+        }
+    }
+
+    /// Origin: the room's relayed tracks as one edge's stream ids; announces them to every
+    /// subscribed edge whose list changed.
+    pub(super) fn announce(&mut self, room_name: &str) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        if room.relay.links.is_empty() {
+            return;
+        }
+        // Teacher tracks from local publishers whose codec is known (they have sent a packet).
+        let mut keys: Vec<&TrackKey> = room
+            .program
+            .sources
+            .keys()
+            .filter(|k| {
+                matches!(
+                    k.track,
+                    Track::TeacherAudio | Track::TeacherCamera | Track::Courseware
+                ) && self.sessions.contains_key(&k.session)
+                    && room.relay.pts.contains_key(k)
+            })
+            .collect();
+        keys.sort_by_key(|k| (k.track, k.session));
+        for &link in &room.relay.links {
+            let Some(l) = self.relay_links.get_mut(&link) else {
+                continue;
+            };
+            let Some(out) = l.rooms.get_mut(room_name) else {
+                continue;
+            };
+            let mut tracks = vec![];
+            let mut live = HashSet::new();
+            for key in &keys {
+                let src = &room.program.sources[key];
+                let pt = room.relay.pts[key];
+                let Some((_, params)) = self.sessions[&key.session].codecs.get(&pt) else {
+                    continue;
+                };
+                let spec = params.spec();
+                let owner = room
+                    .program
+                    .owner_of_session(key.session)
+                    .unwrap_or_default()
+                    .to_string();
+                for (i, layer) in src.layers.iter().enumerate() {
+                    live.insert(layer.source);
+                    let stream = *out.streams.entry(layer.source).or_insert_with(|| {
+                        let s = l.next_stream;
+                        l.next_stream = l.next_stream.wrapping_add(1).max(1);
+                        s
+                    });
+                    out.sources.insert(stream, layer.source);
+                    tracks.push(TrackInfo {
+                        stream,
+                        track: key.track.as_str().to_string(),
+                        owner: owner.clone(),
+                        layer: i as u8,
+                        layers: src.layers.len() as u8,
+                        rid: layer.rid.clone(),
+                        pt,
+                        codec: spec.codec.to_string(),
+                        clock_rate: spec.clock_rate.get(),
+                        channels: spec.channels,
+                        fmtp: spec.format.to_string(),
+                    });
+                }
+            }
+            out.streams.retain(|s, _| live.contains(s));
+            out.sources.retain(|_, s| live.contains(s));
+            if out.announced.as_ref() != Some(&tracks) {
+                out.announced = Some(tracks.clone());
+                // A new stream flows until the edge says what it needs.
+                for t in &tracks {
+                    out.demanded.insert(t.stream);
+                }
+                let _ = l.tx.send(RelaySend::Control(Control::Tracks {
+                    room: room_name.to_string(),
+                    tracks,
+                }));
+            }
+        }
+    }
+
+    /// Origin: a local publisher's packet, to the edges that demand its layer.
+    pub(super) fn relay_packet(
+        &mut self,
+        room_name: &str,
+        key: TrackKey,
+        _idx: usize,
+        source: SourceId,
+        pkt: &super::Inbound,
+    ) {
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        if room.relay.links.is_empty() || !key.track.is_teacher() {
+            return;
+        }
+        let rp = RelayPacket {
+            stream: 0,
+            seq: pkt.seq,
+            ts: pkt.ts,
+            pt: pkt.pt,
+            marker: pkt.marker,
+            audio_level: pkt.audio_level,
+            voice_activity: pkt.voice_activity,
+            video_orientation: pkt.video_orientation.map(|v| v as u8),
+            received_us: unix_us(),
+            repair: false,
+            payload: bytes::Bytes::copy_from_slice(&pkt.payload),
+        };
+        let cache = room.relay.cache.entry(source).or_default();
+        if cache.len() >= REPAIR_CACHE {
+            cache.pop_front();
+        }
+        cache.push_back((pkt.seq, rp.clone()));
+        let new_pt = room.relay.pts.insert(key, pkt.pt) != Some(pkt.pt);
+        if new_pt {
+            self.announce(room_name);
+        }
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        for link in &room.relay.links {
+            let Some(l) = self.relay_links.get_mut(link) else {
+                continue;
+            };
+            let Some(out) = l.rooms.get(room_name) else {
+                continue;
+            };
+            let Some(&stream) = out.streams.get(&source) else {
+                continue;
+            };
+            if !out.demanded.contains(&stream) {
+                continue;
+            }
+            let mut p = rp.clone();
+            p.stream = stream;
+            l.packets += 1;
+            l.bytes += p.payload.len() as u64;
+            self.metrics.relay_packets_sent.inc();
+            let _ = l.tx.send(RelaySend::Packet(p));
+        }
+    }
+
+    /// Origin: the layers the edges of `room` need (for dynacast toward the teacher).
+    pub(super) fn relay_wanted(&self, room_name: &str, wanted: &mut HashSet<SourceId>) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        for link in &room.relay.links {
+            let Some(out) = self
+                .relay_links
+                .get(link)
+                .and_then(|l| l.rooms.get(room_name))
+            else {
+                continue;
+            };
+            for s in &out.demanded {
+                if let Some(src) = out.sources.get(s) {
+                    wanted.insert(*src);
+                }
+            }
+        }
+    }
+
+    /// Edge: the origin's tracks for `room` (first announcement, or a change).
+    pub(super) fn upstream_tracks(
+        &mut self,
+        link: u64,
+        peer: String,
+        room_name: String,
+        tracks: Vec<TrackInfo>,
+        tx: RelayTx,
+    ) {
+        let now = Instant::now();
+        // A teacher publishing here owns the room: the relay is not needed.
+        if let Some(r) = self.rooms.get(&room_name) {
+            if r.publisher
+                .as_ref()
+                .is_some_and(|(k, _)| self.sessions.contains_key(k))
+            {
+                let _ = tx.send(RelaySend::Control(Control::Unsubscribe { room: room_name }));
+                return;
+            }
+        }
+        let same_streams = self.upstreams.get(&room_name).is_some_and(|u| {
+            u.link == link
+                && u.streams.len() == tracks.len()
+                && tracks.iter().all(|t| u.streams.contains_key(&t.stream))
+        });
+        if same_streams {
+            // Only a codec changed.
+            if let Some(u) = self.upstreams.get_mut(&room_name) {
+                for t in &tracks {
+                    if let (Some(s), Some(c)) = (u.streams.get_mut(&t.stream), params_of(t)) {
+                        s.codec = c;
+                    }
+                }
+            }
+            return;
+        }
+        let old = self.upstreams.remove(&room_name);
+        if let Some(o) = &old {
+            for s in o.streams.keys() {
+                self.upstream_streams.remove(&(o.link, *s));
+            }
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        let owner = tracks
+            .first()
+            .map(|t| t.owner.clone())
+            .or_else(|| old.as_ref().map(|o| o.owner.clone()))
+            .unwrap_or_default();
+        let mut streams = HashMap::new();
+        let mut by_track: HashMap<Track, Vec<&TrackInfo>> = HashMap::new();
+        for t in &tracks {
+            let (Some(track), Some(codec)) = (track_of(&t.track), params_of(t)) else {
+                debug!(
+                    room = room_name,
+                    track = t.track,
+                    codec = t.codec,
+                    "relayed track skipped"
+                );
+                continue;
+            };
+            if !track.is_teacher() {
+                continue;
+            }
+            by_track.entry(track).or_default().push(t);
+            streams.insert(
+                t.stream,
+                StreamIn {
+                    track,
+                    rid: t.rid.as_deref().map(Rid::from),
+                    layer: t.layer as usize,
+                    source: None,
+                    codec,
+                    highest: None,
+                },
+            );
+        }
+        let rules = self.settings.room_rules.clone();
+        let room = self
+            .rooms
+            .entry(room_name.clone())
+            .or_insert_with(|| Room::new(&room_name, rules, now));
+        if let Some(o) = &old {
+            room.program.unpublish(o.key);
+        }
+        for (track, mut infos) in by_track {
+            infos.sort_by_key(|t| t.layer);
+            let rids: Vec<String> = infos.iter().filter_map(|t| t.rid.clone()).collect();
+            let src = SlotSource::new(key, &rids, self.settings.keyframe_interval);
+            for t in &infos {
+                let idx = match &t.rid {
+                    Some(r) => src.layer_index(Some(r)),
+                    None => src.layer_index(None),
+                };
+                if let (Some(i), Some(s)) = (idx, streams.get_mut(&t.stream)) {
+                    s.source = src.layers.get(i).map(|l| l.source);
+                    s.layer = i;
+                }
+            }
+            room.program.publish(&owner, track, src);
+        }
+        let was_up = old.is_some();
+        let teaching = !streams.is_empty();
+        if teaching {
+            room.publisher = Some((key, owner.clone()));
+        } else if room
+            .publisher
+            .as_ref()
+            .is_some_and(|(k, _)| Some(*k) == old.as_ref().map(|o| o.key))
+        {
+            room.publisher = None;
+        }
+        let claims = Claims {
+            sub: owner.clone(),
+            name: String::new(),
+            room: room_name.clone(),
+            role: Role::Teacher,
+            exp: 0,
+        };
+        let at = super::at_now();
+        let mut ev = vec![];
+        if teaching && !was_up {
+            ev.extend(room.state.session_up(&claims, true, at));
+        } else if !teaching && was_up {
+            ev.extend(room.state.session_down(&owner, Role::Teacher, true, at));
+        }
+        ev.push(RoomEvent::Relay {
+            origin: peer.clone(),
+            connected: true,
+        });
+        room.emit(ev);
+        room.arrange();
+        for s in streams.keys() {
+            self.upstream_streams.insert((link, *s), room_name.clone());
+        }
+        info!(
+            room = room_name,
+            origin = peer,
+            tracks = streams.len(),
+            "relayed program"
+        );
+        self.upstreams.insert(
+            room_name.clone(),
+            Upstream {
+                link,
+                peer,
+                tx,
+                key,
+                owner,
+                streams,
+                demand: None,
+                packets: 0,
+                bytes: 0,
+                nacked: 0,
+                repaired: 0,
+                latencies_us: VecDeque::new(),
+                created: old.map_or(now, |o| o.created),
+            },
+        );
+        self.update_room(&room_name, now);
+    }
+
+    /// Edge: one packet from the origin.
+    pub(super) fn upstream_packet(&mut self, link: u64, pkt: RelayPacket) {
+        let now = Instant::now();
+        let Some(room_name) = self.upstream_streams.get(&(link, pkt.stream)).cloned() else {
+            return;
+        };
+        let Some(u) = self.upstreams.get_mut(&room_name) else {
+            return;
+        };
+        let Some(s) = u.streams.get_mut(&pkt.stream) else {
+            return;
+        };
+        let lat = unix_us().saturating_sub(pkt.received_us);
+        if u.latencies_us.len() >= LATENCY_SAMPLES {
+            u.latencies_us.pop_front();
+        }
+        u.latencies_us.push_back(lat);
+        self.metrics.relay_hop_seconds.observe(lat as f64 / 1e6);
+        u.packets += 1;
+        u.bytes += pkt.payload.len() as u64;
+        self.metrics.relay_packets_received.inc();
+        if pkt.repair {
+            u.repaired += 1;
+        }
+        // A gap on the hop: ask the origin's cache (video only; late audio is useless).
+        if let Some(h) = s.highest {
+            if pkt.seq > h + 1 && !s.track.is_audio() {
+                let missing: Vec<u64> = (h + 1..pkt.seq).take(MAX_NACK as usize).collect();
+                u.nacked += missing.len() as u64;
+                let _ = u.tx.send(RelaySend::Control(Control::Nack {
+                    room: room_name.clone(),
+                    stream: pkt.stream,
+                    seqs: missing,
+                }));
+            }
+        }
+        if s.highest.is_none_or(|h| pkt.seq > h) {
+            s.highest = Some(pkt.seq);
+        }
+        let key = TrackKey {
+            session: u.key,
+            track: s.track,
+        };
+        let rid = s.rid;
+        let codec = s.codec;
+        // Each stream is its own SSRC-like identity on the edge.
+        let ssrc = pkt.stream;
+        let inbound = super::Inbound {
+            seq: pkt.seq,
+            ts: pkt.ts,
+            pt: pkt.pt,
+            marker: pkt.marker,
+            audio_level: pkt.audio_level,
+            voice_activity: pkt.voice_activity,
+            video_orientation: pkt.video_orientation.map(Into::into),
+            payload: Arc::from(&pkt.payload[..]),
+            received: now,
+        };
+        let (c, mut params) = codec;
+        if *params.pt() != pkt.pt {
+            // The origin announced another payload type; the codec stays what it announced.
+            params = PayloadParams::new(pkt.pt.into(), None, params.spec());
+        }
+        self.fan_out(&room_name, key, rid, ssrc, (c, params), inbound, false, now);
+    }
+
+    /// Edge: the connection to the origin is gone; its rooms lose their teacher until the
+    /// relay is back (or the teacher publishes elsewhere and the directory says so).
+    pub(super) fn upstream_lost(&mut self, link: u64, why: &str) {
+        let rooms: Vec<String> = self
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.link == link)
+            .map(|(r, _)| r.clone())
+            .collect();
+        for r in rooms {
+            self.drop_upstream(&r, why);
+        }
+    }
+
+    /// Edge: stop relaying `room` (lost, or a teacher now publishes here).
+    pub(super) fn drop_upstream(&mut self, room_name: &str, why: &str) {
+        let Some(u) = self.upstreams.remove(room_name) else {
+            return;
+        };
+        let _ = u.tx.send(RelaySend::Control(Control::Unsubscribe {
+            room: room_name.to_string(),
+        }));
+        info!(room = room_name, origin = u.peer, "relay ended: {why}");
+        for s in u.streams.keys() {
+            self.upstream_streams.remove(&(u.link, *s));
+        }
+        if let Some(room) = self.rooms.get_mut(room_name) {
+            room.program.unpublish(u.key);
+            let mut ev = vec![];
+            if room.publisher.as_ref().is_some_and(|(k, _)| *k == u.key) {
+                room.publisher = None;
+                ev.extend(
+                    room.state
+                        .session_down(&u.owner, Role::Teacher, true, super::at_now()),
+                );
+            }
+            ev.push(RoomEvent::Relay {
+                origin: u.peer.clone(),
+                connected: false,
+            });
+            room.emit(ev);
+        }
+        self.update_room(room_name, Instant::now());
+    }
+
+    /// Edge: is `session` a relayed pseudo publisher? Then ask the origin for a keyframe of
+    /// `source` and return true.
+    pub(super) fn upstream_keyframe(&mut self, session: u64, source: SourceId) -> bool {
+        let Some((room, u)) = self.upstreams.iter().find(|(_, u)| u.key == session) else {
+            return false;
+        };
+        if let Some((stream, _)) = u.streams.iter().find(|(_, s)| s.source == Some(source)) {
+            self.metrics.keyframe_requests_sent.inc();
+            let _ = u.tx.send(RelaySend::Control(Control::Keyframe {
+                room: room.clone(),
+                stream: *stream,
+            }));
+        }
+        true
+    }
+
+    /// Edge: after dynacast, tell the origin which streams this node's classrooms need.
+    pub(super) fn upstream_demand(&mut self, room_name: &str) {
+        let Some(u) = self.upstreams.get_mut(room_name) else {
+            return;
+        };
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        let mut streams: Vec<u32> = u
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                let key = TrackKey {
+                    session: u.key,
+                    track: s.track,
+                };
+                match room.program.sources.get(&key) {
+                    Some(src) if src.layers.len() > 1 => {
+                        src.layers.get(s.layer).is_some_and(|l| !l.held)
+                    }
+                    _ => true,
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        streams.sort_unstable();
+        if u.demand.as_ref() != Some(&streams) {
+            u.demand = Some(streams.clone());
+            let _ = u.tx.send(RelaySend::Control(Control::Demand {
+                room: room_name.to_string(),
+                streams,
+            }));
+        }
+    }
+
+    /// Edge: rooms relayed from elsewhere (the cluster glue stops relaying the others).
+    pub(super) fn relay_infos(&self) -> Vec<RelayInfo> {
+        let now = Instant::now();
+        let mut out = vec![];
+        for (room, u) in &self.upstreams {
+            let secs = now
+                .saturating_duration_since(u.created)
+                .as_secs_f64()
+                .max(1.0);
+            out.push(RelayInfo {
+                direction: "from_origin".into(),
+                peer: u.peer.clone(),
+                link: u.link,
+                room: room.clone(),
+                streams: u.streams.len(),
+                demanded: u.demand.as_ref().map_or(u.streams.len(), Vec::len),
+                packets: u.packets,
+                bytes: u.bytes,
+                avg_bitrate_bps: (u.bytes as f64 * 8.0 / secs) as u64,
+                nacked: u.nacked,
+                repaired: u.repaired,
+                latency_p50_ms: percentile(&u.latencies_us, 0.5),
+                latency_p99_ms: percentile(&u.latencies_us, 0.99),
+            });
+        }
+        for (link, l) in &self.relay_links {
+            let secs = now
+                .saturating_duration_since(l.created)
+                .as_secs_f64()
+                .max(1.0);
+            for (room, o) in &l.rooms {
+                out.push(RelayInfo {
+                    direction: "to_edge".into(),
+                    peer: l.peer.clone(),
+                    link: *link,
+                    room: room.clone(),
+                    streams: o.streams.len(),
+                    demanded: o.demanded.len(),
+                    packets: l.packets,
+                    bytes: l.bytes,
+                    avg_bitrate_bps: (l.bytes as f64 * 8.0 / secs) as u64,
+                    nacked: 0,
+                    repaired: l.repairs,
+                    latency_p50_ms: None,
+                    latency_p99_ms: None,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.room, &a.peer).cmp(&(&b.room, &b.peer)));
+        out
+    }
+}
