@@ -3,4 +3,6 @@
 //!
 //! Without `--cluster` none of this runs and a node serves alone.
 
+pub mod certs;
+pub mod link;
 pub mod wire;
