@@ -3,4 +3,7 @@
 //!
 //! Without `--cluster` none of this runs and a node serves alone.
 
+pub mod directory;
+pub mod load;
+pub mod placement;
 pub mod wire;
