@@ -150,6 +150,7 @@ async fn a_node_without_heartbeat_expires_within_the_ttl() {
     assert_eq!(node_ids(&dir).await, ["a", "b"]);
     eventually("b expires", || async { node_ids(&dir).await == ["a"] }).await;
     let gone_after = registered.elapsed();
+    eprintln!("b gone {gone_after:?} after its only heartbeat (TTL {TTL:?})");
     assert!(
         gone_after >= TTL - Duration::from_millis(200),
         "b went before its TTL: {gone_after:?}"
@@ -199,6 +200,7 @@ async fn origin_claims_are_exclusive_renewed_and_taken_over_from_a_dead_holder()
     })
     .await;
     let took = killed.elapsed();
+    eprintln!("b took the room over {took:?} after a stopped (TTL {TTL:?})");
     assert!(took < TTL * 5, "takeover took {took:?}");
     assert_eq!(dir.origin("math").await.unwrap().as_deref(), Some("b"));
     assert!(dir.held("a").await.unwrap().is_empty());
@@ -394,6 +396,7 @@ async fn unreachable_redis_fails_fast_with_a_clear_error() {
     let url = format!("redis://127.0.0.1:{port}/");
     let start = Instant::now();
     let err = Directory::connect(&url, TTL).await.unwrap_err();
+    eprintln!("refused: {:?}: {err}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -414,6 +417,7 @@ async fn unreachable_redis_fails_fast_with_a_clear_error() {
     let url = format!("redis://127.0.0.1:{}/", silent.local_addr().unwrap().port());
     let start = Instant::now();
     let err = Directory::connect(&url, TTL).await.unwrap_err();
+    eprintln!("silent server: {:?}: {err}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -443,6 +447,7 @@ async fn operations_fail_in_bounded_time_when_redis_dies() {
     redis.kill();
     let start = Instant::now();
     let err = dir.heartbeat(&info("a", "r", 0)).await.unwrap_err();
+    eprintln!("after Redis died: {:?}: {err}", start.elapsed());
     assert!(
         start.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -456,4 +461,22 @@ async fn operations_fail_in_bounded_time_when_redis_dies() {
         "{:?}",
         start.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_directory_reconnects_when_redis_comes_back() {
+    let mut redis = RedisServer::start();
+    let dir = directory(&redis, "t10:").await;
+    dir.heartbeat(&info("a", "r", 0)).await.unwrap();
+    redis.kill();
+    assert!(dir.heartbeat(&info("a", "r", 0)).await.is_err());
+    // Redis restarts empty on the same address: the next heartbeats register again.
+    redis.restart();
+    let took = eventually("heartbeat works again", || async {
+        dir.heartbeat(&info("a", "r", 0)).await.is_ok()
+    })
+    .await;
+    eprintln!("reconnected {took:?} after Redis restarted");
+    assert_eq!(node_ids(&dir).await, ["a"]);
+    assert_eq!(dir.claim_origin("m", "a").await.unwrap(), OriginClaim::Mine);
 }

@@ -58,14 +58,30 @@ impl RedisServer {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let log = std::fs::File::create(dir.join("redis.log")).map_err(|e| e.to_string())?;
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+        };
+        server.spawn_on_port()?;
+        Ok(server)
+    }
+
+    /// Runs redis-server on `self.port` and waits until it answers.
+    fn spawn_on_port(&mut self) -> Result<(), String> {
+        let port = self.port;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("redis.log"))
+            .map_err(|e| e.to_string())?;
         let bin = redis_server_binary();
         let child = Command::new(&bin)
             .args(["--port", &port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--logfile", ""])
             .arg("--dir")
-            .arg(&dir)
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -76,27 +92,26 @@ impl RedisServer {
                     bin.display()
                 )
             })?;
-        let mut server = RedisServer {
-            child: Some(child),
-            port,
-            dir,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if ping(server.addr()) {
-                return Ok(server);
+            let pid = self.child.as_ref().map_or(0, |c| c.id());
+            if answers_as(self.addr(), pid) {
+                return Ok(());
             }
-            let exited = server
+            let exited = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
-                return Err(format!("exited with {status}; log:\n{}", server.log_tail()));
+                self.child = None;
+                return Err(format!("exited with {status}; log:\n{}", self.log_tail()));
             }
             if Instant::now() > deadline {
+                self.kill();
                 return Err(format!(
                     "no answer on port {port} within 20 s; log:\n{}",
-                    server.log_tail()
+                    self.log_tail()
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -124,6 +139,20 @@ impl RedisServer {
         }
     }
 
+    /// Starts a fresh server (empty) on the same port after [`RedisServer::kill`], as a
+    /// restarted Redis would come back.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.spawn_on_port() {
+                Ok(()) => return,
+                Err(e) if Instant::now() > deadline => panic!("redis-server did not restart: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -138,15 +167,30 @@ impl Drop for RedisServer {
     }
 }
 
-/// True when something on `addr` answers a RESP PING with PONG within a second.
-fn ping(addr: SocketAddr) -> bool {
+/// True when the redis-server answering on `addr` is process `pid` (not another test's server
+/// that took a port we thought free).
+fn answers_as(addr: SocketAddr, pid: u32) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"PING\r\n").is_err() {
+    if s.write_all(b"INFO server\r\n").is_err() {
         return false;
     }
-    let mut buf = [0u8; 16];
-    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 64 * 1024 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("process_id:") {
+            let line = &text[at + "process_id:".len()..];
+            if let Some(end) = line.find("\r\n") {
+                return line[..end] == pid.to_string();
+            }
+        }
+    }
+    false
 }
