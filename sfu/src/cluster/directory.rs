@@ -568,6 +568,7 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   local holder = redis.call('GET', okey)
   if holder == id then
     redis.call('PEXPIRE', okey, ttl)
+    redis.call('SADD', KEYS[5], room)
   elseif not holder then
     redis.call('SET', okey, id, 'PX', ttl)
     redis.call('SADD', KEYS[5], room)
