@@ -34,6 +34,9 @@ pkg_installed libopus-dev || need+=(libopus-dev)
 # namespace it makes with iproute2; the packaged service is not used).
 have janus || need+=(janus)
 have ip || need+=(iproute2)
+# Redis, the cluster's directory of nodes and rooms (tests and the demo start their own
+# redis-server on a free port; the packaged service is not used).
+[ -x /usr/bin/redis-server ] || need+=(redis-server)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -42,6 +45,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
   if [[ " ${need[*]} " == *" janus "* ]] && have systemctl; then
     $SUDO systemctl disable --now janus >/dev/null 2>&1 || true
+  fi
+  if [[ " ${need[*]} " == *" redis-server "* ]] && have systemctl; then
+    $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
   fi
 fi
 

@@ -4,5 +4,8 @@
 //! Without `--cluster` none of this runs and a node serves alone.
 
 pub mod certs;
+pub mod directory;
 pub mod link;
+pub mod load;
+pub mod placement;
 pub mod wire;

@@ -14,6 +14,8 @@
 //! stay steady on a small, loaded machine.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::future::Future;
