@@ -46,6 +46,53 @@ pub struct Config {
     pub teacher_timeout_s: u64,
     /// Teacher-console tiles rotate this often when there are more classrooms than tiles.
     pub tile_rotate_s: u64,
+    /// Join a cluster of nodes (`[cluster]`); absent: this node serves alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: membership in a Redis directory and relays to other nodes over QUIC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster (e.g. `county-a-1`).
+    pub node_id: String,
+    /// Region tag (a county, a city): classrooms are placed on nodes of their region.
+    pub region: String,
+    /// `redis://host:port` of the directory.
+    pub redis: String,
+    /// UDP port of the QUIC relay endpoint.
+    pub relay_port: u16,
+    /// Address the relay endpoint binds; default: the first media bind address.
+    pub relay_bind: Option<IpAddr>,
+    /// Address other nodes dial for relays; default: the first advertised media address.
+    pub relay_public: Option<IpAddr>,
+    /// Base URL clients are redirected to (`http://host:port`); default: from `http`.
+    pub public_url: Option<String>,
+    /// Folder with `ca.pem`, `<node_id>.pem` and `<node_id>.key` (`sfu cluster-certs`).
+    pub certs: std::path::PathBuf,
+    /// Shared secret every node proves on connecting; `CLUSTER_SECRET` overrides it.
+    pub secret: Option<String>,
+    /// A node silent this long is gone (its rooms can move).
+    pub ttl_ms: u64,
+    pub heartbeat_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node_id: String::new(),
+            region: "default".into(),
+            redis: "redis://127.0.0.1:6379".into(),
+            relay_port: 7802,
+            relay_bind: None,
+            relay_public: None,
+            public_url: None,
+            certs: "certs".into(),
+            secret: None,
+            ttl_ms: 2000,
+            heartbeat_ms: 500,
+        }
+    }
 }
 
 impl Default for Config {
@@ -65,6 +112,7 @@ impl Default for Config {
             max_stage: 1,
             teacher_timeout_s: 600,
             tile_rotate_s: 15,
+            cluster: None,
         }
     }
 }
@@ -115,6 +163,24 @@ impl Config {
                 "max_stage must be 1 to {}",
                 crate::room::state::MAX_STAGE
             )));
+        }
+        if let Some(c) = &self.cluster {
+            if c.node_id.is_empty()
+                || c.node_id.len() > 64
+                || !c
+                    .node_id
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+            {
+                return Err(ConfigError::Invalid(
+                    "cluster node_id: 1 to 64 letters, digits, '-', '_' or '.'".into(),
+                ));
+            }
+            if c.heartbeat_ms == 0 || c.ttl_ms < 2 * c.heartbeat_ms {
+                return Err(ConfigError::Invalid(
+                    "cluster ttl_ms must be at least twice heartbeat_ms".into(),
+                ));
+            }
         }
         Ok(())
     }

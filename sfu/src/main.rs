@@ -43,6 +43,33 @@ enum Cmd {
         /// Configuration file (TOML); flags override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Join a cluster whose directory is this Redis (`redis://HOST:PORT`).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// This node's id in the cluster.
+        #[arg(long)]
+        node_id: Option<String>,
+        /// This node's region tag (county): classrooms are placed on nodes of their region.
+        #[arg(long)]
+        region: Option<String>,
+        /// UDP port of the QUIC relay between nodes (default 7802).
+        #[arg(long)]
+        relay_port: Option<u16>,
+        /// Folder with the cluster's certificates (`sfu cluster-certs`; default ./certs).
+        #[arg(long)]
+        cluster_certs: Option<PathBuf>,
+        /// Base URL other nodes redirect clients to (default http://<--http>).
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Make the certificates a cluster's relays use: a CA, and a certificate and key per node.
+    ClusterCerts {
+        /// Folder to write ca.pem, <node>.pem and <node>.key into.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// Node ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        nodes: Vec<String>,
     },
     /// Print a join token.
     Token {
@@ -108,6 +135,12 @@ fn main() -> anyhow::Result<()> {
             max_stage,
             teacher_timeout,
             config,
+            cluster,
+            node_id,
+            region,
+            relay_port,
+            cluster_certs,
+            public_url,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -134,6 +167,30 @@ fn main() -> anyhow::Result<()> {
             if let Some(t) = teacher_timeout {
                 cfg.teacher_timeout_s = t.as_secs();
             }
+            if cluster.is_some() || node_id.is_some() {
+                let c = cfg.cluster.get_or_insert_with(Default::default);
+                if let Some(v) = cluster {
+                    c.redis = v;
+                }
+                if let Some(v) = node_id {
+                    c.node_id = v;
+                }
+                if let Some(v) = region {
+                    c.region = v;
+                }
+                if let Some(v) = relay_port {
+                    c.relay_port = v;
+                }
+                if let Some(v) = cluster_certs {
+                    c.certs = v;
+                }
+                if let Some(v) = public_url {
+                    c.public_url = Some(v);
+                }
+                if c.node_id.is_empty() {
+                    bail!("--cluster needs --node-id (this node's id in the cluster)");
+                }
+            }
             let secret = secret(&cfg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -141,6 +198,16 @@ fn main() -> anyhow::Result<()> {
                 .build()
                 .context("starting the runtime")?;
             rt.block_on(sfu::server::run(cfg, &secret, shutdown_signal()))?;
+            Ok(())
+        }
+        Cmd::ClusterCerts { out, nodes } => {
+            let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+            sfu::cluster::certs::generate(&out, &names)
+                .with_context(|| format!("writing certificates to {}", out.display()))?;
+            println!(
+                "wrote ca.pem and a certificate per node to {}",
+                out.display()
+            );
             Ok(())
         }
         Cmd::Token {

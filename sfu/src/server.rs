@@ -8,7 +8,8 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::auth::TokenKeys;
-use crate::config::Config;
+use crate::cluster::node::{tls_in, ClusterNode, ClusterSettings};
+use crate::config::{ClusterConfig, Config};
 use crate::http::{router, AppState};
 use crate::media::event_loop::{LoopSettings, MediaLoop, MediaSockets};
 use crate::media::session::RtcSettings;
@@ -32,6 +33,8 @@ pub enum ServerError {
     Http(std::io::Error),
     #[error("media loop: {0}")]
     Media(std::io::Error),
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::node::ClusterError),
 }
 
 /// Runs the SFU until `shutdown` resolves, then closes every session and returns.
@@ -81,6 +84,20 @@ pub async fn run(
         .spawn(move || media_loop.run())
         .map_err(ServerError::Media)?;
 
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let settings = cluster_settings(&config, c, secret);
+            match ClusterNode::start(settings, media.clone(), metrics.clone()).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    let _ = media.send(Command::Shutdown);
+                    let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
     let listener =
         TcpListener::bind(config.http)
             .await
@@ -100,12 +117,50 @@ pub async fn run(
         rtc,
         metrics,
         config: Arc::new(config),
+        cluster: cluster.clone(),
     };
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     info!("HTTP stopped; closing sessions");
+    if let Some(c) = &cluster {
+        // Other nodes take this node's rooms over at once instead of after the TTL.
+        c.leave().await;
+    }
     let _ = media.send(Command::Shutdown);
     let _ = tokio::task::spawn_blocking(move || media_thread.join()).await;
     served.map_err(ServerError::Http)
+}
+
+/// The cluster settings of this node from its configuration.
+fn cluster_settings(config: &Config, c: &ClusterConfig, token_secret: &str) -> ClusterSettings {
+    let bind_ip = c
+        .relay_bind
+        .or_else(|| config.media_bind.first().copied())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let public_ip = c
+        .relay_public
+        .or_else(|| config.advertised_ips().first().copied())
+        .unwrap_or(bind_ip);
+    let secret = std::env::var("CLUSTER_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| c.secret.clone())
+        // One secret for a small deployment: the token secret is shared by every node anyway.
+        .unwrap_or_else(|| token_secret.to_string());
+    ClusterSettings {
+        node_id: c.node_id.clone(),
+        region: c.region.clone(),
+        redis: c.redis.clone(),
+        relay_bind: SocketAddr::new(bind_ip, c.relay_port),
+        relay_advertise: SocketAddr::new(public_ip, c.relay_port),
+        public_http: c
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.http)),
+        tls: tls_in(&c.certs, &c.node_id),
+        secret,
+        ttl: std::time::Duration::from_millis(c.ttl_ms),
+        heartbeat: std::time::Duration::from_millis(c.heartbeat_ms),
+    }
 }

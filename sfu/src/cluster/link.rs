@@ -203,7 +203,9 @@ pub struct LoadedTls {
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    // ring, as webrtc-rs (dtls) uses: with one provider compiled in, rustls can pick the
+    // process default for the libraries that rely on it.
+    Arc::new(rustls::crypto::ring::default_provider())
 }
 
 fn transport(timing: &RelayTiming) -> Result<Arc<quinn::TransportConfig>, LinkError> {

@@ -7,5 +7,6 @@ pub mod certs;
 pub mod directory;
 pub mod link;
 pub mod load;
+pub mod node;
 pub mod placement;
 pub mod wire;

@@ -1,4 +1,4 @@
-//! `GET /api/rooms` and `GET /api/rooms/{room}`.
+//! `GET /api/rooms`, `GET /api/rooms/{room}` and `GET /api/cluster`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -20,5 +20,14 @@ pub async fn room(State(s): State<AppState>, Path(room): Path<String>) -> Respon
         Ok(Some(info)) => Json(info).into_response(),
         Ok(None) => ApiError(StatusCode::NOT_FOUND, format!("no room {room:?}")).into_response(),
         Err(e) => ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/cluster`: the nodes, each room's origin and edges, this node's relay hops.
+pub async fn cluster(State(s): State<AppState>) -> Response {
+    match &s.cluster {
+        Some(c) => Json(c.snapshot().await).into_response(),
+        None => Json(serde_json::json!({ "node": null, "nodes": [], "rooms": [], "links": [], "relays": [] }))
+            .into_response(),
     }
 }

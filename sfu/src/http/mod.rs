@@ -27,6 +27,8 @@ pub struct AppState {
     pub rtc: Arc<RtcSettings>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<Config>,
+    /// This node in a cluster (None: alone).
+    pub cluster: Option<Arc<crate::cluster::node::ClusterNode>>,
 }
 
 /// A JSON error body with its status.
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/rooms", get(api::rooms))
+        .route("/api/cluster", get(api::cluster))
         .route("/api/rooms/{room}", get(api::room))
         .route("/api/rooms/{room}/state", get(room_api::state))
         .route("/api/rooms/{room}/attendance", get(room_api::attendance))

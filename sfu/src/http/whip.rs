@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{ApiError, AppState};
 use crate::auth::{bearer, AuthError, Claims, Role};
+use crate::cluster::node::Placement;
 use crate::forward::allocator::Policy;
 use crate::forward::layer::LayerPref;
 use crate::media::session::{accept_offer, parse_sdpfrag, SessionError, SessionKind};
@@ -22,6 +23,18 @@ const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
 #[derive(Debug, Deserialize)]
 pub struct WhepQuery {
     layer: Option<String>,
+    #[serde(flatten)]
+    cluster: ClusterQuery,
+}
+
+/// Query fields for a cluster: the client's region, whether another node placed this request
+/// already, and the token carried across a redirect (browsers drop `Authorization` when a
+/// redirect leaves the origin).
+#[derive(Debug, Default, Deserialize)]
+pub struct ClusterQuery {
+    region: Option<String>,
+    placed: Option<String>,
+    access_token: Option<String>,
 }
 
 fn reject(s: &AppState, status: StatusCode, msg: impl Into<String>) -> Response {
@@ -50,13 +63,16 @@ pub(super) fn valid_room(room: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn authorize(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, AuthError> {
-    let token = bearer(
+fn header_token(headers: &HeaderMap) -> Option<&str> {
+    bearer(
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-    );
-    s.keys.verify_for_room(token, room)
+    )
+}
+
+fn authorize(s: &AppState, headers: &HeaderMap, room: &str) -> Result<Claims, AuthError> {
+    s.keys.verify_for_room(header_token(headers), room)
 }
 
 fn is_content_type(headers: &HeaderMap, want: &str) -> bool {
@@ -70,17 +86,20 @@ fn is_content_type(headers: &HeaderMap, want: &str) -> bool {
 #[derive(Debug, Deserialize)]
 pub struct WhipQuery {
     policy: Option<Policy>,
+    #[serde(flatten)]
+    cluster: ClusterQuery,
 }
 
 pub async fn post_whip(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    uri: axum::http::Uri,
     query: Result<Query<WhipQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let policy = match query {
-        Ok(Query(q)) => q.policy,
+    let (policy, cq) = match query {
+        Ok(Query(q)) => (q.policy, q.cluster),
         Err(_) => {
             return reject(
                 &s,
@@ -97,6 +116,8 @@ pub async fn post_whip(
         SessionKind::Publish,
         LayerPref::High,
         policy,
+        cq,
+        uri.query().unwrap_or(""),
     )
     .await
 }
@@ -104,6 +125,7 @@ pub async fn post_whip(
 pub async fn post_whep(
     State(s): State<AppState>,
     Path(room): Path<String>,
+    uri: axum::http::Uri,
     Query(q): Query<WhepQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -113,9 +135,40 @@ pub async fn post_whep(
         Some(Ok(p)) => p,
         Some(Err(e)) => return reject(&s, StatusCode::BAD_REQUEST, e),
     };
-    create(s, room, headers, body, SessionKind::Subscribe, pref, None).await
+    create(
+        s,
+        room,
+        headers,
+        body,
+        SessionKind::Subscribe,
+        pref,
+        None,
+        q.cluster,
+        uri.query().unwrap_or(""),
+    )
+    .await
 }
 
+/// The query for the node a request is redirected to: what the client sent, marked as
+/// placed, with the token when it came in a header.
+fn redirect_query(query: &str, token: Option<&str>) -> String {
+    let mut parts: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| {
+            !(p.starts_with("placed=") || (token.is_some() && p.starts_with("access_token=")))
+        })
+        .map(str::to_string)
+        .collect();
+    parts.push("placed=1".into());
+    if let Some(t) = token {
+        // JWTs are URL-safe (base64url and dots).
+        parts.push(format!("access_token={t}"));
+    }
+    parts.join("&")
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn create(
     s: AppState,
     room: String,
@@ -124,6 +177,8 @@ async fn create(
     kind: SessionKind,
     pref: LayerPref,
     policy: Option<Policy>,
+    cq: ClusterQuery,
+    query: &str,
 ) -> Response {
     if !valid_room(&room) {
         return reject(
@@ -132,7 +187,8 @@ async fn create(
             "room names use letters, digits, '-', '_' and '.' (at most 64)",
         );
     }
-    let claims = match authorize(&s, &headers, &room) {
+    let token = header_token(&headers).or(cq.access_token.as_deref());
+    let claims = match s.keys.verify_for_room(token, &room) {
         Ok(c) => c,
         Err(e) => return auth_error(&s, e),
     };
@@ -155,6 +211,36 @@ async fn create(
     let Ok(offer) = String::from_utf8(body.to_vec()) else {
         return reject(&s, StatusCode::BAD_REQUEST, "the offer is not UTF-8 text");
     };
+    if let Some(cluster) = &s.cluster {
+        let teaches = matches!(claims.role, Role::Teacher | Role::Admin);
+        let placed = cq.placed.is_some();
+        let here = cluster
+            .place(
+                &room,
+                teaches,
+                kind == SessionKind::Publish,
+                cq.region.as_deref(),
+                placed,
+            )
+            .await;
+        if let Placement::Elsewhere(base) = here {
+            let path = if kind == SessionKind::Publish {
+                "whip"
+            } else {
+                "whep"
+            };
+            let location = format!(
+                "{}/{path}/{room}?{}",
+                base.trim_end_matches('/'),
+                redirect_query(query, header_token(&headers))
+            );
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return resp;
+        }
+    }
     let id = format!("{:016x}", rand::random::<u64>());
     let settings = s.rtc.clone();
     let (room2, id2) = (room.clone(), id.clone());
@@ -326,6 +412,23 @@ pub async fn delete_session(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_carry_the_token_and_the_placement() {
+        assert_eq!(
+            redirect_query("layer=low&region=east", Some("a.b.c")),
+            "layer=low&region=east&placed=1&access_token=a.b.c"
+        );
+        // Already placed or tokened once: not repeated.
+        assert_eq!(
+            redirect_query("placed=1&access_token=old", Some("new")),
+            "placed=1&access_token=new"
+        );
+        assert_eq!(
+            redirect_query("access_token=t", None),
+            "access_token=t&placed=1"
+        );
+    }
 
     #[test]
     fn room_names() {

@@ -149,7 +149,7 @@ pub struct SdpResponse {
     pub body: String,
 }
 
-fn free_tcp_port() -> u16 {
+pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind tcp")
@@ -157,7 +157,7 @@ fn free_tcp_port() -> u16 {
 }
 
 /// A port free for both UDP and TCP (the media port serves both).
-fn free_media_port() -> u16 {
+pub fn free_media_port() -> u16 {
     loop {
         let u = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = u.local_addr().expect("udp addr").port();
@@ -186,11 +186,16 @@ impl Sfu {
 
     /// Starts the SFU with extra `serve` arguments (e.g. `--config`, `--media-bind`).
     pub async fn start_with(extra: &[&str]) -> Sfu {
+        Self::start_node(&format!("{:032x}", rand::random::<u128>()), extra).await
+    }
+
+    /// Starts the SFU with a given token secret (the nodes of a cluster share one).
+    pub async fn start_node(secret: &str, extra: &[&str]) -> Sfu {
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let http_port = free_tcp_port();
             let media_port = free_media_port();
-            let secret = format!("{:032x}", rand::random::<u128>());
+            let secret = secret.to_string();
             let id = NEXT_ID.fetch_add(1, Ordering::SeqCst);
             let log_path = std::env::temp_dir().join(format!(
                 "sfu-webrtc-rs-{}-{}.log",
@@ -372,6 +377,14 @@ impl Sfu {
             bad.len(),
             bad.iter().take(20).copied().collect::<Vec<_>>().join("\n")
         );
+    }
+
+    /// SIGKILL: the node dies without a word (no directory leave, no QUIC close).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.
