@@ -80,7 +80,7 @@ fn packet(stream: u32, seq: u64, size: usize) -> RelayPacket {
         seq,
         ts: (seq as u32).wrapping_mul(3000),
         pt: 96,
-        marker: seq % 10 == 0,
+        marker: seq.is_multiple_of(10),
         audio_level: None,
         voice_activity: None,
         video_orientation: Some(0),
@@ -143,7 +143,7 @@ async fn round_trip(conn: &RelayConn, n: u64) -> u64 {
     });
     for seq in 0..n {
         conn.send_packet(&packet(1, seq, 900)).unwrap();
-        if seq % 20 == 19 {
+        if seq % 10 == 9 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -229,6 +229,31 @@ async fn hello_control_and_datagrams_round_trip() {
     let o = at_origin.stats();
     assert!(o.received_datagrams >= got && o.received_datagrams <= 1000);
     assert!(at_edge.max_payload().unwrap() >= 1000);
+
+    // malformed datagrams from a peer are counted and skipped, the next good one arrives
+    for junk in [&b""[..], b"\x00garbage", &[0xC1; 40]] {
+        at_edge
+            .quic()
+            .send_datagram(bytes::Bytes::copy_from_slice(junk))
+            .unwrap();
+    }
+    let probe = Control::Demand {
+        room: "math".into(),
+        streams: vec![1],
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    at_edge.send_packet(&packet(1, 4242, 900)).unwrap();
+    let back = timeout(LONG, at_edge.recv_packet()).await.unwrap().unwrap();
+    assert_eq!(back.seq, 4242);
+    assert_eq!(at_origin.stats().malformed_datagrams, 3);
+    at_edge.send_control(&probe).await.unwrap();
+    assert_eq!(
+        timeout(LONG, at_edge.recv_control())
+            .await
+            .unwrap()
+            .unwrap(),
+        probe
+    );
 
     // too big for a datagram: refused and counted, the link goes on
     let big = packet(1, 5000, 4000);
@@ -511,7 +536,7 @@ async fn one_way_added_latency_on_loopback() {
     let mut tick = tokio::time::interval(Duration::from_micros(3333));
     for seq in 0..N {
         tick.tick().await;
-        let size = if seq % 3 == 0 { 160 } else { 1100 };
+        let size = if seq.is_multiple_of(3) { 160 } else { 1100 };
         at_origin.send_packet(&packet(1, seq, size)).unwrap();
     }
     let mut lat = recv.await.unwrap();
