@@ -170,6 +170,10 @@ async fn hello_control_and_datagrams_round_trip() {
     assert_eq!(at_edge.peer(), "origin");
     assert_eq!(at_edge.peer_region(), "county-origin");
     assert_eq!(at_edge.remote_addr(), origin.local_addr());
+    // from the first packet on, a browser's full-size RTP payload fits a datagram
+    let first_max = at_edge.max_payload().unwrap();
+    println!("largest relayed payload at connect: {first_max} bytes");
+    assert!(first_max >= 1250, "{first_max}");
 
     // control both ways
     let sub = Control::Subscribe {

@@ -78,6 +78,11 @@ pub struct RelayTiming {
     /// Outgoing datagram buffer; when it is full the oldest queued datagrams are dropped,
     /// since late media is useless media.
     pub datagram_send_buffer: usize,
+    /// UDP payload size used from the start, before MTU discovery: at QUIC's floor of 1,200 a
+    /// browser's full-size RTP payload (up to about 1,200 bytes) would not fit a datagram with
+    /// our header. Paths between servers carry 1,500-byte packets; if one does not, black hole
+    /// detection falls back to 1,200 and oversized packets are refused (`DatagramTooBig`).
+    pub initial_mtu: u16,
 }
 
 impl Default for RelayTiming {
@@ -87,6 +92,7 @@ impl Default for RelayTiming {
             idle_timeout: Duration::from_millis(1500),
             hello_timeout: Duration::from_secs(3),
             datagram_send_buffer: 256 * 1024,
+            initial_mtu: 1400,
         }
     }
 }
@@ -214,6 +220,7 @@ fn transport(timing: &RelayTiming) -> Result<Arc<quinn::TransportConfig>, LinkEr
             .map_err(|e| LinkError::Tls(e.to_string()))?,
     ));
     t.datagram_send_buffer_size(timing.datagram_send_buffer);
+    t.initial_mtu(timing.initial_mtu.max(1200));
     t.datagram_receive_buffer_size(Some(1 << 20));
     // Only the control stream is opened, by the connecting side.
     t.max_concurrent_uni_streams(0u32.into());
