@@ -12,7 +12,7 @@ use sfu::cluster::link::{
     self, LinkError, NodeIdentity, RelayConn, RelayEndpoint, RelayTiming, RelayTls,
     CLOSE_BAD_PROOF, CLOSE_HELLO_TIMEOUT, CLOSE_PROTOCOL,
 };
-use sfu::cluster::wire::{Control, RelayPacket, TrackInfo};
+use sfu::cluster::wire::{self, Control, RelayPacket, TrackInfo};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -560,4 +560,88 @@ async fn one_way_added_latency_on_loopback() {
     );
     // Loose: a loaded 2-core CI machine. The real figure is printed (and in the bench).
     assert!(pct(50) < 50_000, "p50 {} us", pct(50));
+}
+
+#[tokio::test]
+async fn a_peer_that_breaks_framing_after_welcome_is_cut_off() {
+    let dir = TempDir::new("framing");
+    certs::generate(&dir.0, &["origin", "edge"]).unwrap();
+    let origin =
+        RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
+    let addr = origin.local_addr();
+
+    // A hand-made client that says a correct Hello, then sends an oversized frame.
+    let (_ep, raw) = raw_client(&dir.0, "edge", addr).await;
+    let (mut send, mut recv) = raw.open_bi().await.unwrap();
+    let hello = link::hello(&raw, &ident("edge", SECRET)).unwrap();
+    send.write_all(&wire::encode_frame(&hello).unwrap())
+        .await
+        .unwrap();
+    let at_origin = timeout(LONG, origin.accept())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(at_origin.peer(), "edge");
+    let mut buf = vec![0u8; 4096];
+    let mut reader = wire::FrameReader::new();
+    let welcome = loop {
+        if let Some(c) = reader.pop().unwrap() {
+            break c;
+        }
+        let n = timeout(LONG, recv.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        reader.push(&buf[..n]);
+    };
+    assert!(
+        matches!(welcome, Control::Welcome { ref node, .. } if node == "origin"),
+        "{welcome:?}"
+    );
+
+    // a valid message first, then a frame announcing 2 MiB
+    let sub = Control::Subscribe {
+        room: "math".into(),
+    };
+    send.write_all(&wire::encode_frame(&sub).unwrap())
+        .await
+        .unwrap();
+    send.write_all(&(2u32 << 20).to_be_bytes()).await.unwrap();
+    assert_eq!(
+        timeout(LONG, at_origin.recv_control())
+            .await
+            .unwrap()
+            .unwrap(),
+        sub
+    );
+    let e = timeout(LONG, at_origin.recv_control())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(e, LinkError::Wire(wire::WireError::FrameTooLarge { .. })),
+        "{e:?}"
+    );
+    let closed = timeout(LONG, raw.closed()).await.unwrap();
+    assert_eq!(app_code(&closed), Some(CLOSE_PROTOCOL as u64), "{closed:?}");
+    assert!(at_origin.send_control(&sub).await.is_err());
+}
+
+#[tokio::test]
+async fn connecting_to_a_dead_address_fails_fast() {
+    let dir = TempDir::new("nobody");
+    certs::generate(&dir.0, &["edge"]).unwrap();
+    let edge =
+        RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
+    // a bound UDP port that never answers
+    let hole = std::net::UdpSocket::bind(loopback()).unwrap();
+    let t0 = Instant::now();
+    let e = timeout(LONG, edge.connect(hole.local_addr().unwrap()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, LinkError::TimedOut), "{e:?}");
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }

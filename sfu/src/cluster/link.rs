@@ -288,6 +288,16 @@ fn hello_material(
     Ok(m)
 }
 
+/// The `Hello` a node sends on `conn`. Public so tests can speak the protocol by hand.
+pub fn hello(conn: &quinn::Connection, node: &NodeIdentity) -> Result<Control, LinkError> {
+    let material = hello_material(conn, &node.id, &node.region)?;
+    Ok(Control::Hello {
+        node: node.id.clone(),
+        region: node.region.clone(),
+        proof: wire::proof(&node.secret, &material),
+    })
+}
+
 /// One QUIC endpoint on the relay port: accepts connections from other nodes and connects to them.
 pub struct RelayEndpoint {
     endpoint: quinn::Endpoint,
@@ -353,13 +363,8 @@ impl RelayEndpoint {
 
     async fn say_hello(&self, conn: &quinn::Connection) -> Result<RelayConn, LinkError> {
         let (mut send, recv) = conn.open_bi().await?;
-        let material = hello_material(conn, &self.node.id, &self.node.region)?;
-        let hello = Control::Hello {
-            node: self.node.id.clone(),
-            region: self.node.region.clone(),
-            proof: wire::proof(&self.node.secret, &material),
-        };
-        send.write_all(&wire::encode_frame(&hello)?).await?;
+        send.write_all(&wire::encode_frame(&hello(conn, &self.node)?)?)
+            .await?;
         let mut reader = FrameReader::new();
         let mut recv = recv;
         // A refusal arrives as a connection close: report the peer's reason, not a stream error.
