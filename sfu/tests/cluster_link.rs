@@ -645,3 +645,32 @@ async fn connecting_to_a_dead_address_fails_fast() {
     assert!(matches!(e, LinkError::TimedOut), "{e:?}");
     assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }
+
+#[tokio::test]
+async fn closing_an_endpoint_tells_its_peers_and_ends_accept() {
+    let dir = TempDir::new("shutdown");
+    certs::generate(&dir.0, &["origin", "edge"]).unwrap();
+    let origin =
+        RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
+    let edge =
+        RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
+    let (accepted, conn) = tokio::join!(
+        timeout(LONG, origin.accept()),
+        timeout(LONG, edge.connect(origin.local_addr()))
+    );
+    let _at_origin = accepted.unwrap().unwrap().unwrap();
+    let at_edge = conn.unwrap().unwrap();
+
+    origin.close();
+    let e = timeout(LONG, at_edge.recv_control())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&e, LinkError::PeerClosed { code: 0, reason } if reason.contains("shutting down")),
+        "{e:?}"
+    );
+    assert!(timeout(LONG, origin.accept()).await.unwrap().is_none());
+    timeout(LONG, origin.wait_idle()).await.unwrap();
+    assert!(edge.connect(origin.local_addr()).await.is_err());
+}
