@@ -673,4 +673,11 @@ async fn closing_an_endpoint_tells_its_peers_and_ends_accept() {
     assert!(timeout(LONG, origin.accept()).await.unwrap().is_none());
     timeout(LONG, origin.wait_idle()).await.unwrap();
     assert!(edge.connect(origin.local_addr()).await.is_err());
+
+    // the port still held by the edge cannot be bound twice, and the error says which
+    let taken = edge.local_addr();
+    let e = RelayEndpoint::bind(taken, &tls(&dir.0, "origin"), ident("again", SECRET))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains(&taken.to_string()), "{e}");
 }

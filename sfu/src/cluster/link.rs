@@ -103,8 +103,11 @@ pub enum LinkError {
     TlsFile { path: PathBuf, reason: String },
     #[error("relay TLS configuration: {0}")]
     Tls(String),
-    #[error("relay socket: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot bind the relay port {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot connect to relay {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
     #[error("relay peer closed the connection (code {code}): {reason}")]
@@ -320,7 +323,8 @@ impl RelayEndpoint {
         timing: RelayTiming,
     ) -> Result<Self, LinkError> {
         let loaded = tls.load()?;
-        let mut endpoint = quinn::Endpoint::server(quic_server_config(&loaded, &timing)?, addr)?;
+        let mut endpoint = quinn::Endpoint::server(quic_server_config(&loaded, &timing)?, addr)
+            .map_err(|source| LinkError::Bind { addr, source })?;
         endpoint.set_default_client_config(quic_client_config(&loaded, &timing)?);
         let node = Arc::new(node);
         let (tx, rx) = mpsc::channel(64);
