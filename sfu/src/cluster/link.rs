@@ -78,6 +78,11 @@ pub struct RelayTiming {
     /// Outgoing datagram buffer; when it is full the oldest queued datagrams are dropped,
     /// since late media is useless media.
     pub datagram_send_buffer: usize,
+    /// UDP payload size used from the start, before MTU discovery: at QUIC's floor of 1,200 a
+    /// browser's full-size RTP payload (up to about 1,200 bytes) would not fit a datagram with
+    /// our header. Paths between servers carry 1,500-byte packets; if one does not, black hole
+    /// detection falls back to 1,200 and oversized packets are refused (`DatagramTooBig`).
+    pub initial_mtu: u16,
 }
 
 impl Default for RelayTiming {
@@ -87,6 +92,7 @@ impl Default for RelayTiming {
             idle_timeout: Duration::from_millis(1500),
             hello_timeout: Duration::from_secs(3),
             datagram_send_buffer: 256 * 1024,
+            initial_mtu: 1400,
         }
     }
 }
@@ -97,8 +103,11 @@ pub enum LinkError {
     TlsFile { path: PathBuf, reason: String },
     #[error("relay TLS configuration: {0}")]
     Tls(String),
-    #[error("relay socket: {0}")]
-    Io(#[from] std::io::Error),
+    #[error("cannot bind the relay port {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot connect to relay {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
     #[error("relay peer closed the connection (code {code}): {reason}")]
@@ -216,6 +225,7 @@ fn transport(timing: &RelayTiming) -> Result<Arc<quinn::TransportConfig>, LinkEr
             .map_err(|e| LinkError::Tls(e.to_string()))?,
     ));
     t.datagram_send_buffer_size(timing.datagram_send_buffer);
+    t.initial_mtu(timing.initial_mtu.max(1200));
     t.datagram_receive_buffer_size(Some(1 << 20));
     // Only the control stream is opened, by the connecting side.
     t.max_concurrent_uni_streams(0u32.into());
@@ -283,6 +293,16 @@ fn hello_material(
     Ok(m)
 }
 
+/// The `Hello` a node sends on `conn`. Public so tests can speak the protocol by hand.
+pub fn hello(conn: &quinn::Connection, node: &NodeIdentity) -> Result<Control, LinkError> {
+    let material = hello_material(conn, &node.id, &node.region)?;
+    Ok(Control::Hello {
+        node: node.id.clone(),
+        region: node.region.clone(),
+        proof: wire::proof(&node.secret, &material),
+    })
+}
+
 /// One QUIC endpoint on the relay port: accepts connections from other nodes and connects to them.
 pub struct RelayEndpoint {
     endpoint: quinn::Endpoint,
@@ -305,7 +325,8 @@ impl RelayEndpoint {
         timing: RelayTiming,
     ) -> Result<Self, LinkError> {
         let loaded = tls.load()?;
-        let mut endpoint = quinn::Endpoint::server(quic_server_config(&loaded, &timing)?, addr)?;
+        let mut endpoint = quinn::Endpoint::server(quic_server_config(&loaded, &timing)?, addr)
+            .map_err(|source| LinkError::Bind { addr, source })?;
         endpoint.set_default_client_config(quic_client_config(&loaded, &timing)?);
         let node = Arc::new(node);
         let (tx, rx) = mpsc::channel(64);
@@ -348,13 +369,8 @@ impl RelayEndpoint {
 
     async fn say_hello(&self, conn: &quinn::Connection) -> Result<RelayConn, LinkError> {
         let (mut send, recv) = conn.open_bi().await?;
-        let material = hello_material(conn, &self.node.id, &self.node.region)?;
-        let hello = Control::Hello {
-            node: self.node.id.clone(),
-            region: self.node.region.clone(),
-            proof: wire::proof(&self.node.secret, &material),
-        };
-        send.write_all(&wire::encode_frame(&hello)?).await?;
+        send.write_all(&wire::encode_frame(&hello(conn, &self.node)?)?)
+            .await?;
         let mut reader = FrameReader::new();
         let mut recv = recv;
         // A refusal arrives as a connection close: report the peer's reason, not a stream error.
