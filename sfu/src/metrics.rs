@@ -34,6 +34,7 @@ pub struct Metrics {
     pub dynacast_changes: IntCounter,
     pub relay_links: IntGauge,
     pub relay_packets_sent: IntCounter,
+    pub relay_bytes_sent: IntCounter,
     pub relay_packets_received: IntCounter,
     pub relay_repairs_sent: IntCounter,
     pub relay_hop_seconds: Histogram,
@@ -133,6 +134,10 @@ impl Metrics {
             relay_packets_sent: counter(
                 "sfu_relay_packets_sent_total",
                 "RTP packets relayed to edge nodes",
+            ),
+            relay_bytes_sent: counter(
+                "sfu_relay_bytes_sent_total",
+                "RTP payload bytes relayed to edge nodes (as sfu_rtp_bytes_forwarded_total counts them)",
             ),
             relay_packets_received: counter(
                 "sfu_relay_packets_received_total",

@@ -276,6 +276,112 @@ fn one_lesson_across_three_nodes() {
         eprintln!("hop A→B added latency: p50 {p50:.2} ms, p99 {p99:.2} ms");
         assert!(p50 <= 5.0 && p99 <= 50.0, "hop latency p50 {p50} p99 {p99}");
 
+        // On stage across the hop: a classroom publishes its feed to A (the origin, where the
+        // teacher's console watches it); the teacher brings it on stage; a classroom on B sees
+        // it in its stage slots. Until then B does not pull the feed at all.
+        let feed_token = a.sfu.token(ROOM, "classroom", "c-class-0");
+        let feed = Publisher::connect(
+            &a.sfu,
+            ROOM,
+            &feed_token,
+            PublisherOpts {
+                codec: VideoCodec::Vp8,
+                layers: vec![Layer {
+                    rid: "h",
+                    width: 176,
+                    height: 96,
+                    kbps: 120,
+                }],
+                keyframe_interval: Duration::from_secs(3),
+                audio: true,
+                fps: 15,
+            },
+        )
+        .await
+        .expect("classroom feed to A");
+        let stage_tok = b.sfu.token(ROOM, "classroom", "b-stage-viewer");
+        let stage_viewer = {
+            use webrtc::rtp_transceiver::rtp_codec::RTPCodecType::{Audio, Video};
+            Subscriber::connect_layout(
+                &b.sfu,
+                ROOM,
+                &stage_tok,
+                "?placed=1",
+                &[VideoCodec::Vp8],
+                "b-stage-viewer",
+                &[Audio, Video, Video, Audio, Video],
+            )
+            .await
+            .expect("stage viewer on B")
+        };
+        sleep(secs(2.0)).await;
+        let demanded_by_b = |j: &serde_json::Value| -> (u64, u64) {
+            j["relays"]
+                .as_array()
+                .and_then(|r| {
+                    r.iter()
+                        .find(|x| x["peer"] == "b" && x["direction"] == "to_edge")
+                })
+                .map(|x| {
+                    (
+                        x["demanded"].as_u64().unwrap_or(0),
+                        x["streams"].as_u64().unwrap_or(0),
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        let (demanded_before, streams) = demanded_by_b(&cluster_json(&a.sfu).await);
+        let demanded = demanded_before;
+        eprintln!("before stage: B demands {demanded} of {streams} streams");
+        assert!(
+            streams >= 6 && demanded < streams,
+            "B does not pull a classroom feed nobody there shows: {demanded} of {streams}"
+        );
+        assert!(
+            stage_viewer.slot(3).pkts.is_empty() && stage_viewer.slot(4).pkts.is_empty(),
+            "stage slots empty before anyone is on stage"
+        );
+        let teacher_ctl = a.sfu.token(ROOM, "teacher", "teacher-1");
+        let (st, body) = a
+            .sfu
+            .post_json(
+                &format!("/api/rooms/{ROOM}/stage"),
+                &teacher_ctl,
+                r#"{"sub":"c-class-0","on":true}"#,
+            )
+            .await;
+        assert_eq!(st, 200, "stage: {body}");
+        let t_stage = Instant::now();
+        let deadline = t_stage + secs(15.0);
+        loop {
+            let video = stage_viewer.slot(4);
+            let key_widths: Vec<u16> = video
+                .pkts
+                .iter()
+                .filter_map(|p| p.key.map(|k| k.width))
+                .collect();
+            let audio = stage_viewer.slot(3).pkts.len();
+            if key_widths.contains(&176) && audio > 20 {
+                eprintln!(
+                    "classroom on stage at A shows on B after {:?}",
+                    t_stage.elapsed()
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stage across the hop: keyframe widths {key_widths:?}, {audio} audio packets"
+            );
+            sleep(Duration::from_millis(100)).await;
+        }
+        let (demanded, streams) = demanded_by_b(&cluster_json(&a.sfu).await);
+        assert!(
+            demanded >= demanded_before + 2,
+            "B pulls the feed on stage (its voice and camera): {demanded} of {streams}, {demanded_before} before"
+        );
+        drop(stage_viewer);
+        drop(feed);
+
         // Bad input on A's relay port: garbage, a stranger's certificate, a wrong secret.
         let relay_a = format!("127.0.0.1:{}", a.relay_port);
         let junk = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");

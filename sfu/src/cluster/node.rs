@@ -412,6 +412,14 @@ impl ClusterNode {
                             tx: tx.clone(),
                         });
                     }
+                    Ok(Control::Stage { room, stage, muted }) => {
+                        let _ = media.send(Command::UpstreamStage {
+                            link,
+                            room,
+                            stage,
+                            muted,
+                        });
+                    }
                     Ok(Control::Gone { room, reason }) => {
                         debug!(room, reason, "origin no longer serves the room");
                         let _ = media.send(Command::UpstreamTracks {

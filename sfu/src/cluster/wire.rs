@@ -95,6 +95,13 @@ pub enum Control {
         stream: u32,
         seqs: Vec<u64>,
     },
+    /// Origin → edge: who is on stage and who is muted, so the edge fills its viewers' stage
+    /// slots with the same classroom the teacher brought up (its feed is among the tracks).
+    Stage {
+        room: String,
+        stage: Vec<String>,
+        muted: Vec<String>,
+    },
     /// Origin → edge: the room is not (or no longer) served here.
     Gone {
         room: String,

@@ -181,6 +181,9 @@ struct Room {
     dynacast: HashMap<TrackKey, Dynacast>,
     /// Edge nodes relaying this room (on its origin).
     relay: relay::RoomRelay,
+    /// On an edge: the stage and mutes of the room's origin, which lay the program out
+    /// instead of this node's own (empty) state.
+    remote_stage: Option<(Vec<String>, Vec<String>)>,
 }
 
 impl Room {
@@ -197,6 +200,7 @@ impl Room {
             quality_at: now,
             dynacast: HashMap::new(),
             relay: relay::RoomRelay::default(),
+            remote_stage: None,
         }
     }
 
@@ -209,11 +213,17 @@ impl Room {
 
     /// Lays the program out from the state: who is on stage, the tile order, the mutes.
     fn arrange(&mut self) {
-        self.program.arrange(
-            self.state.stage(),
-            self.state.tiles(),
-            self.state.muted().cloned(),
-        );
+        match &self.remote_stage {
+            Some((stage, muted)) => {
+                self.program
+                    .arrange(stage, self.state.tiles(), muted.iter().cloned())
+            }
+            None => self.program.arrange(
+                self.state.stage(),
+                self.state.tiles(),
+                self.state.muted().cloned(),
+            ),
+        }
     }
 
     /// Publishes events and lays the program out again from the state.
@@ -1591,6 +1601,11 @@ impl MediaLoop {
             }
         }
         self.relay_wanted(room_name, &mut wanted);
+        let wanted_now = if self.upstreams.contains_key(room_name) {
+            wanted.clone()
+        } else {
+            Default::default()
+        };
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
@@ -1647,7 +1662,7 @@ impl MediaLoop {
         for e in &events {
             room.publish(e);
         }
-        self.upstream_demand(room_name);
+        self.upstream_demand(room_name, &wanted_now);
     }
 
     fn tick(&mut self) {
@@ -1875,6 +1890,12 @@ impl MediaLoop {
                 tracks,
                 tx,
             } => self.upstream_tracks(link, peer, room, tracks, tx),
+            Command::UpstreamStage {
+                link,
+                room,
+                stage,
+                muted,
+            } => self.upstream_stage(link, &room, stage, muted),
             Command::UpstreamPacket { link, pkt } => self.upstream_packet(link, pkt),
             Command::UpstreamLost { link, why } => self.upstream_lost(link, &why),
             Command::Relays(reply) => {

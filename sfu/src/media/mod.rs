@@ -107,6 +107,13 @@ pub enum Command {
         tracks: Vec<TrackInfo>,
         tx: RelayTx,
     },
+    /// Edge: who is on stage and muted in a relayed room.
+    UpstreamStage {
+        link: u64,
+        room: String,
+        stage: Vec<String>,
+        muted: Vec<String>,
+    },
     /// Edge: a packet from the origin.
     UpstreamPacket {
         link: u64,

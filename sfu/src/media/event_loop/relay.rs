@@ -68,10 +68,14 @@ struct RoomOut {
     sources: HashMap<u32, SourceId>,
     demanded: HashSet<u32>,
     announced: Option<Vec<TrackInfo>>,
+    stage_sent: Option<(Vec<String>, Vec<String>)>,
 }
 
 /// Edge: one stream (a layer) received from the origin.
 struct StreamIn {
+    /// The pseudo session of this stream's publisher (one per owner: the teacher, and each
+    /// classroom whose feed is relayed).
+    key: u64,
     track: Track,
     rid: Option<Rid>,
     layer: usize,
@@ -85,9 +89,11 @@ pub(super) struct Upstream {
     link: u64,
     peer: String,
     tx: RelayTx,
-    /// The pseudo session that "publishes" the relayed tracks here.
+    /// The pseudo session that "publishes" the relayed teacher tracks here, and the teacher.
     key: u64,
     owner: String,
+    /// Every pseudo session of this relay: owner → session (the teacher's and classrooms').
+    keys: HashMap<String, u64>,
     streams: HashMap<u32, StreamIn>,
     demand: Option<Vec<u32>>,
     packets: u64,
@@ -277,19 +283,19 @@ impl MediaLoop {
         if room.relay.links.is_empty() {
             return;
         }
-        // Teacher tracks from local publishers whose codec is known (they have sent a packet).
+        // Tracks of local publishers (the teacher's, the classrooms' feeds) whose codec is
+        // known (they have sent a packet). Edges pull a classroom feed only while it is on stage.
         let mut keys: Vec<&TrackKey> = room
             .program
             .sources
             .keys()
-            .filter(|k| {
-                matches!(
-                    k.track,
-                    Track::TeacherAudio | Track::TeacherCamera | Track::Courseware
-                ) && self.sessions.contains_key(&k.session)
-                    && room.relay.pts.contains_key(k)
-            })
+            .filter(|k| self.sessions.contains_key(&k.session) && room.relay.pts.contains_key(k))
             .collect();
+        let stage_now = (room.state.stage().to_vec(), {
+            let mut m: Vec<String> = room.state.muted().cloned().collect();
+            m.sort();
+            m
+        });
         keys.sort_by_key(|k| (k.track, k.session));
         for &link in &room.relay.links {
             let Some(l) = self.relay_links.get_mut(&link) else {
@@ -339,13 +345,24 @@ impl MediaLoop {
             out.sources.retain(|_, s| live.contains(s));
             if out.announced.as_ref() != Some(&tracks) {
                 out.announced = Some(tracks.clone());
-                // A new stream flows until the edge says what it needs.
+                // A new teacher stream flows until the edge says what it needs; a classroom's
+                // feed only when asked (it matters only on stage).
                 for t in &tracks {
-                    out.demanded.insert(t.stream);
+                    if t.track.starts_with("teacher") || t.track == "courseware" {
+                        out.demanded.insert(t.stream);
+                    }
                 }
                 let _ = l.tx.send(RelaySend::Control(Control::Tracks {
                     room: room_name.to_string(),
                     tracks,
+                }));
+            }
+            if out.stage_sent.as_ref() != Some(&stage_now) {
+                out.stage_sent = Some(stage_now.clone());
+                let _ = l.tx.send(RelaySend::Control(Control::Stage {
+                    room: room_name.to_string(),
+                    stage: stage_now.0.clone(),
+                    muted: stage_now.1.clone(),
                 }));
             }
         }
@@ -363,7 +380,7 @@ impl MediaLoop {
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
-        if room.relay.links.is_empty() || !key.track.is_teacher() {
+        if room.relay.links.is_empty() {
             return;
         }
         let rp = RelayPacket {
@@ -409,6 +426,7 @@ impl MediaLoop {
             l.packets += 1;
             l.bytes += p.payload.len() as u64;
             self.metrics.relay_packets_sent.inc();
+            self.metrics.relay_bytes_sent.inc_by(p.payload.len() as u64);
             let _ = l.tx.send(RelaySend::Packet(p));
         }
     }
@@ -434,7 +452,10 @@ impl MediaLoop {
         }
     }
 
-    /// Edge: the origin's tracks for `room` (first announcement, or a change).
+    /// Edge: the origin's tracks for `room` (first announcement, or a change). Each owner (the
+    /// teacher, each classroom whose feed is relayed) is one pseudo session here; an owner whose
+    /// streams changed is republished under a new one (what a reconnect looks like locally),
+    /// the others are left alone so their viewers see no switch.
     pub(super) fn upstream_tracks(
         &mut self,
         link: u64,
@@ -454,39 +475,36 @@ impl MediaLoop {
                 return;
             }
         }
-        let same_streams = self.upstreams.get(&room_name).is_some_and(|u| {
-            u.link == link
-                && u.streams.len() == tracks.len()
-                && tracks.iter().all(|t| u.streams.contains_key(&t.stream))
-        });
-        if same_streams {
-            // Only a codec changed.
-            if let Some(u) = self.upstreams.get_mut(&room_name) {
-                for t in &tracks {
-                    if let (Some(s), Some(c)) = (u.streams.get_mut(&t.stream), params_of(t)) {
-                        s.codec = c;
-                    }
-                }
-            }
-            return;
+        if self
+            .upstreams
+            .get(&room_name)
+            .is_some_and(|u| u.link != link)
+        {
+            self.drop_upstream(&room_name, "relayed over a new connection");
         }
-        let old = self.upstreams.remove(&room_name);
-        if let Some(o) = &old {
-            for s in o.streams.keys() {
-                self.upstream_streams.remove(&(o.link, *s));
-            }
-        }
-        let key = self.next_key;
-        self.next_key += 1;
-        let owner = tracks
-            .first()
-            .map(|t| t.owner.clone())
-            .or_else(|| old.as_ref().map(|o| o.owner.clone()))
-            .unwrap_or_default();
-        let mut streams = HashMap::new();
-        let mut by_track: HashMap<Track, Vec<&TrackInfo>> = HashMap::new();
+        let first = !self.upstreams.contains_key(&room_name);
+        let mut u = self
+            .upstreams
+            .remove(&room_name)
+            .unwrap_or_else(|| Upstream {
+                link,
+                peer: peer.clone(),
+                tx: tx.clone(),
+                key: 0,
+                owner: String::new(),
+                keys: HashMap::new(),
+                streams: HashMap::new(),
+                demand: None,
+                packets: 0,
+                bytes: 0,
+                nacked: 0,
+                repaired: 0,
+                latencies_us: VecDeque::new(),
+                created: now,
+            });
+        let mut by_owner: HashMap<&str, Vec<&TrackInfo>> = HashMap::new();
         for t in &tracks {
-            let (Some(track), Some(codec)) = (track_of(&t.track), params_of(t)) else {
+            if track_of(&t.track).is_none() || params_of(t).is_none() {
                 debug!(
                     room = room_name,
                     track = t.track,
@@ -494,106 +512,166 @@ impl MediaLoop {
                     "relayed track skipped"
                 );
                 continue;
-            };
-            if !track.is_teacher() {
-                continue;
             }
-            by_track.entry(track).or_default().push(t);
-            streams.insert(
-                t.stream,
-                StreamIn {
-                    track,
-                    rid: t.rid.as_deref().map(Rid::from),
-                    layer: t.layer as usize,
-                    source: None,
-                    codec,
-                    highest: None,
-                },
-            );
+            by_owner.entry(t.owner.as_str()).or_default().push(t);
         }
         let rules = self.settings.room_rules.clone();
         let room = self
             .rooms
             .entry(room_name.clone())
             .or_insert_with(|| Room::new(&room_name, rules, now));
-        if let Some(o) = &old {
-            room.program.unpublish(o.key);
+        let was_teaching = u.key != 0;
+        // Owners gone, or whose streams changed: their old pseudo session goes.
+        let stale: Vec<(String, u64)> = u
+            .keys
+            .iter()
+            .filter(|(owner, key)| {
+                let old: HashSet<u32> = u
+                    .streams
+                    .iter()
+                    .filter(|(_, s)| s.key == **key)
+                    .map(|(id, _)| *id)
+                    .collect();
+                let new: HashSet<u32> = by_owner
+                    .get(owner.as_str())
+                    .map(|v| v.iter().map(|t| t.stream).collect())
+                    .unwrap_or_default();
+                old != new
+            })
+            .map(|(o, k)| (o.clone(), *k))
+            .collect();
+        for (owner, key) in &stale {
+            room.program.unpublish(*key);
+            u.keys.remove(owner);
+            u.streams.retain(|id, s| {
+                let keep = s.key != *key;
+                if !keep {
+                    self.upstream_streams.remove(&(link, *id));
+                }
+                keep
+            });
+            if u.key == *key {
+                u.key = 0;
+            }
         }
-        for (track, mut infos) in by_track {
-            infos.sort_by_key(|t| t.layer);
-            let rids: Vec<String> = infos.iter().filter_map(|t| t.rid.clone()).collect();
-            let src = SlotSource::new(key, &rids, self.settings.keyframe_interval);
-            for t in &infos {
-                let idx = match &t.rid {
-                    Some(r) => src.layer_index(Some(r)),
-                    None => src.layer_index(None),
-                };
-                if let (Some(i), Some(s)) = (idx, streams.get_mut(&t.stream)) {
-                    s.source = src.layers.get(i).map(|l| l.source);
-                    s.layer = i;
+        // Owners new or changed: a fresh pseudo session each.
+        for (owner, mut infos) in by_owner {
+            if let Some(key) = u.keys.get(owner) {
+                // Same streams: at most a codec changed.
+                for t in infos {
+                    if let (Some(s), Some(c)) = (u.streams.get_mut(&t.stream), params_of(t)) {
+                        if s.key == *key {
+                            s.codec = c;
+                        }
+                    }
+                }
+                continue;
+            }
+            let key = self.next_key;
+            self.next_key += 1;
+            u.keys.insert(owner.to_string(), key);
+            infos.sort_by_key(|t| (t.track.clone(), t.layer));
+            let mut per_track: HashMap<Track, Vec<&TrackInfo>> = HashMap::new();
+            for t in infos {
+                if let Some(track) = track_of(&t.track) {
+                    per_track.entry(track).or_default().push(t);
                 }
             }
-            room.program.publish(&owner, track, src);
+            for (track, infos) in per_track {
+                let rids: Vec<String> = infos.iter().filter_map(|t| t.rid.clone()).collect();
+                let src = SlotSource::new(key, &rids, self.settings.keyframe_interval);
+                for t in &infos {
+                    let Some(codec) = params_of(t) else {
+                        continue;
+                    };
+                    let idx = src.layer_index(t.rid.as_deref());
+                    u.streams.insert(
+                        t.stream,
+                        StreamIn {
+                            key,
+                            track,
+                            rid: t.rid.as_deref().map(Rid::from),
+                            layer: idx.unwrap_or(t.layer as usize),
+                            source: idx.and_then(|i| src.layers.get(i)).map(|l| l.source),
+                            codec,
+                            highest: None,
+                        },
+                    );
+                    self.upstream_streams
+                        .insert((link, t.stream), room_name.clone());
+                }
+                if track.is_teacher() {
+                    u.key = key;
+                    u.owner = owner.to_string();
+                }
+                room.program.publish(owner, track, src);
+            }
         }
-        let was_up = old.is_some();
-        let teaching = !streams.is_empty();
-        if teaching {
-            room.publisher = Some((key, owner.clone()));
-        } else if room
-            .publisher
-            .as_ref()
-            .is_some_and(|(k, _)| Some(*k) == old.as_ref().map(|o| o.key))
-        {
-            room.publisher = None;
-        }
-        let claims = Claims {
-            sub: owner.clone(),
-            name: String::new(),
-            room: room_name.clone(),
-            role: Role::Teacher,
-            exp: 0,
-        };
-        let at = super::at_now();
+        let teaching = u.key != 0;
         let mut ev = vec![];
-        if teaching && !was_up {
-            ev.extend(room.state.session_up(&claims, true, at));
-        } else if !teaching && was_up {
-            ev.extend(room.state.session_down(&owner, Role::Teacher, true, at));
+        let at = super::at_now();
+        if teaching {
+            room.publisher = Some((u.key, u.owner.clone()));
+            if !was_teaching {
+                let claims = Claims {
+                    sub: u.owner.clone(),
+                    name: String::new(),
+                    room: room_name.clone(),
+                    role: Role::Teacher,
+                    exp: 0,
+                };
+                ev.extend(room.state.session_up(&claims, true, at));
+            }
+        } else if was_teaching {
+            if room
+                .publisher
+                .as_ref()
+                .is_some_and(|(k, _)| !self.sessions.contains_key(k))
+            {
+                room.publisher = None;
+            }
+            ev.extend(room.state.session_down(&u.owner, Role::Teacher, true, at));
         }
-        ev.push(RoomEvent::Relay {
-            origin: peer.clone(),
-            connected: true,
-        });
+        if first {
+            ev.push(RoomEvent::Relay {
+                origin: peer.clone(),
+                connected: true,
+            });
+        }
         room.emit(ev);
         room.arrange();
-        for s in streams.keys() {
-            self.upstream_streams.insert((link, *s), room_name.clone());
-        }
         info!(
             room = room_name,
             origin = peer,
-            tracks = streams.len(),
+            streams = u.streams.len(),
+            owners = u.keys.len(),
             "relayed program"
         );
-        self.upstreams.insert(
-            room_name.clone(),
-            Upstream {
-                link,
-                peer,
-                tx,
-                key,
-                owner,
-                streams,
-                demand: None,
-                packets: 0,
-                bytes: 0,
-                nacked: 0,
-                repaired: 0,
-                latencies_us: VecDeque::new(),
-                created: old.map_or(now, |o| o.created),
-            },
-        );
+        self.upstreams.insert(room_name.clone(), u);
         self.update_room(&room_name, now);
+    }
+
+    /// Edge: the origin's stage and mutes lay this room's program out.
+    pub(super) fn upstream_stage(
+        &mut self,
+        link: u64,
+        room_name: &str,
+        stage: Vec<String>,
+        muted: Vec<String>,
+    ) {
+        if !self
+            .upstreams
+            .get(room_name)
+            .is_some_and(|u| u.link == link)
+        {
+            return;
+        }
+        let Some(room) = self.rooms.get_mut(room_name) else {
+            return;
+        };
+        room.remote_stage = Some((stage, muted));
+        room.arrange();
+        self.update_room(room_name, Instant::now());
     }
 
     /// Edge: one packet from the origin.
@@ -636,7 +714,7 @@ impl MediaLoop {
             s.highest = Some(pkt.seq);
         }
         let key = TrackKey {
-            session: u.key,
+            session: s.key,
             track: s.track,
         };
         let rid = s.rid;
@@ -689,9 +767,13 @@ impl MediaLoop {
             self.upstream_streams.remove(&(u.link, *s));
         }
         if let Some(room) = self.rooms.get_mut(room_name) {
-            room.program.unpublish(u.key);
+            for key in u.keys.values() {
+                room.program.unpublish(*key);
+            }
+            room.remote_stage = None;
+            room.arrange();
             let mut ev = vec![];
-            if room.publisher.as_ref().is_some_and(|(k, _)| *k == u.key) {
+            if u.key != 0 && room.publisher.as_ref().is_some_and(|(k, _)| *k == u.key) {
                 room.publisher = None;
                 ev.extend(
                     room.state
@@ -710,7 +792,11 @@ impl MediaLoop {
     /// Edge: is `session` a relayed pseudo publisher? Then ask the origin for a keyframe of
     /// `source` and return true.
     pub(super) fn upstream_keyframe(&mut self, session: u64, source: SourceId) -> bool {
-        let Some((room, u)) = self.upstreams.iter().find(|(_, u)| u.key == session) else {
+        let Some((room, u)) = self
+            .upstreams
+            .iter()
+            .find(|(_, u)| u.keys.values().any(|k| *k == session))
+        else {
             return false;
         };
         if let Some((stream, _)) = u.streams.iter().find(|(_, s)| s.source == Some(source)) {
@@ -723,8 +809,9 @@ impl MediaLoop {
         true
     }
 
-    /// Edge: after dynacast, tell the origin which streams this node's classrooms need.
-    pub(super) fn upstream_demand(&mut self, room_name: &str) {
+    /// Edge: after dynacast, tell the origin which streams this node's classrooms need: the
+    /// teacher's layers dynacast keeps, and a classroom's feed only while it is on stage.
+    pub(super) fn upstream_demand(&mut self, room_name: &str, wanted: &HashSet<SourceId>) {
         let Some(u) = self.upstreams.get_mut(room_name) else {
             return;
         };
@@ -736,9 +823,17 @@ impl MediaLoop {
             .iter()
             .filter(|(_, s)| {
                 let key = TrackKey {
-                    session: u.key,
+                    session: s.key,
                     track: s.track,
                 };
+                if !s.track.is_teacher() {
+                    // A feed flows here once it fills a slot (on stage): its lowest layer at
+                    // once, so the allocator here has something to choose, the others when
+                    // someone here wants them.
+                    let routed = !room.program.routes(&key).is_empty();
+                    return routed
+                        && (s.layer == 0 || s.source.is_some_and(|src| wanted.contains(&src)));
+                }
                 match room.program.sources.get(&key) {
                     Some(src) if src.layers.len() > 1 => {
                         src.layers.get(s.layer).is_some_and(|l| !l.held)
