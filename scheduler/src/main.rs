@@ -70,6 +70,9 @@ enum Cmd {
         secret: String,
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         ttl: Duration,
+        /// In an SFU cluster: the node the lesson is taught from (put in the teacher's token).
+        #[arg(long)]
+        origin: Option<String>,
     },
     /// Reads a region from a directory of CSV files (see README) and writes its JSON to stdout.
     ImportCsv { dir: PathBuf },
@@ -246,6 +249,7 @@ fn main() -> Result<()> {
             lesson,
             secret,
             ttl,
+            origin,
         } => {
             let p = load_plan(&plan)?;
             let l = p
@@ -256,7 +260,7 @@ fn main() -> Result<()> {
             let m = token::Minter::new(&secret)?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&m.lesson_tokens(l, ttl)?)?
+                serde_json::to_string_pretty(&m.lesson_tokens(l, ttl, origin.as_deref())?)?
             );
         }
         Cmd::ImportCsv { dir } => {

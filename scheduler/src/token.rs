@@ -25,6 +25,9 @@ pub struct Claims {
     pub room: String,
     pub role: Role,
     pub exp: u64,
+    /// The SFU node (in a cluster) the lesson is taught from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +79,26 @@ impl Minter {
         name: &str,
         ttl: Duration,
     ) -> Result<String, TokenError> {
+        self.mint_for(room, role, sub, name, ttl, None)
+    }
+
+    /// A token naming the SFU node the lesson is taught from (`origin`), for a cluster.
+    pub fn mint_for(
+        &self,
+        room: &str,
+        role: Role,
+        sub: &str,
+        name: &str,
+        ttl: Duration,
+        origin: Option<&str>,
+    ) -> Result<String, TokenError> {
         let claims = Claims {
             sub: sub.into(),
             name: name.into(),
             room: room.into(),
             role,
             exp: now() + ttl.as_secs(),
+            origin: origin.map(str::to_string),
         };
         Ok(jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -103,17 +120,19 @@ impl Minter {
         &self,
         lesson: &Lesson,
         ttl: Duration,
+        origin: Option<&str>,
     ) -> Result<Vec<JoinToken>, TokenError> {
         let mut out = vec![JoinToken {
             sub: lesson.teacher.clone(),
             role: Role::Teacher,
             room: lesson.room.clone(),
-            token: self.mint(
+            token: self.mint_for(
                 &lesson.room,
                 Role::Teacher,
                 &lesson.teacher,
                 &lesson.teacher,
                 ttl,
+                origin,
             )?,
         }];
         for class in lesson.host_class.iter().chain(&lesson.receivers) {

@@ -66,7 +66,7 @@ fn lesson_tokens_carry_the_room() {
     assert!(scheduler::model::is_room_name(&l.room));
     let m = scheduler::token::Minter::new("secret").unwrap();
     let toks = m
-        .lesson_tokens(l, std::time::Duration::from_secs(3600))
+        .lesson_tokens(l, std::time::Duration::from_secs(3600), Some("county-a-1"))
         .unwrap();
     assert_eq!(
         toks.len(),
@@ -75,5 +75,8 @@ fn lesson_tokens_carry_the_room() {
     for t in &toks {
         let c = m.verify(&t.token).unwrap();
         assert_eq!(c.room, l.room);
+        // The teacher's token names the SFU node the lesson is taught from.
+        let want = (c.role == scheduler::token::Role::Teacher).then_some("county-a-1");
+        assert_eq!(c.origin.as_deref(), want, "{c:?}");
     }
 }

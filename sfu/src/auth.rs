@@ -56,6 +56,10 @@ pub struct Claims {
     pub room: String,
     pub role: Role,
     pub exp: u64,
+    /// The cluster node the lesson should be taught from (its origin), when the scheduler
+    /// names one; nodes without a cluster ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -125,12 +129,26 @@ impl TokenKeys {
         name: &str,
         ttl: Duration,
     ) -> Result<String, AuthError> {
+        self.mint_for(room, role, sub, name, ttl, None)
+    }
+
+    /// A token that also names the cluster node the lesson is taught from.
+    pub fn mint_for(
+        &self,
+        room: &str,
+        role: Role,
+        sub: &str,
+        name: &str,
+        ttl: Duration,
+        origin: Option<&str>,
+    ) -> Result<String, AuthError> {
         let claims = Claims {
             sub: sub.to_string(),
             name: name.to_string(),
             room: room.to_string(),
             role,
             exp: unix_now() + ttl.as_secs(),
+            origin: origin.map(str::to_string),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AuthError::Invalid(e.to_string()))

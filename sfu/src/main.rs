@@ -87,6 +87,9 @@ enum Cmd {
         /// Lifetime, e.g. 2h, 45m.
         #[arg(long, default_value = "2h")]
         ttl: humantime::Duration,
+        /// In a cluster: the node the lesson is taught from.
+        #[arg(long)]
+        origin: Option<String>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -216,13 +219,17 @@ fn main() -> anyhow::Result<()> {
             sub,
             name,
             ttl,
+            origin,
             config,
         } => {
             let cfg = load_config(config.as_ref())?;
             let keys = TokenKeys::new(&secret(&cfg)?)?;
             let role: Role = role.parse()?;
             let ttl: Duration = ttl.into();
-            println!("{}", keys.mint(&room, role, &sub, &name, ttl)?);
+            println!(
+                "{}",
+                keys.mint_for(&room, role, &sub, &name, ttl, origin.as_deref())?
+            );
             Ok(())
         }
     }

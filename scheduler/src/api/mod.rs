@@ -640,6 +640,8 @@ async fn plan_csv(
 #[derive(Deserialize)]
 struct JoinQuery {
     ttl_s: Option<u64>,
+    /// In an SFU cluster: the node the lesson is taught from (e.g. the central school's).
+    origin: Option<String>,
 }
 
 /// Tokens and join links of a lesson's room: the teacher's, and a classroom's for the host class
@@ -668,8 +670,19 @@ async fn join_lesson(
         Some(s) => Duration::from_secs(s),
         None => st.cfg.token_ttl,
     };
+    if let Some(o) = &q.origin {
+        let ok = !o.is_empty()
+            && o.len() <= 64
+            && o.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            return Err(ApiError::bad_request(
+                "origin is an SFU node id: 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+    }
     let tokens = minter
-        .lesson_tokens(l, ttl)
+        .lesson_tokens(l, ttl, q.origin.as_deref())
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let base = st.cfg.sfu_url.trim_end_matches('/');
     let participants: Vec<Value> = tokens

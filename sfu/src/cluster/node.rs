@@ -60,6 +60,8 @@ struct OriginConn {
     conn: RelayConn,
 }
 
+type OriginSlot = Arc<tokio::sync::Mutex<Option<Arc<OriginConn>>>>;
+
 pub struct ClusterNode {
     settings: ClusterSettings,
     dir: Directory,
@@ -67,8 +69,9 @@ pub struct ClusterNode {
     media: MediaHandle,
     metrics: Arc<Metrics>,
     next_link: AtomicU64,
-    /// Origin node id → the one connection this node relays rooms over.
-    origins: tokio::sync::Mutex<HashMap<String, Arc<OriginConn>>>,
+    /// Origin node id → the one connection this node relays rooms over. Each slot has its own
+    /// lock, held while connecting, so a dead origin slows only the rooms it held.
+    origins: Mutex<HashMap<String, OriginSlot>>,
     /// Rooms this node relays from their origin (each has an upstream task).
     relayed: Mutex<HashSet<String>>,
     /// Connections of edges that relay rooms from this node (for their stats).
@@ -114,7 +117,7 @@ impl ClusterNode {
             media,
             metrics: metrics.clone(),
             next_link: AtomicU64::new(1),
-            origins: tokio::sync::Mutex::new(HashMap::new()),
+            origins: Mutex::new(HashMap::new()),
             relayed: Mutex::new(HashSet::new()),
             edges: Mutex::new(HashMap::new()),
             cpu: Mutex::new(CpuSampler::new()),
@@ -214,12 +217,14 @@ impl ClusterNode {
 
     /// Where a WHIP (teacher or classroom feed) or WHEP request for `room` belongs. A request
     /// that another node already placed (`placed`) stays here.
+    #[allow(clippy::too_many_arguments)]
     pub async fn place(
         self: &Arc<Self>,
         room: &str,
         teaches: bool,
         publish: bool,
         region: Option<&str>,
+        named_origin: Option<&str>,
         placed: bool,
     ) -> Placement {
         let me = self.settings.node_id.as_str();
@@ -235,8 +240,19 @@ impl ClusterNode {
         // The lesson and the classroom feeds the teacher watches live on the room's origin;
         // classrooms watch from the least-loaded node of their region.
         let origin_side = teaches || publish;
+        // The scheduler may name the node a lesson is taught from: the teacher goes there
+        // while that node is alive and nobody else holds the room.
+        let named = named_origin
+            .filter(|_| teaches && publish && origin.is_none())
+            .and_then(|n| nodes.iter().find(|x| x.id == n));
         let place = if placed {
             Place::Here
+        } else if let Some(n) = named {
+            if n.id == me {
+                Place::Here
+            } else {
+                Place::Redirect(n.clone())
+            }
         } else if origin_side {
             place_teacher(&nodes, me, origin.as_deref(), region)
         } else {
@@ -374,8 +390,15 @@ impl ClusterNode {
     /// The one connection to `origin` (opened on first use), with its readers feeding the
     /// media loop.
     async fn origin_conn(self: &Arc<Self>, origin: &str) -> Result<Arc<OriginConn>, String> {
-        let mut origins = self.origins.lock().await;
-        if let Some(c) = origins.get(origin) {
+        let slot = self
+            .origins
+            .lock()
+            .expect("not poisoned")
+            .entry(origin.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(c) = slot.as_ref() {
             if c.conn.quic().close_reason().is_none() {
                 return Ok(c.clone());
             }
@@ -394,7 +417,7 @@ impl ClusterNode {
         let link = self.next_link.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         let c = Arc::new(OriginConn { conn: conn.clone() });
-        origins.insert(origin.to_string(), c.clone());
+        *slot = Some(c.clone());
         tokio::spawn(write_loop(conn.clone(), rx));
         // Control from the origin.
         let media = self.media.clone();
@@ -520,8 +543,20 @@ impl ClusterNode {
         let rooms = self.dir.rooms().await.unwrap_or_default();
         let relays = self.media.call(Command::Relays).await.unwrap_or_default();
         let mut links = vec![];
-        for (origin, c) in self.origins.lock().await.iter() {
-            links.push(LinkSnapshot::of(origin, "origin", &c.conn));
+        let slots: Vec<(String, OriginSlot)> = self
+            .origins
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(o, s)| (o.clone(), s.clone()))
+            .collect();
+        for (origin, slot) in slots {
+            // A slot being connected right now is skipped rather than waited for.
+            if let Ok(g) = slot.try_lock() {
+                if let Some(c) = g.as_ref() {
+                    links.push(LinkSnapshot::of(&origin, "origin", &c.conn));
+                }
+            }
         }
         for c in self.edges.lock().expect("not poisoned").values() {
             links.push(LinkSnapshot::of(c.peer(), "edge", c));

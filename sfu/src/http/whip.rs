@@ -220,6 +220,7 @@ async fn create(
                 teaches,
                 kind == SessionKind::Publish,
                 cq.region.as_deref(),
+                claims.origin.as_deref(),
                 placed,
             )
             .await;

@@ -77,6 +77,7 @@ fn lose_and_repair(one_way: Duration, interval: Duration) -> (Instant, Instant) 
         room: "r".into(),
         role: Role::Classroom,
         exp: u64::MAX,
+        origin: None,
     };
     let ns = accept_offer(
         &settings,

@@ -758,6 +758,7 @@ mod tests {
             room: "r".into(),
             role,
             exp: 0,
+            origin: None,
         }
     }
 

@@ -493,13 +493,16 @@ pub async fn post_sdp(
         Err(e) => panic!("POST {url}: {e}"),
     };
     let status = r.status().as_u16();
+    // After a redirect (a cluster placing the session on another node) the session lives
+    // where the answer came from.
+    let final_url = r.url().to_string();
     let hdr = |n: &str| {
         r.headers()
             .get(n)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.to_string())
     };
-    let location = hdr("location").map(|l| resolve(url, &l));
+    let location = hdr("location").map(|l| resolve(&final_url, &l));
     let etag = hdr("etag");
     let content_type = hdr("content-type");
     let body = r.text().await.unwrap_or_default();

@@ -619,6 +619,7 @@ impl MediaLoop {
                     room: room_name.clone(),
                     role: Role::Teacher,
                     exp: 0,
+                    origin: None,
                 };
                 ev.extend(room.state.session_up(&claims, true, at));
             }
