@@ -4,7 +4,7 @@ CARGO ?= cargo
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deps build release demo test test-rust test-web test-adaptive lint fmt bench clean
+.PHONY: deps build release demo demo-cluster test test-rust test-web test-adaptive lint fmt bench clean
 
 deps:
 	./scripts/install-deps.sh
@@ -17,6 +17,10 @@ release: deps
 
 demo: release
 	./scripts/demo.sh
+
+# The same lesson across three SFU nodes (redis-server directory, QUIC relays): see README.md.
+demo-cluster: release
+	./scripts/demo-cluster.sh
 
 WEB_ENV = SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay SCHEDULER_BIN=$(TARGET_DIR)/debug/scheduler
 

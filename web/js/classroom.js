@@ -5,11 +5,15 @@
 // raises its hand. Reconnects by itself; the SFU keeps feeding the same
 // receive slots, so nothing is renegotiated.
 //
-// Query: room, token, sfu (optional base URL), publish=0 (watch only).
+// Query: room, token, sfu (optional base URL), publish=0 (watch only); in a cluster, region=R
+// (play from a node of that region) and placed=1 (play from this node, whatever the load).
+// A node may redirect the page's WHEP POST to another node; the page then also follows that
+// node's room events for its relay state: while the node has lost its link to the lesson's
+// origin node, the page says so instead of freezing silently.
 // Exposes window.lesson = { pc, state, error, sessions, media, soundBlocked,
-//   room, feed, hand(raised) }.
+//   room, feed, relay, node, hand(raised) }.
 
-import { readParams, preferCodec } from './whip.js';
+import { readParams, preferCodec, clusterQuery } from './whip.js';
 import { LessonSession } from './session.js';
 import { RoomEvents, applyLayers } from './room_events.js';
 import { makeT } from './i18n.js';
@@ -25,6 +29,8 @@ const t = makeT({
     noCamera: '老师未开启摄像头', voiceOnly: '正在播放老师的声音', away: '老师暂时离开，请稍候…',
     waiting: '等待老师开始上课…', teacherEnded: '老师已下课', fps: '{n} 帧/秒', loss: '丢包 {n}%',
     unnamed: '（未指定）', badLink: '链接缺少 room 或 token 参数', room: '课堂', soundTitle: '点击开启声音',
+    relayLost: '与主讲课堂服务器的连接中断，正在重新连接…', relayDetail: '本地服务器 {node} 与主讲服务器 {origin} 之间的网络中断',
+    relayDown: '主讲服务器连接中断', node: '服务器 {host}',
     soundDetail: '浏览器阻止了自动播放，点一下屏幕任意位置即可听到老师的声音', switch: 'English',
   },
   en: {
@@ -39,6 +45,9 @@ const t = makeT({
     away: 'The teacher stepped away, please wait…', waiting: 'Waiting for the teacher to start…',
     teacherEnded: 'The teacher ended the lesson', fps: '{n} fps', loss: 'loss {n}%', unnamed: '(none)',
     badLink: 'The link lacks the room or token parameter', room: 'Room', soundTitle: 'Tap to turn on sound',
+    relayLost: 'Connection to the lesson server lost — reconnecting…',
+    relayDetail: 'The link between this server ({node}) and the lesson\'s server ({origin}) is down',
+    relayDown: 'lesson server link lost', node: 'server {host}',
     soundDetail: 'The browser blocked autoplay: tap anywhere to hear the teacher', switch: '中文',
   },
 });
@@ -77,6 +86,8 @@ const ui = {
   status: $('status-text'),
   roomName: $('room-name'),
   media: $('media-text'),
+  node: $('node-text'),
+  nodeSep: $('node-sep'),
 };
 
 const STATE_TEXT = {
@@ -116,6 +127,7 @@ const session = new LessonSession({
   sfu,
   room,
   token,
+  query: clusterQuery(query, 'whep'),
   setup: setupPeerConnection,
 });
 
@@ -216,6 +228,7 @@ async function startFeed() {
     sfu,
     room,
     token,
+    query: clusterQuery(query, 'whip'),
     setup: (pc) => {
       const streams = [feedStream];
       const a = feedStream.getAudioTracks()[0];
@@ -247,9 +260,48 @@ events.addEventListener('ended', async () => {
   if (feed) await feed.stop({ forget: true });
   if (feedStream) feedStream.getTracks().forEach((k) => k.stop());
   ui.selfView.hidden = true;
+  if (nodeEvents) nodeEvents.stop();
   await session.stop({ forget: true });
   render();
 });
+
+// ------------------------------------------------------------- cluster relay
+
+// The node that serves this page's lesson (the WHEP session's node) and what it last said about
+// its relay from the lesson's origin. Its room events are `events` when it is the page's SFU,
+// else a second socket opened on it (only its relay events are used).
+const sfuOrigin = new URL(sfu).origin;
+let mediaNode = sfuOrigin;
+let relay = null; // { origin, connected, at }
+let nodeEvents = null;
+
+function onRelay(source) {
+  return (e) => {
+    if ((source === events) !== (mediaNode === sfuOrigin)) return; // another node's link
+    relay = { ...e.detail, at: Date.now() };
+    if (!relay.connected) console.warn(`relay to the lesson's origin ${relay.origin} lost`);
+    render();
+  };
+}
+events.addEventListener('relay', onRelay(events));
+
+/** Follows the relay state of the node the WHEP session landed on (after a redirect, another one). */
+function followMediaNode() {
+  const node = session.resource?.node || sfuOrigin;
+  if (node === mediaNode) return;
+  mediaNode = node;
+  relay = null;
+  if (nodeEvents) nodeEvents.stop();
+  nodeEvents = null;
+  if (node === sfuOrigin) {
+    relay = events.relay ? { ...events.relay, at: Date.now() } : null;
+    return;
+  }
+  const ne = new RoomEvents({ sfu: node, room, token });
+  ne.addEventListener('relay', onRelay(ne));
+  nodeEvents = ne;
+  ne.start();
+}
 
 /** Raise (true) or lower (false) this classroom's hand; toggles without an argument. */
 async function hand(raised) {
@@ -367,6 +419,16 @@ function render() {
   document.body.classList.toggle('has-camera', cam);
   document.body.classList.toggle('has-courseware', cw);
 
+  // Placed on another node by the cluster: say which (support asks).
+  const elsewhere = mediaNode !== sfuOrigin;
+  ui.node.hidden = !elsewhere;
+  ui.nodeSep.hidden = !elsewhere;
+  ui.node.textContent = elsewhere ? t('node', { host: new URL(mediaNode).host }) : '';
+
+  const relayLost = connected && relay && !relay.connected;
+  document.body.classList.toggle('relay-lost', !!relayLost);
+  if (relayLost) ui.status.textContent = `${status} · ${t('relayDown')}`;
+
   let title = '';
   let detail = '';
   if (s === 'error') {
@@ -380,6 +442,10 @@ function render() {
     detail = session.error?.status ? session.error.message : '';
   } else if (s === 'ended') {
     title = t('lessonOver');
+  } else if (relayLost) {
+    // Before "the teacher stepped away": the teacher is there, the link to its node is not.
+    title = t('relayLost');
+    detail = t('relayDetail', { node: new URL(mediaNode).host, origin: relay.origin });
   } else if (!cam && !cw) {
     if (voice) {
       title = t('noCamera');
@@ -412,6 +478,7 @@ function render() {
 
 session.addEventListener('state', () => {
   if (session.state !== 'connected') lastSample = { ts: 0, lost: 0, received: 0 };
+  if (session.state === 'connected') followMediaNode();
   render();
 });
 
@@ -476,6 +543,18 @@ window.lesson = {
   },
   get feed() {
     return { state: feed ? feed.state : 'off', error: feed ? feed.error : feedError, sessions: feed ? feed.sessions : 0 };
+  },
+  /** The relay state of the node serving the lesson: { origin, connected, at } or null (alone). */
+  get relay() {
+    return relay ? { ...relay } : null;
+  },
+  /** Origin (scheme://host:port) of the SFU node this page plays the lesson from. */
+  get node() {
+    return session.resource?.node || null;
+  },
+  /** The WHEP session's resource URL (for PATCH/DELETE), on that node. */
+  get sessionUrl() {
+    return session.resource?.location || null;
   },
   hand,
   get soundBlocked() {

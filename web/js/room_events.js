@@ -3,7 +3,9 @@
 // Commands go over the same socket; `command()` resolves with the server's answer.
 //
 // Events: 'change' (detail: the event, or {type:'state'}), 'ended', 'open', 'close',
-// 'layers' (dynacast: which simulcast layers this participant's track should send).
+// 'layers' (dynacast: which simulcast layers this participant's track should send),
+// 'relay' (in a cluster, this node's link to the lesson's origin node: {origin, connected}).
+// Relay events are this node's own: on the node that relays the lesson to this page.
 
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
 
@@ -16,6 +18,7 @@ export class RoomEvents extends EventTarget {
     this.state = null; // the server's snapshot, updated by events
     this.you = null; // { sub, role, name }
     this.quality = new Map(); // sub -> { estimate_bps, loss, rtt_ms }
+    this.relay = null; // { origin, connected }: the last relay event of this node
     this.connected = false;
     this.ended = false;
     this._ws = null;
@@ -47,6 +50,7 @@ export class RoomEvents extends EventTarget {
     this.ended = false;
     this.state = null;
     this.quality.clear();
+    this.relay = null;
     this.start();
   }
 
@@ -159,6 +163,10 @@ export class RoomEvents extends EventTarget {
       case 'layers':
         // Dynacast: this participant's publisher should send only these simulcast layers.
         this.dispatchEvent(new CustomEvent('layers', { detail: ev }));
+        return;
+      case 'relay':
+        this.relay = { origin: ev.origin, connected: !!ev.connected };
+        this.dispatchEvent(new CustomEvent('relay', { detail: this.relay }));
         return;
       case 'quality':
         for (const q of ev.links || []) this.quality.set(q.sub, q);

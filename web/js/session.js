@@ -16,6 +16,7 @@ export class LessonSession extends EventTarget {
    * @param {string} o.sfu base URL
    * @param {string} o.room
    * @param {string} o.token
+   * @param {string} [o.query] extra query string for the POST (e.g. `region=r1`; see clusterQuery)
    * @param {(pc: RTCPeerConnection) => (void|Promise<void>)} o.setup adds the transceivers
    * @param {(pc: RTCPeerConnection) => (void|Promise<void>)} [o.afterConnect] called once negotiated
    * @param {number} [o.disconnectGraceMs]
@@ -27,6 +28,7 @@ export class LessonSession extends EventTarget {
     this.sfu = o.sfu;
     this.room = o.room;
     this.token = o.token;
+    this.query = o.query || '';
     this.setup = o.setup;
     this.afterConnect = o.afterConnect || null;
     this.disconnectGraceMs = o.disconnectGraceMs ?? 3000;
@@ -35,7 +37,7 @@ export class LessonSession extends EventTarget {
     this.state = 'idle';
     this.pc = null;
     this.error = null; // { status, message } of the last failure
-    this.resource = null; // { url, location, etag }
+    this.resource = null; // { url, location, etag, node } (node: origin of the SFU that serves it)
     this.sessions = 0; // sessions that reached 'connected'
     this.attempts = 0;
 
@@ -123,6 +125,7 @@ export class LessonSession extends EventTarget {
         kind: this.kind,
         room: this.room,
         token: this.token,
+        query: this.query,
       });
       if (gen !== this._gen) {
         // Superseded (stop() or a newer attempt) while negotiating.

@@ -9,7 +9,7 @@
 // Exposes window.lesson = { pc, state, error, start(), stop(), endLesson(),
 //   shareCourseware(), stopCourseware(), room, tiles, stage(), mute(), attendance() }.
 
-import { readParams, preferCodec } from './whip.js';
+import { readParams, preferCodec, clusterQuery } from './whip.js';
 import { LessonSession } from './session.js';
 import { RoomEvents, applyLayers } from './room_events.js';
 import { makeT } from './i18n.js';
@@ -125,6 +125,7 @@ const session = new LessonSession({
   sfu,
   room,
   token,
+  query: clusterQuery(query, 'whip'), // region: in a cluster, the lesson's node is of that region
   setup: setupPeerConnection,
   afterConnect: tuneSenders,
 });
@@ -296,6 +297,11 @@ async function endLesson() {
 // ------------------------------------------------------- classroom console
 
 const events = new RoomEvents({ sfu, room, token });
+/** The SFU node the lesson is published on (after a cluster's redirect, not the page's `sfu`). */
+const lessonNode = () => {
+  const node = session.resource?.node;
+  return node && node !== new URL(sfu).origin ? node : sfu; // keep a path prefix of `sfu`
+};
 let consoleSession = null;
 const tileState = []; // per tile: { el, video, name, frames, live, lastProgress }
 
@@ -331,6 +337,7 @@ function startConsole() {
     sfu,
     room,
     token,
+    query: clusterQuery(query, 'whip'), // the console watches where the lesson is
     setup: (pc) => {
       // The program's layout (own voice, camera, courseware: never sent back to us), the stage's
       // voice and camera, then the tiles.
@@ -376,7 +383,7 @@ async function mute(sub, muted) {
 }
 
 async function attendance() {
-  const res = await fetch(`${sfu}/api/rooms/${encodeURIComponent(room)}/attendance`, {
+  const res = await fetch(`${lessonNode()}/api/rooms/${encodeURIComponent(room)}/attendance`, {
     headers: { Authorization: `Bearer ${token}` },
     cache: 'no-store',
   });
@@ -543,7 +550,15 @@ session.addEventListener('state', () => {
   if (session.state === 'connected' && !lessonStartedAt) lessonStartedAt = Date.now();
   if (session.state === 'connected') {
     // The lesson is on: follow the room and watch the classrooms.
-    if (events.ended || !events.running) events.restart();
+    // In a cluster the lesson may have been placed on another node (a 307 the POST followed):
+    // the room's state lives there.
+    const node = lessonNode();
+    if (events.sfu !== node) {
+      events.sfu = node;
+      events.restart();
+    } else if (events.ended || !events.running) {
+      events.restart();
+    }
     startConsole();
   }
   if (session.state === 'ended' || session.state === 'error') resetStats();
@@ -623,7 +638,7 @@ let roomApiOk = true;
 async function pollRoom() {
   if (!roomApiOk || session.state !== 'connected') return;
   try {
-    const res = await fetch(`${sfu}/api/rooms/${encodeURIComponent(room)}`, {
+    const res = await fetch(`${lessonNode()}/api/rooms/${encodeURIComponent(room)}`, {
       headers: { Authorization: `Bearer ${token}` },
       cache: 'no-store',
     });

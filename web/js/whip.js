@@ -106,22 +106,42 @@ async function errorFromResponse(res) {
 }
 
 /**
+ * The query a page passes on to its WHIP/WHEP POST: `region` (a cluster places the session on a
+ * node of that region) and, for WHEP only, `placed=1` (stay on the node the page points at).
+ * The classroom's own feed (WHIP) always goes where the cluster puts it: the lesson's origin.
+ */
+export function clusterQuery(query, kind) {
+  const out = new URLSearchParams();
+  const region = query.get('region');
+  if (region) out.set('region', region);
+  if (kind === 'whep' && query.get('placed') === '1') out.set('placed', '1');
+  return out.toString();
+}
+
+/**
  * Negotiates `pc` with the SFU.
- * kind: 'whip' (publish) or 'whep' (play).
- * Returns { url, location, etag } where location is the absolute URL of the session resource.
+ * kind: 'whip' (publish) or 'whep' (play); `query`: extra query string for the POST (no '?').
+ * In a cluster the node may answer 307 to another node: fetch follows it (the offer is sent
+ * again; Authorization is dropped across origins, so the node carries the token in
+ * `access_token`), and the session lives on the node that answered.
+ * Returns { url, location, etag, node }: url is the URL that answered, location the absolute URL
+ * of the session resource (resolved against url, not the first node), node url's origin.
  * Throws WhipError.
  */
-export async function negotiate(pc, { sfu, kind, room, token, iceTimeoutMs = 2000, signal } = {}) {
+export async function negotiate(pc, {
+  sfu, kind, room, token, query = '', iceTimeoutMs = 2000, signal,
+} = {}) {
   if (kind !== 'whip' && kind !== 'whep') throw new Error(`unknown kind ${kind}`);
   const offer = await pc.createOffer();
   await pc.setLocalDescription(offer);
   await waitForIceGathering(pc, iceTimeoutMs);
 
-  const url = `${sfu}/${kind}/${encodeURIComponent(room)}`;
+  const first = `${sfu}/${kind}/${encodeURIComponent(room)}${query ? `?${query}` : ''}`;
   let res;
   try {
-    res = await fetch(url, {
+    res = await fetch(first, {
       method: 'POST',
+      redirect: 'follow',
       headers: {
         'Content-Type': 'application/sdp',
         Authorization: `Bearer ${token}`,
@@ -136,6 +156,7 @@ export async function negotiate(pc, { sfu, kind, room, token, iceTimeoutMs = 200
   if (res.status !== 201 && res.status !== 200) throw await errorFromResponse(res);
 
   const answer = await res.text();
+  const url = res.url || first;
   const loc = res.headers.get('Location');
   const location = loc ? new URL(loc, url).href : null;
   const etag = res.headers.get('ETag');
@@ -148,7 +169,7 @@ export async function negotiate(pc, { sfu, kind, room, token, iceTimeoutMs = 200
     throw new WhipError('连接已关闭', { status: 0, retryable: false });
   }
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  return { url, location, etag };
+  return { url, location, etag, node: new URL(url).origin };
 }
 
 /**

@@ -608,3 +608,142 @@ export function busyCameraY4m({ width = 1280, height = 720, fps = 20, frames = 3
   fs.renameSync(tmp, file);
   return file;
 }
+
+// ----------------------------------------------------------------- cluster
+
+export const REDIS_BIN = process.env.REDIS_BIN || '/usr/bin/redis-server';
+
+/** Resolves once `url` answers 200, or throws after `timeout` ms (or when `exited()` says so). */
+async function waitHealthy(url, what, { timeout = 30_000, exited = () => null, log = () => '' } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const e = exited();
+    if (e) throw new Error(`${what} exited early (${JSON.stringify(e)}):\n${log()}`);
+    try {
+      if ((await fetch(url)).status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: ${url} not 200 within ${timeout} ms:\n${log()}`);
+    await sleep(200);
+  }
+}
+
+/**
+ * A `redis-server` of its own for a cluster test: 127.0.0.1 on a free port, a temp dir, nothing
+ * saved. Resolves to { port, url, stop() }.
+ */
+export async function startRedis(name) {
+  if (!fs.existsSync(REDIS_BIN)) throw new Error(`redis-server not found at ${REDIS_BIN} (scripts/install-deps.sh)`);
+  const port = await freeTcpPort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `classroom-redis-${name}-`));
+  const logPath = path.join(RESULTS, `redis-${name}.log`);
+  const log = fs.openSync(logPath, 'w');
+  const proc = spawn(REDIS_BIN, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    '--dir', dir, '--daemonize', 'no'], { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  let exited = null;
+  exit.then((e) => {
+    exited = e;
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (exited) throw new Error(`redis-server exited early: ${fs.readFileSync(logPath, 'utf8')}`);
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => s.write('PING\r\n'));
+      s.once('data', (d) => {
+        s.destroy();
+        resolve(d.toString().startsWith('+PONG'));
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (up) break;
+    if (Date.now() > deadline) throw new Error(`redis-server did not answer PING within 15 s: ${fs.readFileSync(logPath, 'utf8')}`);
+    await sleep(100);
+  }
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    async stop() {
+      if (!exited) {
+        proc.kill('SIGTERM');
+        if (!(await Promise.race([exit, sleep(5000).then(() => null)]))) proc.kill('SIGKILL');
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** `sfu cluster-certs`: a CA and a certificate per node id in a fresh temp dir; returns the dir. */
+export async function clusterCerts(nodes) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'classroom-certs-'));
+  await execFileP(SFU_BIN, ['cluster-certs', '--out', dir, '--nodes', nodes.join(',')]);
+  for (const f of ['ca.pem', `${nodes[0]}.pem`, `${nodes[0]}.key`]) {
+    assert.ok(fs.existsSync(path.join(dir, f)), `sfu cluster-certs wrote no ${f}`);
+  }
+  return dir;
+}
+
+/**
+ * One SFU node of a cluster: `sfu serve --cluster ... --node-id ID --region R` on free ports,
+ * with the shared token secret (and `config`, a TOML file, if given); log in
+ * test-results/sfu-NAME-ID.log. Resolves to
+ * { id, region, pid, baseUrl, httpPort, mediaPort, relayPort, logPath, signal(sig), stop(), logTail() }.
+ */
+export async function startClusterNode({ name, id, region, secret, redis, certs, config = null }) {
+  if (!fs.existsSync(SFU_BIN)) throw new Error(`SFU binary not found at ${SFU_BIN}: cargo build -p sfu`);
+  const httpPort = await freeTcpPort();
+  const mediaPort = await freeMediaPort(httpPort);
+  let relayPort = await freeMediaPort(mediaPort);
+  if (relayPort === httpPort) relayPort = await freeMediaPort(mediaPort);
+  const logPath = path.join(RESULTS, `sfu-${name}-${id}.log`);
+  const log = fs.openSync(logPath, 'w');
+  const proc = spawn(SFU_BIN, ['serve', '--http', `127.0.0.1:${httpPort}`, '--media-port', String(mediaPort),
+    '--cluster', redis.url, '--node-id', id, '--region', region, '--relay-port', String(relayPort),
+    '--cluster-certs', certs, ...(config ? ['--config', config] : [])], {
+    env: { ...process.env, CLASSROOM_SECRET: secret, RUST_LOG: process.env.RUST_LOG || 'info' },
+    stdio: ['ignore', log, log],
+  });
+  fs.closeSync(log);
+  const exit = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  let exited = null;
+  exit.then((e) => {
+    exited = e;
+  });
+  const logTail = (lines = 30) => {
+    try {
+      return fs.readFileSync(logPath, 'utf8').split('\n').slice(-lines).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
+  const baseUrl = `http://127.0.0.1:${httpPort}`;
+  await waitHealthy(`${baseUrl}/healthz`, `sfu node ${id}`, { exited: () => exited, log: logTail });
+  return {
+    id,
+    region,
+    pid: proc.pid,
+    baseUrl,
+    httpPort,
+    mediaPort,
+    relayPort,
+    logPath,
+    logTail,
+    get exited() {
+      return exited;
+    },
+    signal(sig) {
+      if (!exited) proc.kill(sig);
+    },
+    async stop() {
+      if (exited) return exited;
+      proc.kill('SIGCONT'); // a stopped process cannot act on SIGTERM
+      proc.kill('SIGTERM');
+      const done = await Promise.race([exit, sleep(10_000).then(() => null)]);
+      if (!done) proc.kill('SIGKILL');
+      return exit;
+    },
+  };
+}

@@ -192,6 +192,7 @@ impl ClusterNode {
         let mut failing = false;
         loop {
             tick.tick().await;
+            self.reclaim_origins().await;
             match self.dir.heartbeat(&self.info()).await {
                 Ok(()) if failing => {
                     info!("cluster directory reachable again");
@@ -203,6 +204,30 @@ impl ClusterNode {
                     failing = true;
                 }
                 Err(_) => {}
+            }
+        }
+    }
+
+    /// Rooms whose teacher publishes here stay claimed: a claim that lapsed while this node
+    /// could not reach Redis (or was stalled) is taken back, so edges find their origin again.
+    async fn reclaim_origins(&self) {
+        let Ok(rooms) = self.media.call(Command::Rooms).await else {
+            return;
+        };
+        let me = self.settings.node_id.as_str();
+        for r in rooms {
+            let teaching = r
+                .publishers
+                .iter()
+                .any(|p| p.connected && (p.role == "teacher" || p.role == "admin"));
+            if !teaching {
+                continue;
+            }
+            if let Ok(OriginClaim::Held(other)) = self.dir.claim_origin(&r.room, me).await {
+                debug!(
+                    room = r.room,
+                    other, "another node holds a room taught here"
+                );
             }
         }
     }
@@ -301,12 +326,28 @@ impl ClusterNode {
     async fn upstream_loop(self: Arc<Self>, room: String) {
         let me = self.settings.node_id.clone();
         let mut idle_since: Option<Instant> = None;
+        // The origin whose connection just dropped, and when (Unix ms): it is dialled again only
+        // once its heartbeat shows it alive after that (a healed partition), not while the
+        // directory merely has not expired it yet (a dead node would cost a connect timeout).
+        let mut lost: Option<(String, u64)> = None;
         while self.relays(&room) {
             if !self.room_watched(&room, &mut idle_since).await {
                 break;
             }
             let origin = match self.dir.origin(&room).await {
-                Ok(Some(o)) if o != me => o,
+                Ok(Some(o)) if o != me => {
+                    if let Some((gone, at)) = &lost {
+                        let heard_since = match self.dir.node(gone).await {
+                            Ok(Some(n)) => n.updated_ms > *at,
+                            _ => false,
+                        };
+                        if *gone == o && !heard_since {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    }
+                    o
+                }
                 Ok(Some(_)) => break,
                 Ok(None) => {
                     // No live origin (the teacher has not started, or its node died and the
@@ -341,7 +382,10 @@ impl ClusterNode {
             // Stay until the connection drops, the origin changes or nobody watches here.
             loop {
                 tokio::select! {
-                    _ = conn.conn.closed() => break,
+                    _ = conn.conn.closed() => {
+                        lost = Some((origin.clone(), unix_ms()));
+                        break;
+                    }
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 if !self.relays(&room) || !self.room_watched(&room, &mut idle_since).await {

@@ -1131,9 +1131,15 @@ impl MediaLoop {
                 }
             }
         }
-        if room.members.is_empty() && room.state.is_idle() && room.events.receiver_count() == 0 {
+        if room.members.is_empty()
+            && room.state.is_idle()
+            && room.events.receiver_count() == 0
+            && room.relay.links.is_empty()
+            && !self.upstreams.contains_key(name)
+        {
             self.rooms.remove(name);
         }
+        self.expire_upstream(name, at.mono);
     }
 
     fn room_command(
@@ -1524,7 +1530,13 @@ impl MediaLoop {
                 continue;
             }
             let targets = choose_targets(s, &room.program, room.policy, now);
-            if let Some(d) = &s.decision {
+            // Nothing on offer (the teacher reconnecting, a relay healing): leave the estimator
+            // as it was rather than aim it at zero, so the picture comes back at its old rate.
+            let idle = s
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.desired_bps == 0 && d.probe_bps.is_none());
+            if let Some(d) = s.decision.as_ref().filter(|_| !idle) {
                 // Keep the link no fuller than the media (padding to a layer the link cannot
                 // carry is what freezes rural classrooms), but aim the estimator past the next
                 // better choice by the allocator's margin so a probe can prove it. str0m probes
@@ -1841,6 +1853,8 @@ impl MediaLoop {
                     .entry(room.clone())
                     .or_insert_with(|| Room::new(&room, rules, now));
                 let _ = reply.send((r.state.snapshot(), r.events.subscribe()));
+                // A page that connects while the relay is down learns it at once.
+                self.announce_relay_state(&room);
             }
             Command::State(room, reply) => {
                 let snap = match self.rooms.get(&room) {
@@ -1898,6 +1912,7 @@ impl MediaLoop {
             } => self.upstream_stage(link, &room, stage, muted),
             Command::UpstreamPacket { link, pkt } => self.upstream_packet(link, pkt),
             Command::UpstreamLost { link, why } => self.upstream_lost(link, &why),
+            Command::UpstreamDrop { room } => self.drop_upstream(&room, "nobody watches here"),
             Command::Relays(reply) => {
                 let _ = reply.send(self.relay_infos());
             }
@@ -2159,7 +2174,9 @@ impl MediaLoop {
             // that never started and that nobody watches is forgotten.
             drop_room = room.members.is_empty()
                 && room.state.is_idle()
-                && room.events.receiver_count() == 0;
+                && room.events.receiver_count() == 0
+                && room.relay.links.is_empty()
+                && !self.upstreams.contains_key(&s.room);
         }
         if drop_room {
             self.rooms.remove(&s.room);

@@ -119,6 +119,10 @@ pub enum Command {
         link: u64,
         pkt: RelayPacket,
     },
+    /// Edge: stop relaying this room (nobody here watches it any more).
+    UpstreamDrop {
+        room: String,
+    },
     /// Edge: the connection to the origin is gone.
     UpstreamLost {
         link: u64,

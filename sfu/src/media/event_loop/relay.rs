@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use str0m::format::{Codec as StrCodec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, Rid};
@@ -31,6 +31,17 @@ const REPAIR_CACHE: usize = 512;
 const MAX_NACK: u64 = 64;
 /// Hop latencies kept for the percentiles in `/api/cluster`.
 const LATENCY_SAMPLES: usize = 2048;
+/// An edge keeps a lost relay's tracks this long, so a partition that heals (the same origin,
+/// the same streams) continues without new sources, switches or keyframe waits.
+const RELAY_GRACE: Duration = Duration::from_secs(10);
+
+/// This process's stream ids: stable across connections (a reconnecting edge recognises the
+/// same streams), different from any other process's.
+fn stream_id(source: SourceId) -> u32 {
+    static SALT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let salt = *SALT.get_or_init(rand::random::<u32>);
+    (source.0 as u32 ^ salt).max(1)
+}
 
 fn unix_us() -> u64 {
     SystemTime::now()
@@ -54,7 +65,6 @@ pub(super) struct RoomRelay {
 pub(super) struct RelayLink {
     peer: String,
     tx: RelayTx,
-    next_stream: u32,
     rooms: HashMap<String, RoomOut>,
     packets: u64,
     bytes: u64,
@@ -96,6 +106,8 @@ pub(super) struct Upstream {
     keys: HashMap<String, u64>,
     streams: HashMap<u32, StreamIn>,
     demand: Option<Vec<u32>>,
+    /// When the connection to the origin was lost (the tracks are kept for [`RELAY_GRACE`]).
+    lost_at: Option<Instant>,
     packets: u64,
     bytes: u64,
     nacked: u64,
@@ -156,7 +168,6 @@ impl MediaLoop {
         let l = self.relay_links.entry(link).or_insert_with(|| RelayLink {
             peer: peer.clone(),
             tx,
-            next_stream: 1,
             rooms: HashMap::new(),
             packets: 0,
             bytes: 0,
@@ -320,11 +331,10 @@ impl MediaLoop {
                     .to_string();
                 for (i, layer) in src.layers.iter().enumerate() {
                     live.insert(layer.source);
-                    let stream = *out.streams.entry(layer.source).or_insert_with(|| {
-                        let s = l.next_stream;
-                        l.next_stream = l.next_stream.wrapping_add(1).max(1);
-                        s
-                    });
+                    let stream = *out
+                        .streams
+                        .entry(layer.source)
+                        .or_insert_with(|| stream_id(layer.source));
                     out.sources.insert(stream, layer.source);
                     tracks.push(TrackInfo {
                         stream,
@@ -480,6 +490,18 @@ impl MediaLoop {
             .get(&room_name)
             .is_some_and(|u| u.link != link)
         {
+            // The relay is back over a new connection. The same origin with the same streams
+            // (a healed partition): the tracks continue as they were. Anything else (another
+            // origin, the teacher republished): start over, as a teacher reconnect does.
+            let same = self.upstreams.get(&room_name).is_some_and(|u| {
+                u.peer == peer
+                    && u.streams.len() == tracks.len()
+                    && tracks.iter().all(|t| u.streams.contains_key(&t.stream))
+            });
+            if same {
+                self.rebind_upstream(&room_name, link, tx);
+                return;
+            }
             self.drop_upstream(&room_name, "relayed over a new connection");
         }
         let first = !self.upstreams.contains_key(&room_name);
@@ -495,6 +517,7 @@ impl MediaLoop {
                 keys: HashMap::new(),
                 streams: HashMap::new(),
                 demand: None,
+                lost_at: None,
                 packets: 0,
                 bytes: 0,
                 nacked: 0,
@@ -699,9 +722,10 @@ impl MediaLoop {
         if pkt.repair {
             u.repaired += 1;
         }
-        // A gap on the hop: ask the origin's cache (video only; late audio is useless).
+        // A gap on the hop: ask the origin's cache (video only; late audio is useless; a gap
+        // longer than the cache waits for a keyframe instead).
         if let Some(h) = s.highest {
-            if pkt.seq > h + 1 && !s.track.is_audio() {
+            if pkt.seq > h + 1 && pkt.seq <= h + 1 + MAX_NACK && !s.track.is_audio() {
                 let missing: Vec<u64> = (h + 1..pkt.seq).take(MAX_NACK as usize).collect();
                 u.nacked += missing.len() as u64;
                 let _ = u.tx.send(RelaySend::Control(Control::Nack {
@@ -741,17 +765,73 @@ impl MediaLoop {
         self.fan_out(&room_name, key, rid, ssrc, (c, params), inbound, false, now);
     }
 
-    /// Edge: the connection to the origin is gone; its rooms lose their teacher until the
-    /// relay is back (or the teacher publishes elsewhere and the directory says so).
+    /// Edge: the connection to the origin is gone. The pages hear it at once; the tracks stay
+    /// for [`RELAY_GRACE`] in case the same origin comes back, then the room loses its teacher
+    /// until the relay is back (or the teacher publishes elsewhere and the directory says so).
     pub(super) fn upstream_lost(&mut self, link: u64, why: &str) {
+        let now = Instant::now();
         let rooms: Vec<String> = self
             .upstreams
             .iter()
-            .filter(|(_, u)| u.link == link)
+            .filter(|(_, u)| u.link == link && u.lost_at.is_none())
             .map(|(r, _)| r.clone())
             .collect();
         for r in rooms {
-            self.drop_upstream(&r, why);
+            let Some(u) = self.upstreams.get_mut(&r) else {
+                continue;
+            };
+            u.lost_at = Some(now);
+            info!(room = r, origin = u.peer, "relay lost: {why}");
+            self.announce_relay_state(&r);
+        }
+    }
+
+    /// Edge: the relay of `room` came back over connection `link` with the same streams.
+    fn rebind_upstream(&mut self, room: &str, link: u64, tx: RelayTx) {
+        let Some(u) = self.upstreams.get_mut(room) else {
+            return;
+        };
+        for id in u.streams.keys() {
+            self.upstream_streams.remove(&(u.link, *id));
+            self.upstream_streams.insert((link, *id), room.to_string());
+        }
+        u.link = link;
+        u.tx = tx;
+        u.lost_at = None;
+        // Say again what this node needs: the new connection's origin side starts afresh.
+        u.demand = None;
+        info!(
+            room,
+            origin = u.peer,
+            "relay back: the same streams continue"
+        );
+        self.announce_relay_state(room);
+        self.update_room(room, Instant::now());
+    }
+
+    /// Edge: tells the room's pages whether its relay is up (a `relay` event).
+    pub(super) fn announce_relay_state(&mut self, room_name: &str) {
+        let Some(u) = self.upstreams.get(room_name) else {
+            return;
+        };
+        let e = RoomEvent::Relay {
+            origin: u.peer.clone(),
+            connected: u.lost_at.is_none(),
+        };
+        if let Some(room) = self.rooms.get(room_name) {
+            room.publish(&e);
+        }
+    }
+
+    /// Edge: a relay lost longer than [`RELAY_GRACE`] is given up.
+    pub(super) fn expire_upstream(&mut self, room: &str, now: Instant) {
+        let expired = self
+            .upstreams
+            .get(room)
+            .and_then(|u| u.lost_at)
+            .is_some_and(|t| now.saturating_duration_since(t) >= RELAY_GRACE);
+        if expired {
+            self.drop_upstream(room, "relay lost for too long");
         }
     }
 
