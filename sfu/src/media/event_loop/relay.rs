@@ -683,11 +683,7 @@ impl MediaLoop {
         stage: Vec<String>,
         muted: Vec<String>,
     ) {
-        if !self
-            .upstreams
-            .get(room_name)
-            .is_some_and(|u| u.link == link)
-        {
+        if self.upstreams.get(room_name).is_none_or(|u| u.link != link) {
             return;
         }
         let Some(room) = self.rooms.get_mut(room_name) else {
