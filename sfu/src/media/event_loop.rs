@@ -239,6 +239,18 @@ impl Room {
     }
 }
 
+/// The room `name`, made on first use.
+fn room_in<'a>(
+    rooms: &'a mut HashMap<String, Room>,
+    name: &str,
+    rules: &RoomRules,
+    now: Instant,
+) -> &'a mut Room {
+    rooms
+        .entry(name.to_string())
+        .or_insert_with(|| Room::new(name, rules.clone(), now))
+}
+
 /// Lessons that ended, kept for their attendance.
 const ENDED_KEPT: usize = 256;
 
@@ -1846,12 +1858,12 @@ impl MediaLoop {
                 let _ = reply.send(self.room_command(&room, &who, cmd));
             }
             Command::Events { room, reply } => {
-                let now = Instant::now();
-                let rules = self.settings.room_rules.clone();
-                let r = self
-                    .rooms
-                    .entry(room.clone())
-                    .or_insert_with(|| Room::new(&room, rules, now));
+                let r = room_in(
+                    &mut self.rooms,
+                    &room,
+                    &self.settings.room_rules,
+                    Instant::now(),
+                );
                 let _ = reply.send((r.state.snapshot(), r.events.subscribe()));
                 // A page that connects while the relay is down learns it at once.
                 self.announce_relay_state(&room);
@@ -1924,11 +1936,7 @@ impl MediaLoop {
         let key = self.next_key;
         self.next_key += 1;
         let now = Instant::now();
-        let rules = self.settings.room_rules.clone();
-        let room = self
-            .rooms
-            .entry(ns.room.clone())
-            .or_insert_with(|| Room::new(&ns.room, rules.clone(), now));
+        let room = room_in(&mut self.rooms, &ns.room, &self.settings.room_rules, now);
         if room.state.is_removed(&ns.claims.sub) {
             return Err(LoopError::Forbidden(
                 "the teacher removed you from this lesson".into(),
@@ -1980,10 +1988,7 @@ impl MediaLoop {
         if ns.kind == SessionKind::Publish && teaches && self.upstreams.contains_key(&ns.room) {
             self.drop_upstream(&ns.room, "the teacher publishes on this node now");
         }
-        let room = self
-            .rooms
-            .entry(ns.room.clone())
-            .or_insert_with(|| Room::new(&ns.room, rules, now));
+        let room = room_in(&mut self.rooms, &ns.room, &self.settings.room_rules, now);
         if ns.kind == SessionKind::Publish {
             if teaches {
                 room.publisher = Some((key, ns.claims.sub.clone()));

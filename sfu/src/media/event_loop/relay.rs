@@ -15,7 +15,7 @@ use str0m::format::{Codec as StrCodec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, Rid};
 use tracing::{debug, info};
 
-use super::{codec_of, MediaLoop, Room};
+use super::{codec_of, room_in, MediaLoop};
 use crate::auth::{Claims, Role};
 use crate::cluster::wire::{Control, RelayPacket, TrackInfo};
 use crate::forward::keyframe::Codec;
@@ -157,11 +157,7 @@ impl MediaLoop {
     /// Origin: an edge subscribed to `room` over `link`.
     pub(super) fn relay_attach(&mut self, link: u64, peer: String, room: String, tx: RelayTx) {
         let now = Instant::now();
-        let rules = self.settings.room_rules.clone();
-        let r = self
-            .rooms
-            .entry(room.clone())
-            .or_insert_with(|| Room::new(&room, rules, now));
+        let r = room_in(&mut self.rooms, &room, &self.settings.room_rules, now);
         if !r.relay.links.contains(&link) {
             r.relay.links.push(link);
         }
@@ -538,11 +534,7 @@ impl MediaLoop {
             }
             by_owner.entry(t.owner.as_str()).or_default().push(t);
         }
-        let rules = self.settings.room_rules.clone();
-        let room = self
-            .rooms
-            .entry(room_name.clone())
-            .or_insert_with(|| Room::new(&room_name, rules, now));
+        let room = room_in(&mut self.rooms, &room_name, &self.settings.room_rules, now);
         let was_teaching = u.key != 0;
         // Owners gone, or whose streams changed: their old pseudo session goes.
         let stale: Vec<(String, u64)> = u
