@@ -974,3 +974,234 @@ impl MediaLoop {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The edge's side of a relay, driven directly: what it asks the origin for, how it keeps
+    //! a lost relay and how it takes it back.
+
+    use super::*;
+    use crate::media::event_loop::{LoopSettings, MediaSockets};
+    use crate::metrics::Metrics;
+    use crate::room::RoomRules;
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    fn edge_loop() -> MediaLoop {
+        let sockets =
+            MediaSockets::bind(&["127.0.0.1".parse().unwrap()], 0, false, |a| a).expect("bind");
+        let settings = LoopSettings {
+            keyframe_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(10),
+            room_rules: RoomRules::default(),
+        };
+        MediaLoop::new(sockets, Arc::new(Metrics::new()), settings)
+            .expect("loop")
+            .0
+    }
+
+    fn track(
+        stream: u32,
+        track: &str,
+        owner: &str,
+        layer: u8,
+        layers: u8,
+        rid: Option<&str>,
+    ) -> TrackInfo {
+        let audio = track.ends_with("audio");
+        TrackInfo {
+            stream,
+            track: track.into(),
+            owner: owner.into(),
+            layer,
+            layers,
+            rid: rid.map(str::to_string),
+            pt: if audio { 111 } else { 96 },
+            codec: if audio { "opus" } else { "VP8" }.into(),
+            clock_rate: if audio { 48_000 } else { 90_000 },
+            channels: audio.then_some(2),
+            fmtp: String::new(),
+        }
+    }
+
+    /// The teacher's voice and a two-layer camera, and a classroom's feed.
+    fn lesson() -> Vec<TrackInfo> {
+        vec![
+            track(10, "teacher_audio", "t", 0, 1, None),
+            track(11, "teacher_camera", "t", 0, 2, Some("l")),
+            track(12, "teacher_camera", "t", 1, 2, Some("h")),
+            track(20, "class_audio", "c1", 0, 1, None),
+            track(21, "class_video", "c1", 0, 1, None),
+        ]
+    }
+
+    fn packet(stream: u32, seq: u64) -> RelayPacket {
+        RelayPacket {
+            stream,
+            seq,
+            ts: seq as u32 * 3000,
+            pt: 96,
+            marker: true,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            received_us: unix_us(),
+            repair: false,
+            payload: bytes::Bytes::from_static(&[0x10, 0, 0, 0]),
+        }
+    }
+
+    fn controls(rx: &mut UnboundedReceiver<RelaySend>) -> Vec<Control> {
+        let mut out = vec![];
+        while let Ok(m) = rx.try_recv() {
+            if let RelaySend::Control(c) = m {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    fn teacher_sources(ml: &MediaLoop) -> Vec<SourceId> {
+        let r = &ml.rooms["r"];
+        let mut v: Vec<SourceId> = r
+            .program
+            .sources
+            .iter()
+            .filter(|(k, _)| k.track.is_teacher())
+            .flat_map(|(_, s)| s.layers.iter().map(|l| l.source))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_edge_asks_for_the_lesson_and_a_feed_only_on_stage() {
+        let mut ml = edge_loop();
+        let (tx, mut rx) = unbounded_channel();
+        ml.upstream_tracks(1, "a".into(), "r".into(), lesson(), tx);
+        // The teacher's tracks fill the program; the room knows its teacher.
+        assert_eq!(teacher_sources(&ml).len(), 3);
+        assert!(ml.rooms["r"].publisher.is_some());
+        let demand = controls(&mut rx)
+            .into_iter()
+            .rev()
+            .find_map(|c| match c {
+                Control::Demand { streams, .. } => Some(streams),
+                _ => None,
+            })
+            .expect("a demand");
+        assert_eq!(
+            demand,
+            vec![10, 11, 12],
+            "the lesson, not the classroom's feed"
+        );
+
+        // The classroom goes on stage at the origin: the edge pulls its feed.
+        ml.upstream_stage(1, "r", vec!["c1".into()], vec![]);
+        let demand = controls(&mut rx)
+            .into_iter()
+            .rev()
+            .find_map(|c| match c {
+                Control::Demand { streams, .. } => Some(streams),
+                _ => None,
+            })
+            .expect("a new demand");
+        assert_eq!(demand, vec![10, 11, 12, 20, 21]);
+        // A stage message over another connection is not this relay's.
+        ml.upstream_stage(2, "r", vec![], vec![]);
+        assert!(controls(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn gaps_on_the_hop_are_nacked_and_keyframes_asked_upstream() {
+        let mut ml = edge_loop();
+        let (tx, mut rx) = unbounded_channel();
+        ml.upstream_tracks(1, "a".into(), "r".into(), lesson(), tx);
+        controls(&mut rx);
+        ml.upstream_packet(1, packet(11, 100));
+        ml.upstream_packet(1, packet(11, 103));
+        let nacks: Vec<Control> = controls(&mut rx)
+            .into_iter()
+            .filter(|c| matches!(c, Control::Nack { .. }))
+            .collect();
+        assert_eq!(
+            nacks,
+            vec![Control::Nack {
+                room: "r".into(),
+                stream: 11,
+                seqs: vec![101, 102]
+            }]
+        );
+        // A gap longer than the origin's cache is left to a keyframe.
+        ml.upstream_packet(1, packet(11, 103 + 10 * MAX_NACK));
+        assert!(controls(&mut rx).is_empty());
+        // A packet on a stream nobody announced is ignored.
+        ml.upstream_packet(1, packet(99, 1));
+        ml.upstream_packet(7, packet(11, 5000));
+        // A keyframe request for a relayed layer goes to the origin, for that stream.
+        let src = ml.upstreams["r"].streams[&12].source.expect("source");
+        let key = ml.upstreams["r"].key;
+        assert!(ml.upstream_keyframe(key, src));
+        assert_eq!(
+            controls(&mut rx),
+            vec![Control::Keyframe {
+                room: "r".into(),
+                stream: 12
+            }]
+        );
+        assert!(
+            !ml.upstream_keyframe(key + 1000, src),
+            "not a relayed session"
+        );
+    }
+
+    #[test]
+    fn a_healed_partition_continues_and_another_origin_starts_over() {
+        let mut ml = edge_loop();
+        let (tx, _rx) = unbounded_channel();
+        ml.upstream_tracks(1, "a".into(), "r".into(), lesson(), tx);
+        let before = teacher_sources(&ml);
+        let mut events = ml.rooms["r"].events.subscribe();
+
+        ml.upstream_lost(1, "idle timeout");
+        // The pages hear it; the tracks stay.
+        let ev = events.try_recv().expect("a relay event");
+        assert!(
+            ev.contains("\"relay\"") && ev.contains("\"connected\":false"),
+            "{ev}"
+        );
+        assert_eq!(teacher_sources(&ml), before);
+
+        // The same origin, the same streams, over a new connection: nothing switches.
+        let (tx2, mut rx2) = unbounded_channel();
+        ml.upstream_tracks(2, "a".into(), "r".into(), lesson(), tx2);
+        assert_eq!(teacher_sources(&ml), before, "the same sources continue");
+        let ev = events.try_recv().expect("relay back");
+        assert!(ev.contains("\"connected\":true"), "{ev}");
+        assert!(
+            controls(&mut rx2)
+                .iter()
+                .any(|c| matches!(c, Control::Demand { .. })),
+            "the demand is said again on the new connection"
+        );
+        ml.upstream_packet(2, packet(11, 1));
+        assert_eq!(
+            ml.upstreams["r"].packets, 1,
+            "packets of the new link count"
+        );
+
+        // Another origin (the teacher republished elsewhere): new sources, as a reconnect.
+        ml.upstream_lost(2, "gone");
+        let (tx3, _rx3) = unbounded_channel();
+        ml.upstream_tracks(3, "c".into(), "r".into(), lesson(), tx3);
+        let after = teacher_sources(&ml);
+        assert_eq!(after.len(), 3);
+        assert!(after.iter().all(|s| !before.contains(s)), "new sources");
+
+        // A relay lost for longer than the grace is given up: the room loses its teacher.
+        ml.upstream_lost(3, "gone");
+        ml.expire_upstream("r", Instant::now() + RELAY_GRACE);
+        assert!(!ml.upstreams.contains_key("r"));
+        assert!(teacher_sources(&ml).is_empty());
+        assert!(ml.rooms["r"].publisher.is_none());
+    }
+}
