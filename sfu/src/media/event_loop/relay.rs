@@ -153,6 +153,117 @@ fn params_of(t: &TrackInfo) -> Option<(Codec, PayloadParams)> {
     Some((codec_of(&params), params))
 }
 
+/// What a relayed track list changed: owners whose pseudo session went, and owners published
+/// under a new one (with whether they are the teacher).
+struct OwnerChanges {
+    gone: Vec<(String, u64)>,
+    added: Vec<(String, u64, bool)>,
+}
+
+/// Publishes relayed `tracks` into `program`, one pseudo session per owner: an owner gone, or
+/// whose streams changed, loses its session; a new or changed owner gets a fresh one (what a
+/// reconnect looks like locally); an owner with the same streams keeps its session, so its
+/// viewers see no switch (at most a codec changes).
+fn publish_owners(
+    program: &mut crate::program::Program,
+    u: &mut Upstream,
+    routes: &mut HashMap<(u64, u32), String>,
+    room: &str,
+    tracks: &[TrackInfo],
+    next_key: &mut u64,
+    keyframe_interval: Duration,
+) -> OwnerChanges {
+    let link = u.link;
+    let mut by_owner: HashMap<&str, Vec<&TrackInfo>> = HashMap::new();
+    for t in tracks {
+        if track_of(&t.track).is_none() || params_of(t).is_none() {
+            debug!(room, track = t.track, codec = t.codec, "relayed track skipped");
+            continue;
+        }
+        by_owner.entry(t.owner.as_str()).or_default().push(t);
+    }
+    let gone: Vec<(String, u64)> = u
+        .keys
+        .iter()
+        .filter(|(owner, key)| {
+            let old: HashSet<u32> = u
+                .streams
+                .iter()
+                .filter(|(_, s)| s.key == **key)
+                .map(|(id, _)| *id)
+                .collect();
+            let new: HashSet<u32> = by_owner
+                .get(owner.as_str())
+                .map(|v| v.iter().map(|t| t.stream).collect())
+                .unwrap_or_default();
+            old != new
+        })
+        .map(|(o, k)| (o.clone(), *k))
+        .collect();
+    for (owner, key) in &gone {
+        program.unpublish(*key);
+        u.keys.remove(owner);
+        u.streams.retain(|id, s| {
+            let keep = s.key != *key;
+            if !keep {
+                routes.remove(&(link, *id));
+            }
+            keep
+        });
+    }
+    let mut added = vec![];
+    for (owner, mut infos) in by_owner {
+        if let Some(key) = u.keys.get(owner) {
+            for t in infos {
+                if let (Some(s), Some(c)) = (u.streams.get_mut(&t.stream), params_of(t)) {
+                    if s.key == *key {
+                        s.codec = c;
+                    }
+                }
+            }
+            continue;
+        }
+        let key = *next_key;
+        *next_key += 1;
+        u.keys.insert(owner.to_string(), key);
+        infos.sort_by_key(|t| (t.track.clone(), t.layer));
+        let mut per_track: HashMap<Track, Vec<&TrackInfo>> = HashMap::new();
+        for t in infos {
+            if let Some(track) = track_of(&t.track) {
+                per_track.entry(track).or_default().push(t);
+            }
+        }
+        let mut teacher = false;
+        for (track, infos) in per_track {
+            let rids: Vec<String> = infos.iter().filter_map(|t| t.rid.clone()).collect();
+            let src = SlotSource::new(key, &rids, keyframe_interval);
+            for t in &infos {
+                let Some(codec) = params_of(t) else {
+                    continue;
+                };
+                let idx = src.layer_index(t.rid.as_deref());
+                u.streams.insert(
+                    t.stream,
+                    StreamIn {
+                        key,
+                        track,
+                        rid: t.rid.as_deref().map(Rid::from),
+                        layer: idx.unwrap_or(t.layer as usize),
+                        source: idx.and_then(|i| src.layers.get(i)).map(|l| l.source),
+                        codec,
+                        highest: None,
+                    },
+                );
+                routes.insert((link, t.stream), room.to_string());
+            }
+            teacher |= track.is_teacher();
+            program.publish(owner, track, src);
+        }
+        added.push((owner.to_string(), key, teacher));
+    }
+    OwnerChanges { gone, added }
+}
+
 impl MediaLoop {
     /// Origin: an edge subscribed to `room` over `link`.
     pub(super) fn relay_attach(&mut self, link: u64, peer: String, room: String, tx: RelayTx) {
@@ -521,105 +632,26 @@ impl MediaLoop {
                 latencies_us: VecDeque::new(),
                 created: now,
             });
-        let mut by_owner: HashMap<&str, Vec<&TrackInfo>> = HashMap::new();
-        for t in &tracks {
-            if track_of(&t.track).is_none() || params_of(t).is_none() {
-                debug!(
-                    room = room_name,
-                    track = t.track,
-                    codec = t.codec,
-                    "relayed track skipped"
-                );
-                continue;
-            }
-            by_owner.entry(t.owner.as_str()).or_default().push(t);
-        }
         let room = room_in(&mut self.rooms, &room_name, &self.settings.room_rules, now);
         let was_teaching = u.key != 0;
-        // Owners gone, or whose streams changed: their old pseudo session goes.
-        let stale: Vec<(String, u64)> = u
-            .keys
-            .iter()
-            .filter(|(owner, key)| {
-                let old: HashSet<u32> = u
-                    .streams
-                    .iter()
-                    .filter(|(_, s)| s.key == **key)
-                    .map(|(id, _)| *id)
-                    .collect();
-                let new: HashSet<u32> = by_owner
-                    .get(owner.as_str())
-                    .map(|v| v.iter().map(|t| t.stream).collect())
-                    .unwrap_or_default();
-                old != new
-            })
-            .map(|(o, k)| (o.clone(), *k))
-            .collect();
-        for (owner, key) in &stale {
-            room.program.unpublish(*key);
-            u.keys.remove(owner);
-            u.streams.retain(|id, s| {
-                let keep = s.key != *key;
-                if !keep {
-                    self.upstream_streams.remove(&(link, *id));
-                }
-                keep
-            });
+        let changes = publish_owners(
+            &mut room.program,
+            &mut u,
+            &mut self.upstream_streams,
+            &room_name,
+            &tracks,
+            &mut self.next_key,
+            self.settings.keyframe_interval,
+        );
+        for (_, key) in &changes.gone {
             if u.key == *key {
                 u.key = 0;
             }
         }
-        // Owners new or changed: a fresh pseudo session each.
-        for (owner, mut infos) in by_owner {
-            if let Some(key) = u.keys.get(owner) {
-                // Same streams: at most a codec changed.
-                for t in infos {
-                    if let (Some(s), Some(c)) = (u.streams.get_mut(&t.stream), params_of(t)) {
-                        if s.key == *key {
-                            s.codec = c;
-                        }
-                    }
-                }
-                continue;
-            }
-            let key = self.next_key;
-            self.next_key += 1;
-            u.keys.insert(owner.to_string(), key);
-            infos.sort_by_key(|t| (t.track.clone(), t.layer));
-            let mut per_track: HashMap<Track, Vec<&TrackInfo>> = HashMap::new();
-            for t in infos {
-                if let Some(track) = track_of(&t.track) {
-                    per_track.entry(track).or_default().push(t);
-                }
-            }
-            for (track, infos) in per_track {
-                let rids: Vec<String> = infos.iter().filter_map(|t| t.rid.clone()).collect();
-                let src = SlotSource::new(key, &rids, self.settings.keyframe_interval);
-                for t in &infos {
-                    let Some(codec) = params_of(t) else {
-                        continue;
-                    };
-                    let idx = src.layer_index(t.rid.as_deref());
-                    u.streams.insert(
-                        t.stream,
-                        StreamIn {
-                            key,
-                            track,
-                            rid: t.rid.as_deref().map(Rid::from),
-                            layer: idx.unwrap_or(t.layer as usize),
-                            source: idx.and_then(|i| src.layers.get(i)).map(|l| l.source),
-                            codec,
-                            highest: None,
-                        },
-                    );
-                    self.upstream_streams
-                        .insert((link, t.stream), room_name.clone());
-                }
-                if track.is_teacher() {
-                    u.key = key;
-                    u.owner = owner.to_string();
-                }
-                room.program.publish(owner, track, src);
+        for (owner, key, teacher) in &changes.added {
+            if *teacher {
+                u.key = *key;
+                u.owner = owner.clone();
             }
         }
         let teaching = u.key != 0;
