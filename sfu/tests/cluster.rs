@@ -306,12 +306,13 @@ fn one_lesson_across_three_nodes() {
             "hop latency p50 {p50} p99 {p99}"
         );
 
-        // On stage across the hop: a classroom publishes its feed to A (the origin, where the
-        // teacher's console watches it); the teacher brings it on stage; a classroom on B sees
-        // it in its stage slots. Until then B does not pull the feed at all.
-        let feed_token = a.sfu.token(ROOM, "classroom", "c-class-0");
+        // On stage across two hops: a classroom publishes its feed to its county node C, which
+        // relays it to the origin A (where the lesson's state lives); the teacher brings it on
+        // stage; A relays it on to B, where a classroom sees it in its stage slots. Until then
+        // B does not pull the feed at all.
+        let feed_token = c.sfu.token(ROOM, "classroom", "c-class-0");
         let feed = Publisher::connect(
-            &a.sfu,
+            &c.sfu,
             ROOM,
             &feed_token,
             PublisherOpts {
@@ -364,8 +365,21 @@ fn one_lesson_across_three_nodes() {
         let demanded = demanded_before;
         eprintln!("before stage: B demands {demanded} of {streams} streams");
         assert!(
-            streams >= 6 && demanded < streams,
-            "B does not pull a classroom feed nobody there shows: {demanded} of {streams}"
+            demanded <= 4,
+            "B pulls no classroom feed before the stage: {demanded} of {streams}"
+        );
+        // A knows the classroom behind C as a participant (its feed came over the relay).
+        let (st, body) = a
+            .sfu
+            .get_auth(
+                &format!("/api/rooms/{ROOM}/state"),
+                &a.sfu.token(ROOM, "teacher", "teacher-1"),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            body.contains("c-class-0"),
+            "A's state lacks the classroom on C: {body}"
         );
         assert!(
             stage_viewer.slot(3).pkts.is_empty() && stage_viewer.slot(4).pkts.is_empty(),
@@ -398,10 +412,16 @@ fn one_lesson_across_three_nodes() {
                 );
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "stage across the hop: keyframe widths {key_widths:?}, {audio} audio packets"
-            );
+            if Instant::now() >= deadline {
+                b.sfu.dump_room(ROOM).await;
+                eprintln!("A: {}", cluster_json(&a.sfu).await);
+                eprintln!("B: {}", cluster_json(&b.sfu).await);
+                eprintln!("C: {}", cluster_json(&c.sfu).await);
+                panic!(
+                    "stage across the hop: keyframe widths {key_widths:?} ({} video packets), {audio} audio packets",
+                    video.pkts.len()
+                );
+            }
             sleep(Duration::from_millis(100)).await;
         }
         let (demanded, streams) = demanded_by_b(&cluster_json(&a.sfu).await);

@@ -262,9 +262,10 @@ impl ClusterNode {
             }
         };
         let origin = self.dir.origin(room).await.ok().flatten();
-        // The lesson and the classroom feeds the teacher watches live on the room's origin;
-        // classrooms watch from the least-loaded node of their region.
-        let origin_side = teaches || publish;
+        // The lesson lives on the room's origin (the teacher's console too); classrooms watch
+        // and publish their feeds on the least-loaded node of their region, which relays the
+        // feeds to the origin.
+        let origin_side = teaches;
         // The scheduler may name the node a lesson is taught from: the teacher goes there
         // while that node is alive and nobody else holds the room.
         let named = named_origin
@@ -477,6 +478,7 @@ impl ClusterNode {
                             room,
                             tracks,
                             tx: tx.clone(),
+                            from_edge: false,
                         });
                     }
                     Ok(Control::Stage { room, stage, muted }) => {
@@ -495,7 +497,16 @@ impl ClusterNode {
                             room,
                             tracks: vec![],
                             tx: tx.clone(),
+                            from_edge: false,
                         });
+                    }
+                    // What the origin needs of this node's classroom feeds.
+                    Ok(
+                        msg @ (Control::Demand { .. }
+                        | Control::Keyframe { .. }
+                        | Control::Nack { .. }),
+                    ) => {
+                        let _ = media.send(Command::RelayControl { link, msg });
                     }
                     Ok(other) => debug!(?other, "unexpected message from an origin"),
                     Err(e) => {
@@ -548,8 +559,28 @@ impl ClusterNode {
             .insert(link, conn.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(conn.clone(), rx));
+        // Classroom feeds published at the edge.
+        let media = self.media.clone();
+        let feeds = conn.clone();
+        tokio::spawn(async move {
+            while let Ok(pkt) = feeds.recv_packet().await {
+                if media.send(Command::UpstreamPacket { link, pkt }).is_err() {
+                    break;
+                }
+            }
+        });
         loop {
             match conn.recv_control().await {
+                Ok(Control::Tracks { room, tracks }) => {
+                    let _ = self.media.send(Command::UpstreamTracks {
+                        link,
+                        peer: peer.clone(),
+                        room,
+                        tracks,
+                        tx: tx.clone(),
+                        from_edge: true,
+                    });
+                }
                 Ok(Control::Subscribe { room }) => {
                     let _ = self.media.send(Command::RelayAttach {
                         link,
@@ -578,6 +609,10 @@ impl ClusterNode {
             }
         }
         let _ = self.media.send(Command::RelayDetach { link, room: None });
+        let _ = self.media.send(Command::UpstreamLost {
+            link,
+            why: "the edge disconnected".into(),
+        });
         self.edges.lock().expect("not poisoned").remove(&link);
     }
 

@@ -330,6 +330,9 @@ pub struct MediaLoop {
     /// Edge: rooms whose program comes from another node, and (link, stream) → room.
     upstreams: HashMap<String, relay::Upstream>,
     upstream_streams: HashMap<(u64, u32), String>,
+    /// Origin: classroom feeds relayed from edges, per (room, link), and (link, stream) → room.
+    feeds_in: HashMap<(String, u64), relay::Upstream>,
+    feed_streams: HashMap<(u64, u32), String>,
 }
 
 /// Media port sockets, bound before the loop starts so binding errors reach the caller.
@@ -642,6 +645,8 @@ impl MediaLoop {
             relay_links: HashMap::new(),
             upstreams: HashMap::new(),
             upstream_streams: HashMap::new(),
+            feeds_in: HashMap::new(),
+            feed_streams: HashMap::new(),
         };
         Ok((ml, MediaHandle::new(tx, waker)))
     }
@@ -1289,7 +1294,7 @@ impl MediaLoop {
             *ssrc,
             (codec, pub_params),
             inbound,
-            true,
+            relay::Onward::All,
             now,
         );
     }
@@ -1306,7 +1311,7 @@ impl MediaLoop {
         ssrc: u32,
         (codec, pub_params): (Codec, PayloadParams),
         pkt: Inbound,
-        local: bool,
+        onward: relay::Onward,
         now: Instant,
     ) {
         let from = key.session;
@@ -1349,9 +1354,7 @@ impl MediaLoop {
             // A layer started: subscribers may now want it.
             self.update_room(room_name, now);
         }
-        if local {
-            self.relay_packet(room_name, key, idx, source, &pkt);
-        }
+        self.relay_packet(room_name, key, source, &pkt, onward);
 
         let vp8_desc = if codec == Codec::Vp8 {
             Vp8Descriptor::parse(&pkt.payload).ok()
@@ -1625,7 +1628,9 @@ impl MediaLoop {
             }
         }
         self.relay_wanted(room_name, &mut wanted);
-        let wanted_now = if self.upstreams.contains_key(room_name) {
+        let wanted_now = if self.upstreams.contains_key(room_name)
+            || self.feeds_in.keys().any(|(r, _)| r == room_name)
+        {
             wanted.clone()
         } else {
             Default::default()
@@ -1687,6 +1692,7 @@ impl MediaLoop {
             room.publish(e);
         }
         self.upstream_demand(room_name, &wanted_now);
+        self.feeds_demand(room_name, &wanted_now);
     }
 
     fn tick(&mut self) {
@@ -1915,7 +1921,16 @@ impl MediaLoop {
                 room,
                 tracks,
                 tx,
+                from_edge: false,
             } => self.upstream_tracks(link, peer, room, tracks, tx),
+            Command::UpstreamTracks {
+                link,
+                peer,
+                room,
+                tracks,
+                tx,
+                from_edge: true,
+            } => self.feeds_tracks(link, peer, room, tracks, tx),
             Command::UpstreamStage {
                 link,
                 room,

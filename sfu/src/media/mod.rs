@@ -99,13 +99,15 @@ pub enum Command {
         link: u64,
         msg: Control,
     },
-    /// Edge: the origin's tracks of `room`, announced on connection `link`.
+    /// The tracks another node announces for `room` on connection `link`: on an edge, the
+    /// origin's program; on the origin (`from_edge`), the classroom feeds published at an edge.
     UpstreamTracks {
         link: u64,
         peer: String,
         room: String,
         tracks: Vec<TrackInfo>,
         tx: RelayTx,
+        from_edge: bool,
     },
     /// Edge: who is on stage and muted in a relayed room.
     UpstreamStage {

@@ -120,4 +120,7 @@ pub struct RelayInfo {
     /// Added latency of the hop (edge side), over the last 2048 packets.
     pub latency_p50_ms: Option<f64>,
     pub latency_p99_ms: Option<f64>,
+    /// Received streams: `owner/track/layer#stream`, with `*` when asked for now.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<String>,
 }

@@ -15,7 +15,7 @@ use str0m::format::{Codec as StrCodec, CodecSpec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, Rid};
 use tracing::{debug, info};
 
-use super::{codec_of, room_in, MediaLoop};
+use super::{codec_of, room_in, MediaLoop, Room};
 use crate::auth::{Claims, Role};
 use crate::cluster::wire::{Control, RelayPacket, TrackInfo};
 use crate::forward::keyframe::Codec;
@@ -153,6 +153,68 @@ fn params_of(t: &TrackInfo) -> Option<(Codec, PayloadParams)> {
     Some((codec_of(&params), params))
 }
 
+/// Where a packet goes besides this node's viewers: to every node relaying the room (a local
+/// publisher's), to every one but the edge it came from (a classroom feed relayed from an edge),
+/// or nowhere (the origin's program on an edge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Onward {
+    All,
+    AllBut(u64),
+    Nowhere,
+}
+
+impl Upstream {
+    fn new(link: u64, peer: String, tx: RelayTx, now: Instant) -> Upstream {
+        Upstream {
+            link,
+            peer,
+            tx,
+            key: 0,
+            owner: String::new(),
+            keys: HashMap::new(),
+            streams: HashMap::new(),
+            demand: None,
+            lost_at: None,
+            packets: 0,
+            bytes: 0,
+            nacked: 0,
+            repaired: 0,
+            latencies_us: VecDeque::new(),
+            created: now,
+        }
+    }
+
+    /// The streams to ask for: the teacher's layers dynacast keeps; a classroom's feed once it
+    /// fills a slot here (its lowest layer at once, so the allocator has something to choose,
+    /// the others when someone here wants them).
+    fn demand(&self, room: &Room, wanted: &HashSet<SourceId>) -> Vec<u32> {
+        let mut streams: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| {
+                let key = TrackKey {
+                    session: s.key,
+                    track: s.track,
+                };
+                if !s.track.is_teacher() {
+                    let routed = !room.program.routes(&key).is_empty();
+                    return routed
+                        && (s.layer == 0 || s.source.is_some_and(|src| wanted.contains(&src)));
+                }
+                match room.program.sources.get(&key) {
+                    Some(src) if src.layers.len() > 1 => {
+                        src.layers.get(s.layer).is_some_and(|l| !l.held)
+                    }
+                    _ => true,
+                }
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        streams.sort_unstable();
+        streams
+    }
+}
+
 /// What a relayed track list changed: owners whose pseudo session went, and owners published
 /// under a new one (with whether they are the teacher).
 struct OwnerChanges {
@@ -177,7 +239,12 @@ fn publish_owners(
     let mut by_owner: HashMap<&str, Vec<&TrackInfo>> = HashMap::new();
     for t in tracks {
         if track_of(&t.track).is_none() || params_of(t).is_none() {
-            debug!(room, track = t.track, codec = t.codec, "relayed track skipped");
+            debug!(
+                room,
+                track = t.track,
+                codec = t.codec,
+                "relayed track skipped"
+            );
             continue;
         }
         by_owner.entry(t.owner.as_str()).or_default().push(t);
@@ -403,11 +470,27 @@ impl MediaLoop {
         }
         // Tracks of local publishers (the teacher's, the classrooms' feeds) whose codec is
         // known (they have sent a packet). Edges pull a classroom feed only while it is on stage.
+        // Classroom feeds relayed here from an edge go on to the other edges (the stage),
+        // never back to the edge they came from.
+        let feed_of = |key: &TrackKey| -> Option<(u64, &StreamIn)> {
+            self.feeds_in
+                .iter()
+                .filter(|((r, _), _)| r == room_name)
+                .find_map(|(_, u)| {
+                    u.streams
+                        .values()
+                        .find(|s| s.key == key.session && s.track == key.track)
+                        .map(|s| (u.link, s))
+                })
+        };
         let mut keys: Vec<&TrackKey> = room
             .program
             .sources
             .keys()
-            .filter(|k| self.sessions.contains_key(&k.session) && room.relay.pts.contains_key(k))
+            .filter(|k| {
+                (self.sessions.contains_key(&k.session) || feed_of(k).is_some())
+                    && room.relay.pts.contains_key(k)
+            })
             .collect();
         let stage_now = (room.state.stage().to_vec(), {
             let mut m: Vec<String> = room.state.muted().cloned().collect();
@@ -415,6 +498,8 @@ impl MediaLoop {
             m
         });
         keys.sort_by_key(|k| (k.track, k.session));
+        // A link this node relays a room *from* carries only its classroom feeds up, not a stage.
+        let to_origin: HashSet<u64> = self.upstreams.values().map(|u| u.link).collect();
         for &link in &room.relay.links {
             let Some(l) = self.relay_links.get_mut(&link) else {
                 continue;
@@ -427,7 +512,15 @@ impl MediaLoop {
             for key in &keys {
                 let src = &room.program.sources[key];
                 let pt = room.relay.pts[key];
-                let Some((_, params)) = self.sessions[&key.session].codecs.get(&pt) else {
+                let params = match self.sessions.get(&key.session) {
+                    Some(s) => s.codecs.get(&pt).map(|(_, p)| *p),
+                    None => match feed_of(key) {
+                        Some((from, _)) if from == link => None,
+                        Some((_, s)) => Some(s.codec.1),
+                        None => None,
+                    },
+                };
+                let Some(params) = params else {
                     continue;
                 };
                 let spec = params.spec();
@@ -474,7 +567,7 @@ impl MediaLoop {
                     tracks,
                 }));
             }
-            if out.stage_sent.as_ref() != Some(&stage_now) {
+            if !to_origin.contains(&link) && out.stage_sent.as_ref() != Some(&stage_now) {
                 out.stage_sent = Some(stage_now.clone());
                 let _ = l.tx.send(RelaySend::Control(Control::Stage {
                     room: room_name.to_string(),
@@ -490,10 +583,13 @@ impl MediaLoop {
         &mut self,
         room_name: &str,
         key: TrackKey,
-        _idx: usize,
         source: SourceId,
         pkt: &super::Inbound,
+        onward: Onward,
     ) {
+        if onward == Onward::Nowhere {
+            return;
+        }
         let Some(room) = self.rooms.get_mut(room_name) else {
             return;
         };
@@ -526,6 +622,9 @@ impl MediaLoop {
             return;
         };
         for link in &room.relay.links {
+            if onward == Onward::AllBut(*link) {
+                continue;
+            }
             let Some(l) = self.relay_links.get_mut(link) else {
                 continue;
             };
@@ -615,23 +714,7 @@ impl MediaLoop {
         let mut u = self
             .upstreams
             .remove(&room_name)
-            .unwrap_or_else(|| Upstream {
-                link,
-                peer: peer.clone(),
-                tx: tx.clone(),
-                key: 0,
-                owner: String::new(),
-                keys: HashMap::new(),
-                streams: HashMap::new(),
-                demand: None,
-                lost_at: None,
-                packets: 0,
-                bytes: 0,
-                nacked: 0,
-                repaired: 0,
-                latencies_us: VecDeque::new(),
-                created: now,
-            });
+            .unwrap_or_else(|| Upstream::new(link, peer.clone(), tx.clone(), now));
         let room = room_in(&mut self.rooms, &room_name, &self.settings.room_rules, now);
         let was_teaching = u.key != 0;
         let changes = publish_owners(
@@ -696,6 +779,76 @@ impl MediaLoop {
             "relayed program"
         );
         self.upstreams.insert(room_name.clone(), u);
+        if first {
+            // The same connection carries this node's classroom feeds to the origin.
+            self.relay_attach(link, peer, room_name.clone(), tx);
+        }
+        self.update_room(&room_name, now);
+    }
+
+    /// Origin: the classroom feeds published at an edge (`tracks`, classroom tracks only), which
+    /// join the program as those classrooms' feeds: tiles on the teacher's console, the stage
+    /// for everyone. An empty list (or `tx` None: the connection is gone) removes them.
+    pub(super) fn feeds_tracks(
+        &mut self,
+        link: u64,
+        peer: String,
+        room_name: String,
+        tracks: Vec<TrackInfo>,
+        tx: impl Into<Option<RelayTx>>,
+    ) {
+        let now = Instant::now();
+        let tracks: Vec<TrackInfo> = tracks
+            .into_iter()
+            .filter(|t| track_of(&t.track).is_some_and(|tr| !tr.is_teacher()))
+            .collect();
+        let slot = (room_name.clone(), link);
+        let mut u = match (self.feeds_in.remove(&slot), tx.into()) {
+            (Some(u), _) => u,
+            (None, Some(tx)) => Upstream::new(link, peer, tx, now),
+            (None, None) => return,
+        };
+        let room = room_in(&mut self.rooms, &room_name, &self.settings.room_rules, now);
+        let changes = publish_owners(
+            &mut room.program,
+            &mut u,
+            &mut self.feed_streams,
+            &room_name,
+            &tracks,
+            &mut self.next_key,
+            self.settings.keyframe_interval,
+        );
+        // The classrooms behind the edge are participants of the lesson here, where its state
+        // lives: present while their feed is, counted in the attendance.
+        let at = super::at_now();
+        let mut ev = vec![];
+        for (owner, _) in &changes.gone {
+            if !u.keys.contains_key(owner) {
+                ev.extend(room.state.session_down(owner, Role::Classroom, true, at));
+            }
+        }
+        for (owner, _, _) in &changes.added {
+            let claims = Claims {
+                sub: owner.clone(),
+                name: String::new(),
+                room: room_name.clone(),
+                role: Role::Classroom,
+                exp: 0,
+                origin: None,
+            };
+            ev.extend(room.state.session_up(&claims, true, at));
+        }
+        room.emit(ev);
+        room.arrange();
+        info!(
+            room = room_name,
+            edge = u.peer,
+            feeds = u.keys.len(),
+            "classroom feeds from an edge"
+        );
+        if !u.keys.is_empty() {
+            self.feeds_in.insert(slot, u);
+        }
         self.update_room(&room_name, now);
     }
 
@@ -721,10 +874,18 @@ impl MediaLoop {
     /// Edge: one packet from the origin.
     pub(super) fn upstream_packet(&mut self, link: u64, pkt: RelayPacket) {
         let now = Instant::now();
-        let Some(room_name) = self.upstream_streams.get(&(link, pkt.stream)).cloned() else {
-            return;
+        let (room_name, onward) = match self.upstream_streams.get(&(link, pkt.stream)) {
+            Some(r) => (r.clone(), Onward::Nowhere),
+            None => match self.feed_streams.get(&(link, pkt.stream)) {
+                Some(r) => (r.clone(), Onward::AllBut(link)),
+                None => return,
+            },
         };
-        let Some(u) = self.upstreams.get_mut(&room_name) else {
+        let u = match onward {
+            Onward::Nowhere => self.upstreams.get_mut(&room_name),
+            _ => self.feeds_in.get_mut(&(room_name.clone(), link)),
+        };
+        let Some(u) = u else {
             return;
         };
         let Some(s) = u.streams.get_mut(&pkt.stream) else {
@@ -782,7 +943,16 @@ impl MediaLoop {
             // The origin announced another payload type; the codec stays what it announced.
             params = PayloadParams::new(pkt.pt.into(), None, params.spec());
         }
-        self.fan_out(&room_name, key, rid, ssrc, (c, params), inbound, false, now);
+        self.fan_out(
+            &room_name,
+            key,
+            rid,
+            ssrc,
+            (c, params),
+            inbound,
+            onward,
+            now,
+        );
     }
 
     /// Edge: the connection to the origin is gone. The pages hear it at once; the tracks stay
@@ -790,6 +960,15 @@ impl MediaLoop {
     /// until the relay is back (or the teacher publishes elsewhere and the directory says so).
     pub(super) fn upstream_lost(&mut self, link: u64, why: &str) {
         let now = Instant::now();
+        let feeds: Vec<(String, u64)> = self
+            .feeds_in
+            .keys()
+            .filter(|(_, l)| *l == link)
+            .cloned()
+            .collect();
+        for (room, l) in feeds {
+            self.feeds_tracks(l, String::new(), room, vec![], None);
+        }
         let rooms: Vec<String> = self
             .upstreams
             .iter()
@@ -815,16 +994,15 @@ impl MediaLoop {
             self.upstream_streams.remove(&(u.link, *id));
             self.upstream_streams.insert((link, *id), room.to_string());
         }
+        let (old_link, peer) = (u.link, u.peer.clone());
         u.link = link;
-        u.tx = tx;
+        u.tx = tx.clone();
         u.lost_at = None;
         // Say again what this node needs: the new connection's origin side starts afresh.
         u.demand = None;
-        info!(
-            room,
-            origin = u.peer,
-            "relay back: the same streams continue"
-        );
+        info!(room, origin = peer, "relay back: the same streams continue");
+        self.relay_detach(old_link, Some(room.to_string()));
+        self.relay_attach(link, peer, room.to_string(), tx);
         self.announce_relay_state(room);
         self.update_room(room, Instant::now());
     }
@@ -863,6 +1041,7 @@ impl MediaLoop {
         let _ = u.tx.send(RelaySend::Control(Control::Unsubscribe {
             room: room_name.to_string(),
         }));
+        self.relay_detach(u.link, Some(room_name.to_string()));
         info!(room = room_name, origin = u.peer, "relay ended: {why}");
         for s in u.streams.keys() {
             self.upstream_streams.remove(&(u.link, *s));
@@ -896,6 +1075,7 @@ impl MediaLoop {
         let Some((room, u)) = self
             .upstreams
             .iter()
+            .chain(self.feeds_in.iter().map(|((r, _), u)| (r, u)))
             .find(|(_, u)| u.keys.values().any(|k| *k == session))
         else {
             return false;
@@ -919,32 +1099,7 @@ impl MediaLoop {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        let mut streams: Vec<u32> = u
-            .streams
-            .iter()
-            .filter(|(_, s)| {
-                let key = TrackKey {
-                    session: s.key,
-                    track: s.track,
-                };
-                if !s.track.is_teacher() {
-                    // A feed flows here once it fills a slot (on stage): its lowest layer at
-                    // once, so the allocator here has something to choose, the others when
-                    // someone here wants them.
-                    let routed = !room.program.routes(&key).is_empty();
-                    return routed
-                        && (s.layer == 0 || s.source.is_some_and(|src| wanted.contains(&src)));
-                }
-                match room.program.sources.get(&key) {
-                    Some(src) if src.layers.len() > 1 => {
-                        src.layers.get(s.layer).is_some_and(|l| !l.held)
-                    }
-                    _ => true,
-                }
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        streams.sort_unstable();
+        let streams = u.demand(room, wanted);
         if u.demand.as_ref() != Some(&streams) {
             u.demand = Some(streams.clone());
             let _ = u.tx.send(RelaySend::Control(Control::Demand {
@@ -954,17 +1109,64 @@ impl MediaLoop {
         }
     }
 
+    /// Origin: tells each edge with classroom feeds in `room` which of them are needed here
+    /// (the teacher console's tiles, the stage).
+    pub(super) fn feeds_demand(&mut self, room_name: &str, wanted: &HashSet<SourceId>) {
+        let Some(room) = self.rooms.get(room_name) else {
+            return;
+        };
+        for ((r, _), u) in self.feeds_in.iter_mut() {
+            if r != room_name {
+                continue;
+            }
+            let streams = u.demand(room, wanted);
+            if u.demand.as_ref() != Some(&streams) {
+                u.demand = Some(streams.clone());
+                let _ = u.tx.send(RelaySend::Control(Control::Demand {
+                    room: room_name.to_string(),
+                    streams,
+                }));
+            }
+        }
+    }
+
     /// Edge: rooms relayed from elsewhere (the cluster glue stops relaying the others).
     pub(super) fn relay_infos(&self) -> Vec<RelayInfo> {
         let now = Instant::now();
         let mut out = vec![];
-        for (room, u) in &self.upstreams {
+        let incoming = self
+            .upstreams
+            .iter()
+            .map(|(r, u)| (r, u, "from_origin"))
+            .chain(self.feeds_in.iter().map(|((r, _), u)| (r, u, "from_edge")));
+        for (room, u, direction) in incoming {
             let secs = now
                 .saturating_duration_since(u.created)
                 .as_secs_f64()
                 .max(1.0);
+            let mut tracks: Vec<String> = u
+                .streams
+                .iter()
+                .map(|(id, s)| {
+                    let owner = u
+                        .keys
+                        .iter()
+                        .find(|(_, k)| **k == s.key)
+                        .map_or("", |(o, _)| o.as_str());
+                    let asked = u.demand.as_ref().is_some_and(|d| d.contains(id));
+                    format!(
+                        "{owner}/{}/{}#{id}{} seq {}",
+                        s.track.as_str(),
+                        s.layer,
+                        if asked { "*" } else { "" },
+                        s.highest.map_or("-".to_string(), |h| h.to_string())
+                    )
+                })
+                .collect();
+            tracks.sort();
             out.push(RelayInfo {
-                direction: "from_origin".into(),
+                tracks,
+                direction: direction.into(),
                 peer: u.peer.clone(),
                 link: u.link,
                 room: room.clone(),
@@ -984,9 +1186,10 @@ impl MediaLoop {
                 .saturating_duration_since(l.created)
                 .as_secs_f64()
                 .max(1.0);
+            let to_origin = self.upstreams.values().any(|u| u.link == *link);
             for (room, o) in &l.rooms {
                 out.push(RelayInfo {
-                    direction: "to_edge".into(),
+                    direction: if to_origin { "to_origin" } else { "to_edge" }.into(),
                     peer: l.peer.clone(),
                     link: *link,
                     room: room.clone(),
@@ -999,6 +1202,7 @@ impl MediaLoop {
                     repaired: l.repairs,
                     latency_p50_ms: None,
                     latency_p99_ms: None,
+                    tracks: vec![],
                 });
             }
         }
@@ -1008,17 +1212,16 @@ impl MediaLoop {
 }
 
 #[cfg(test)]
-mod tests {
-    //! The edge's side of a relay, driven directly: what it asks the origin for, how it keeps
-    //! a lost relay and how it takes it back.
+mod tests_support {
+    //! A media loop on loopback sockets, driven directly, and what relays carry.
 
     use super::*;
     use crate::media::event_loop::{LoopSettings, MediaSockets};
     use crate::metrics::Metrics;
     use crate::room::RoomRules;
-    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+    use tokio::sync::mpsc::UnboundedReceiver;
 
-    fn edge_loop() -> MediaLoop {
+    pub fn edge_loop() -> MediaLoop {
         let sockets =
             MediaSockets::bind(&["127.0.0.1".parse().unwrap()], 0, false, |a| a).expect("bind");
         let settings = LoopSettings {
@@ -1031,7 +1234,7 @@ mod tests {
             .0
     }
 
-    fn track(
+    pub fn track(
         stream: u32,
         track: &str,
         owner: &str,
@@ -1056,7 +1259,7 @@ mod tests {
     }
 
     /// The teacher's voice and a two-layer camera, and a classroom's feed.
-    fn lesson() -> Vec<TrackInfo> {
+    pub fn lesson() -> Vec<TrackInfo> {
         vec![
             track(10, "teacher_audio", "t", 0, 1, None),
             track(11, "teacher_camera", "t", 0, 2, Some("l")),
@@ -1066,7 +1269,7 @@ mod tests {
         ]
     }
 
-    fn packet(stream: u32, seq: u64) -> RelayPacket {
+    pub fn packet(stream: u32, seq: u64) -> RelayPacket {
         RelayPacket {
             stream,
             seq,
@@ -1082,7 +1285,7 @@ mod tests {
         }
     }
 
-    fn controls(rx: &mut UnboundedReceiver<RelaySend>) -> Vec<Control> {
+    pub fn controls(rx: &mut UnboundedReceiver<RelaySend>) -> Vec<Control> {
         let mut out = vec![];
         while let Ok(m) = rx.try_recv() {
             if let RelaySend::Control(c) = m {
@@ -1092,7 +1295,7 @@ mod tests {
         out
     }
 
-    fn teacher_sources(ml: &MediaLoop) -> Vec<SourceId> {
+    pub fn teacher_sources(ml: &MediaLoop) -> Vec<SourceId> {
         let r = &ml.rooms["r"];
         let mut v: Vec<SourceId> = r
             .program
@@ -1104,6 +1307,44 @@ mod tests {
         v.sort();
         v
     }
+
+    pub fn last_demand(rx: &mut UnboundedReceiver<RelaySend>) -> Option<Vec<u32>> {
+        controls(rx).into_iter().rev().find_map(|c| match c {
+            Control::Demand { streams, .. } => Some(streams),
+            _ => None,
+        })
+    }
+
+    pub fn drain_tracks(rx: &mut UnboundedReceiver<RelaySend>) -> Vec<TrackInfo> {
+        controls(rx)
+            .into_iter()
+            .filter_map(|c| match c {
+                Control::Tracks { tracks, .. } => Some(tracks),
+                _ => None,
+            })
+            .next_back()
+            .unwrap_or_default()
+    }
+
+    pub fn drain_packets(rx: &mut UnboundedReceiver<RelaySend>) -> Vec<RelayPacket> {
+        let mut out = vec![];
+        while let Ok(m) = rx.try_recv() {
+            if let RelaySend::Packet(p) = m {
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The edge's side of a relay, driven directly: what it asks the origin for, how it keeps
+    //! a lost relay and how it takes it back.
+
+    use super::tests_support::*;
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
 
     #[test]
     fn an_edge_asks_for_the_lesson_and_a_feed_only_on_stage() {
@@ -1235,5 +1476,137 @@ mod tests {
         assert!(!ml.upstreams.contains_key("r"));
         assert!(teacher_sources(&ml).is_empty());
         assert!(ml.rooms["r"].publisher.is_none());
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    //! The origin's side: classroom feeds from one edge go on to the others, never back.
+
+    use super::tests_support::*;
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    #[test]
+    fn an_edge_feed_goes_on_to_other_edges_on_stage() {
+        let mut ml = edge_loop();
+        // Edge B subscribes to the room here.
+        let (tx_b, mut rx_b) = unbounded_channel();
+        ml.relay_attach(1, "b".into(), "r".into(), tx_b);
+        // Edge C announces a classroom's feed (voice and camera).
+        let (tx_c, mut rx_c) = unbounded_channel();
+        let feed = vec![
+            track(20, "class_audio", "c1", 0, 1, None),
+            track(21, "class_video", "c1", 0, 1, None),
+        ];
+        ml.feeds_tracks(2, "c".into(), "r".into(), feed, Some(tx_c));
+        assert!(ml.rooms["r"]
+            .state
+            .snapshot()
+            .participants
+            .iter()
+            .any(|p| p.sub == "c1"));
+        // Not on stage: only its camera, for the teacher console's tiles.
+        let d = last_demand(&mut rx_c);
+        assert_eq!(d, Some(vec![21]), "the camera for the tiles, not the voice");
+        // On stage: this node pulls both from C.
+        let now = Instant::now();
+        let at = crate::room::At {
+            mono: now,
+            unix_ms: 0,
+        };
+        let who = Claims {
+            sub: "t".into(),
+            name: String::new(),
+            room: "r".into(),
+            role: Role::Admin,
+            exp: 0,
+            origin: None,
+        };
+        ml.room_command(
+            "r",
+            &who,
+            crate::room::RoomCommand::Stage {
+                sub: "c1".into(),
+                on: true,
+            },
+        )
+        .expect("stage");
+        let _ = at;
+        assert_eq!(last_demand(&mut rx_c), Some(vec![20, 21]));
+        // C's packets arrive; B is told about the feed and, once it asks, gets it; C never
+        // gets its own feed back.
+        let mut audio = packet(20, 1);
+        audio.pt = 111;
+        ml.upstream_packet(2, audio);
+        ml.upstream_packet(2, packet(21, 1));
+        let tracks_b = drain_tracks(&mut rx_b);
+        let ids: Vec<u32> = tracks_b.iter().map(|t| t.stream).collect();
+        assert_eq!(ids.len(), 2, "B hears of the feed: {tracks_b:?}");
+        let codecs: Vec<(&str, &str)> = tracks_b
+            .iter()
+            .map(|t| (t.track.as_str(), t.codec.as_str()))
+            .collect();
+        assert!(
+            codecs.contains(&("class_audio", "opus")) && codecs.contains(&("class_video", "VP8")),
+            "each track with its own codec: {codecs:?}"
+        );
+        ml.relay_control(
+            1,
+            Control::Demand {
+                room: "r".into(),
+                streams: ids.clone(),
+            },
+        );
+        let mut audio = packet(20, 2);
+        audio.pt = 111;
+        ml.upstream_packet(2, audio);
+        ml.upstream_packet(2, packet(21, 2));
+        let got: Vec<u32> = drain_packets(&mut rx_b).iter().map(|p| p.stream).collect();
+        assert_eq!(got.len(), 2, "both relayed on to B: {got:?}");
+        assert!(
+            drain_tracks(&mut rx_c).iter().all(|t| t.owner != "c1"),
+            "not back to C"
+        );
+    }
+}
+
+#[cfg(test)]
+mod stage_tests {
+    use super::tests_support::*;
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    #[test]
+    fn a_relayed_feed_on_stage_reaches_its_layers() {
+        let mut ml = edge_loop();
+        let (tx, _rx) = unbounded_channel();
+        ml.upstream_tracks(1, "a".into(), "r".into(), lesson(), tx);
+        ml.upstream_stage(1, "r", vec!["c1".into()], vec![]);
+        let mut audio = packet(20, 1);
+        audio.pt = 111;
+        ml.upstream_packet(1, audio);
+        ml.upstream_packet(1, packet(21, 1));
+        let r = &ml.rooms["r"];
+        let counts: Vec<(Track, u64)> = r
+            .program
+            .sources
+            .iter()
+            .filter(|(k, _)| !k.track.is_teacher())
+            .map(|(k, s)| (k.track, s.layers[0].packets))
+            .collect();
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert!(counts.iter().all(|(_, n)| *n == 1), "{counts:?}");
+        let audio_key = r
+            .program
+            .sources
+            .keys()
+            .find(|k| k.track == Track::ClassAudio)
+            .copied()
+            .unwrap();
+        assert!(
+            !r.program.routes(&audio_key).is_empty(),
+            "the feed's voice fills the stage slot"
+        );
     }
 }
