@@ -1155,6 +1155,8 @@ pub struct ClassroomSpec {
     pub twcc: bool,
     /// `?layer=` cap, when the SFU cannot estimate the link (no TWCC).
     pub layer_cap: Option<String>,
+    /// `?placed=1`: the node asked keeps the classroom (no cluster redirect).
+    pub placed: bool,
 }
 
 /// How a classroom's session is ended.
@@ -1182,6 +1184,7 @@ impl Classroom {
         spec: &ClassroomSpec,
         meter: Arc<Mutex<ClassroomMeter>>,
         ttl: Duration,
+        route: Option<&Arc<RelayHandle>>,
     ) -> anyhow::Result<Classroom> {
         let t0 = Instant::now();
         let token = sig.token("classroom", &spec.name, ttl)?;
@@ -1202,11 +1205,19 @@ impl Classroom {
         let offer = gathered_offer(&pc).await?;
         let local = udp_candidate(&offer)
             .ok_or_else(|| anyhow!("{}: the offer has no UDP candidate", spec.name))?;
-        let query = spec
+        let mut params: Vec<String> = spec
             .layer_cap
-            .as_ref()
-            .map(|l| format!("?layer={l}"))
-            .unwrap_or_default();
+            .iter()
+            .map(|l| format!("layer={l}"))
+            .collect();
+        if spec.placed {
+            params.push("placed=1".into());
+        }
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
         let answer = match sig
             .post_offer(&format!("/whep/{}{query}", sig.room), &token, &offer)
             .await
@@ -1217,6 +1228,19 @@ impl Classroom {
                 return Err(e.context(format!("{} could not join (WHEP)", spec.name)));
             }
         };
+        // On an edge node the media port is that node's, not the relay's usual target: tell the
+        // relay before the first datagram leaves (nothing is sent before the answer is set).
+        if let (Some(relay), Some(media)) = (route, udp_candidate(&answer.sdp)) {
+            let (r, client) = (relay.clone(), local);
+            let routed = tokio::task::spawn_blocking(move || r.route(client, media))
+                .await
+                .unwrap_or(false);
+            if !routed {
+                sig.delete(&answer.location, &token).await;
+                let _ = pc.close().await;
+                bail!("{}: the link relay has stopped", spec.name);
+            }
+        }
         let sdp = route_candidates(&answer.sdp, spec.via);
         let joined = async {
             pc.set_remote_description(RTCSessionDescription::answer(sdp)?)

@@ -226,6 +226,10 @@ pub struct Report {
     pub loadgen: LoadgenReport,
     pub ramp: Option<RampReport>,
     pub churn: Option<ChurnReport>,
+    /// Against our SFU: the origin's egress and, with `--edge`, each edge's copies and hop
+    /// latency. Absent in reports from before it existed.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,6 +343,9 @@ impl Report {
                 "teacher layer {} {}x{}: target {} kb/s, clip {:.0} kb/s, sent {:.0} kb/s, {} keyframes ({} requested)",
                 l.rid, l.width, l.height, l.target_kbps, l.clip_kbps, l.sent_kbps, l.keyframes, l.keyframe_requests
             );
+        }
+        if let Some(c) = &self.cluster {
+            s.push_str(&c.summary());
         }
         if let Some(r) = &self.ramp {
             for st in &r.steps {

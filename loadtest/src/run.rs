@@ -16,6 +16,7 @@ use anyhow::{bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
+use crate::cluster::ClusterProbe;
 use crate::janus::{substream_of, JanusConfig, JanusServer};
 use crate::link::{
     Mix, ProfileSpec, Profiles, RelayConfig, RelayHandle, RelayStats, ScheduleOrigin,
@@ -71,6 +72,11 @@ pub struct RunConfig {
     pub clip_seconds: u32,
     /// Churn: classrooms leaving (and as many joining) per second, in the fixed mode.
     pub churn_per_s: Option<f64>,
+    /// Edge nodes of a cluster (HTTP bases): classrooms round-robin over them with
+    /// `?placed=1` while the teacher publishes to `sfu` (the origin). Empty: all on `sfu`.
+    pub edges: Vec<String>,
+    /// The edges' process ids, in the same order (their CPU in the cluster report).
+    pub edge_pids: Vec<u32>,
 }
 
 /// The simulcast layers of the issue: 1.5 Mbit/s, 500 kbit/s, 150 kbit/s.
@@ -144,6 +150,8 @@ struct Member {
     left: Option<(Instant, u64)>,
     /// Its relay counters when it left.
     left_relay: Option<crate::link::ClientStats>,
+    /// The edge node it plays on (index into `RunConfig::edges`).
+    edge: Option<usize>,
 }
 
 struct Shared {
@@ -155,9 +163,17 @@ struct Shared {
 pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     cfg.mix.check(&cfg.profiles)?;
     let sig = Signalling::new(&cfg.sfu, &cfg.room, &cfg.secret)?;
+    let edge_sigs = cfg
+        .edges
+        .iter()
+        .map(|e| Signalling::new(e, &cfg.room, &cfg.secret))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let janus = match &cfg.target {
         Target::Sfu => {
             sig.check().await?;
+            for e in &edge_sigs {
+                e.check().await?;
+            }
             None
         }
         Target::Janus(j) => Some(JanusServer::start(j).await?),
@@ -168,6 +184,16 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         Some(j) => Some(j.pid()),
         None => cfg.sfu_pid.or_else(probe::find_sfu_pid),
     };
+    let cluster = janus.is_none().then(|| ClusterProbe {
+        origin: sig.clone(),
+        origin_pid: sfu_pid,
+        edges: edge_sigs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), cfg.edge_pids.get(i).copied()))
+            .collect(),
+    });
+    let mut cluster_before = None;
     if sfu_pid.is_none() {
         tracing::warn!(
             "SFU process not found (pass --sfu-pid): its CPU and memory are not reported"
@@ -282,6 +308,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             .iter()
             .map(|(k, (h, _, _))| (k.clone(), h.clone()))
             .collect(),
+        edge_sigs,
     };
 
     match &cfg.ramp {
@@ -291,6 +318,15 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
                 .join_range(0..cfg.classrooms, &assign, &members, &shared, deadline)
                 .await;
             failed.extend(fails);
+            // the cluster window starts once every classroom has joined and settled (churn
+            // starts at once: its rate counts from here)
+            let settle = Instant::now() + Duration::from_secs(2);
+            if cfg.churn_per_s.is_none() && settle + Duration::from_secs(2) < deadline {
+                tokio::time::sleep_until(settle.into()).await;
+            }
+            if let Some(c) = &cluster {
+                cluster_before = Some(c.read().await);
+            }
             if let Some(rate) = cfg.churn_per_s {
                 churn_report = Some(
                     churn(
@@ -309,6 +345,9 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             tokio::time::sleep_until(deadline.into()).await;
         }
         Some(r) => {
+            if let Some(c) = &cluster {
+                cluster_before = Some(c.read().await);
+            }
             let mut steps = Vec::new();
             let mut n = 0;
             let mut target = r.start.max(1);
@@ -404,6 +443,23 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
 
     // read everything at one instant, then leave
     let end = Instant::now();
+    let cluster_after = match &cluster {
+        Some(c) => Some(c.read().await),
+        None => None,
+    };
+    let per_edge = {
+        let mut n = vec![0; cfg.edges.len()];
+        for m in lock(&members).iter() {
+            if let Some(e) = m.edge {
+                n[e] += 1;
+            }
+        }
+        n
+    };
+    let cluster_report = match (&cluster, &cluster_before, &cluster_after) {
+        (Some(c), Some(b), Some(a)) => Some(c.report(b, a, &per_edge)),
+        _ => None,
+    };
     sampler.abort();
     bar.finish_and_clear();
     let relay_stats: BTreeMap<String, (RelayStats, Instant, Option<u64>)> = relays
@@ -656,6 +712,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         loadgen,
         ramp: ramp_report,
         churn: churn_report,
+        cluster: cluster_report,
     })
 }
 
@@ -770,6 +827,8 @@ struct Joiner {
     /// Against Janus: an HTTP client and its API base.
     janus: Option<(reqwest::Client, String)>,
     relay_handles: BTreeMap<String, Arc<RelayHandle>>,
+    /// The edge nodes classrooms round-robin over (empty: all on `sig`).
+    edge_sigs: Vec<Signalling>,
 }
 
 impl Joiner {
@@ -795,6 +854,7 @@ impl Joiner {
                 next += 1;
                 let profile = assign[i].clone();
                 let (via, cap, base_delay) = self.relays[&profile];
+                let edge = (!self.edge_sigs.is_empty()).then(|| i % self.edge_sigs.len());
                 let spec = ClassroomSpec {
                     name: format!("classroom-{i:04}"),
                     via,
@@ -806,6 +866,7 @@ impl Joiner {
                     } else {
                         layer_cap(&self.media, cap)
                     },
+                    placed: edge.is_some(),
                 };
                 let janus = self
                     .janus
@@ -821,7 +882,11 @@ impl Joiner {
                     base_delay,
                 )));
                 let ticks = self.counters.ticks.load(Ordering::Relaxed);
-                let sig = self.sig.clone();
+                let sig = match edge {
+                    Some(e) => self.edge_sigs[e].clone(),
+                    None => self.sig.clone(),
+                };
+                let route = edge.map(|_| self.relay_handles[&profile].clone());
                 let ttl = self.ttl;
                 set.spawn(async move {
                     let r = match janus {
@@ -830,15 +895,17 @@ impl Joiner {
                             Classroom::join_janus(&http, &base, &relay, &spec, sub, meter.clone())
                                 .await
                         }
-                        None => Classroom::join(&sig, &spec, meter.clone(), ttl).await,
+                        None => {
+                            Classroom::join(&sig, &spec, meter.clone(), ttl, route.as_ref()).await
+                        }
                     };
-                    (spec, profile, cap, joined_at, ticks, meter, r)
+                    (spec, profile, cap, joined_at, ticks, meter, r, edge)
                 });
             }
             let Some(done) = set.join_next().await else {
                 break;
             };
-            let Ok((spec, profile, cap, joined_at, ticks, meter, r)) = done else {
+            let Ok((spec, profile, cap, joined_at, ticks, meter, r, edge)) = done else {
                 continue;
             };
             match r {
@@ -856,6 +923,7 @@ impl Joiner {
                         classroom: Some(c),
                         left: None,
                         left_relay: None,
+                        edge,
                     });
                 }
                 Err(e) => {
@@ -1115,6 +1183,19 @@ pub fn validate(cfg: &RunConfig) -> anyhow::Result<()> {
         bail!("--room must be letters, digits, '-' or '_'");
     }
     reqwest::Url::parse(&cfg.sfu).with_context(|| format!("--sfu {:?} is not a URL", cfg.sfu))?;
+    for e in &cfg.edges {
+        reqwest::Url::parse(e).with_context(|| format!("--edge {e:?} is not a URL"))?;
+    }
+    if !cfg.edges.is_empty() && !matches!(cfg.target, Target::Sfu) {
+        bail!("--edge is for our SFU's cluster mode (--target sfu)");
+    }
+    if cfg.edge_pids.len() > cfg.edges.len() {
+        bail!(
+            "--edge-pid given {} times for {} --edge",
+            cfg.edge_pids.len(),
+            cfg.edges.len()
+        );
+    }
     cfg.mix.check(&cfg.profiles)?;
     Ok(())
 }

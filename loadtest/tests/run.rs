@@ -210,6 +210,31 @@ fn bad_arguments_and_an_unreachable_sfu_are_clear_errors() {
     let (code, _, err, _) = loadtest(&["--compare", "/nonexistent.json", "/x.json"], "", limit);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("/nonexistent.json"), "{err}");
+    // a cluster: edges are URLs, and no more pids than edges
+    let (code, _, err, _) = loadtest(&["--edge", "county-7"], "s3cret", limit);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--edge \"county-7\""), "{err}");
+    let (code, _, err, _) = loadtest(
+        &[
+            "--edge",
+            "http://127.0.0.1:1",
+            "--edge-pid",
+            "1",
+            "--edge-pid",
+            "2",
+        ],
+        "s3cret",
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--edge-pid"), "{err}");
+    let (code, _, err, _) = loadtest(
+        &["--compare-cluster", "/nonexistent.json", "/x.json"],
+        "",
+        limit,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.json"), "{err}");
 }
 
 #[test]

@@ -34,9 +34,21 @@ struct Args {
     /// and exit.
     #[arg(long, num_args = 2, value_names = ["SFU_JSON", "JANUS_JSON"])]
     compare: Option<Vec<PathBuf>>,
+    /// Print one node alone against a cluster run from two JSON reports
+    /// (`--compare-cluster one.json cluster.json`) and exit.
+    #[arg(long, num_args = 2, value_names = ["ONE_JSON", "CLUSTER_JSON"], conflicts_with = "compare")]
+    compare_cluster: Option<Vec<PathBuf>>,
     /// The SFU's HTTP base URL.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     sfu: String,
+    /// An edge node of a cluster (HTTP base; repeatable): classrooms round-robin over the
+    /// edges (`?placed=1`, so each stays where it asked) while the teacher publishes to --sfu,
+    /// the origin. The report gains the origin's egress and each edge's copies and hop latency.
+    #[arg(long = "edge", value_name = "URL")]
+    edges: Vec<String>,
+    /// An edge's process id, in --edge order (repeatable), for its CPU.
+    #[arg(long = "edge-pid", value_name = "PID")]
+    edge_pids: Vec<u32>,
     /// The room to publish and play.
     #[arg(long, default_value = "loadtest")]
     room: String,
@@ -139,14 +151,21 @@ fn main() -> std::process::ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let read = |p: &PathBuf| -> anyhow::Result<loadtest::report::Report> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a loadtest report", p.display()))
+    };
     if let Some(files) = &args.compare {
-        let read = |p: &PathBuf| -> anyhow::Result<loadtest::report::Report> {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{} is not a loadtest report", p.display()))
-        };
         print!("{}", compare(&read(&files[0])?, &read(&files[1])?));
+        return Ok(());
+    }
+    if let Some(files) = &args.compare_cluster {
+        print!(
+            "{}",
+            loadtest::cluster::side_by_side(&read(&files[0])?, &read(&files[1])?)
+        );
         return Ok(());
     }
     let target = match args.target.as_str() {
@@ -194,6 +213,8 @@ fn real_main() -> anyhow::Result<()> {
         fps: 30,
         clip_seconds: 8,
         churn_per_s: args.churn,
+        edges: args.edges.clone(),
+        edge_pids: args.edge_pids.clone(),
     };
     validate(&cfg)?;
     // a run always ends: its planned time plus a bounded grace for setup and teardown
