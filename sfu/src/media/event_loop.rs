@@ -836,6 +836,9 @@ impl MediaLoop {
                     self.recv = batch;
                     self.process_work();
                     self.flush();
+                    // Media relayed from another node arrives as commands: take it between
+                    // batches, so a busy media port does not hold it back.
+                    self.handle_commands();
                 }
                 Err(e) => {
                     self.recv = batch;
