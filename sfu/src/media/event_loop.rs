@@ -1924,16 +1924,14 @@ impl MediaLoop {
                 room,
                 tracks,
                 tx,
-                from_edge: false,
-            } => self.upstream_tracks(link, peer, room, tracks, tx),
-            Command::UpstreamTracks {
-                link,
-                peer,
-                room,
-                tracks,
-                tx,
-                from_edge: true,
-            } => self.feeds_tracks(link, peer, room, tracks, tx),
+                from_edge,
+            } => {
+                if from_edge {
+                    self.feeds_tracks(link, peer, room, tracks, tx)
+                } else {
+                    self.upstream_tracks(link, peer, room, tracks, tx)
+                }
+            }
             Command::UpstreamStage {
                 link,
                 room,

@@ -1354,14 +1354,7 @@ mod tests {
         // The teacher's tracks fill the program; the room knows its teacher.
         assert_eq!(teacher_sources(&ml).len(), 3);
         assert!(ml.rooms["r"].publisher.is_some());
-        let demand = controls(&mut rx)
-            .into_iter()
-            .rev()
-            .find_map(|c| match c {
-                Control::Demand { streams, .. } => Some(streams),
-                _ => None,
-            })
-            .expect("a demand");
+        let demand = last_demand(&mut rx).expect("a demand");
         assert_eq!(
             demand,
             vec![10, 11, 12],
@@ -1370,14 +1363,7 @@ mod tests {
 
         // The classroom goes on stage at the origin: the edge pulls its feed.
         ml.upstream_stage(1, "r", vec!["c1".into()], vec![]);
-        let demand = controls(&mut rx)
-            .into_iter()
-            .rev()
-            .find_map(|c| match c {
-                Control::Demand { streams, .. } => Some(streams),
-                _ => None,
-            })
-            .expect("a new demand");
+        let demand = last_demand(&mut rx).expect("a new demand");
         assert_eq!(demand, vec![10, 11, 12, 20, 21]);
         // A stage message over another connection is not this relay's.
         ml.upstream_stage(2, "r", vec![], vec![]);
