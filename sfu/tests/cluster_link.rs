@@ -150,21 +150,35 @@ async fn round_trip(conn: &RelayConn, n: u64) -> u64 {
     counter.await.unwrap()
 }
 
-#[tokio::test]
-async fn hello_control_and_datagrams_round_trip() {
-    let dir = TempDir::new("ok");
+/// Certificates for "origin" and "edge" in a fresh folder, and an endpoint for each on loopback.
+fn endpoints(tag: &str) -> (TempDir, RelayEndpoint, RelayEndpoint) {
+    let dir = TempDir::new(tag);
     certs::generate(&dir.0, &["origin", "edge"]).unwrap();
     let origin =
         RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
     let edge =
         RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
+    (dir, origin, edge)
+}
 
+/// The edge dials `addr` (the origin, or a proxy in front of it): both ends of the link.
+async fn link(
+    origin: &RelayEndpoint,
+    edge: &RelayEndpoint,
+    addr: SocketAddr,
+) -> (RelayConn, RelayConn) {
     let (accepted, conn) = tokio::join!(
         timeout(LONG, origin.accept()),
-        timeout(LONG, edge.connect(origin.local_addr()))
+        timeout(LONG, edge.connect(addr))
     );
-    let at_origin = accepted.unwrap().unwrap().unwrap();
-    let at_edge = conn.unwrap().unwrap();
+    (accepted.unwrap().unwrap().unwrap(), conn.unwrap().unwrap())
+}
+
+#[tokio::test]
+async fn hello_control_and_datagrams_round_trip() {
+    let (_dir, origin, edge) = endpoints("ok");
+
+    let (at_origin, at_edge) = link(&origin, &edge, origin.local_addr()).await;
     assert_eq!(at_origin.peer(), "edge");
     assert_eq!(at_origin.peer_region(), "county-edge");
     assert_eq!(at_edge.peer(), "origin");
@@ -469,20 +483,10 @@ async fn silenceable_proxy(server: SocketAddr) -> (SocketAddr, Arc<AtomicBool>) 
 
 #[tokio::test]
 async fn a_silent_peer_is_noticed_within_seconds() {
-    let dir = TempDir::new("dead");
-    certs::generate(&dir.0, &["origin", "edge"]).unwrap();
-    let origin =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
-    let edge =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
+    let (_dir, origin, edge) = endpoints("dead");
     let (proxy, cut) = silenceable_proxy(origin.local_addr()).await;
 
-    let (accepted, conn) = tokio::join!(
-        timeout(LONG, origin.accept()),
-        timeout(LONG, edge.connect(proxy))
-    );
-    let at_origin = accepted.unwrap().unwrap().unwrap();
-    let at_edge = conn.unwrap().unwrap();
+    let (at_origin, at_edge) = link(&origin, &edge, proxy).await;
     // idle for a while: keep-alives hold the link up
     tokio::time::sleep(Duration::from_secs(3)).await;
     at_edge
@@ -512,18 +516,8 @@ async fn a_silent_peer_is_noticed_within_seconds() {
 
 #[tokio::test]
 async fn one_way_added_latency_on_loopback() {
-    let dir = TempDir::new("latency");
-    certs::generate(&dir.0, &["origin", "edge"]).unwrap();
-    let origin =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
-    let edge =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
-    let (accepted, conn) = tokio::join!(
-        timeout(LONG, origin.accept()),
-        timeout(LONG, edge.connect(origin.local_addr()))
-    );
-    let at_origin = accepted.unwrap().unwrap().unwrap();
-    let at_edge = conn.unwrap().unwrap();
+    let (_dir, origin, edge) = endpoints("latency");
+    let (at_origin, at_edge) = link(&origin, &edge, origin.local_addr()).await;
 
     const N: u64 = 3000;
     let recv = tokio::spawn(async move {
@@ -648,18 +642,8 @@ async fn connecting_to_a_dead_address_fails_fast() {
 
 #[tokio::test]
 async fn closing_an_endpoint_tells_its_peers_and_ends_accept() {
-    let dir = TempDir::new("shutdown");
-    certs::generate(&dir.0, &["origin", "edge"]).unwrap();
-    let origin =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "origin"), ident("origin", SECRET)).unwrap();
-    let edge =
-        RelayEndpoint::bind(loopback(), &tls(&dir.0, "edge"), ident("edge", SECRET)).unwrap();
-    let (accepted, conn) = tokio::join!(
-        timeout(LONG, origin.accept()),
-        timeout(LONG, edge.connect(origin.local_addr()))
-    );
-    let _at_origin = accepted.unwrap().unwrap().unwrap();
-    let at_edge = conn.unwrap().unwrap();
+    let (dir, origin, edge) = endpoints("shutdown");
+    let (_at_origin, at_edge) = link(&origin, &edge, origin.local_addr()).await;
 
     origin.close();
     let e = timeout(LONG, at_edge.recv_control())
