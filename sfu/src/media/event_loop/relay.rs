@@ -184,6 +184,18 @@ impl Upstream {
         }
     }
 
+    /// Tells the sending node which streams are needed now, when that changed.
+    fn ask(&mut self, room_name: &str, room: &Room, wanted: &HashSet<SourceId>) {
+        let streams = self.demand(room, wanted);
+        if self.demand.as_ref() != Some(&streams) {
+            self.demand = Some(streams.clone());
+            let _ = self.tx.send(RelaySend::Control(Control::Demand {
+                room: room_name.to_string(),
+                streams,
+            }));
+        }
+    }
+
     /// The streams to ask for: the teacher's layers dynacast keeps; a classroom's feed once it
     /// fills a slot here (its lowest layer at once, so the allocator has something to choose,
     /// the others when someone here wants them).
@@ -1099,14 +1111,7 @@ impl MediaLoop {
         let Some(room) = self.rooms.get(room_name) else {
             return;
         };
-        let streams = u.demand(room, wanted);
-        if u.demand.as_ref() != Some(&streams) {
-            u.demand = Some(streams.clone());
-            let _ = u.tx.send(RelaySend::Control(Control::Demand {
-                room: room_name.to_string(),
-                streams,
-            }));
-        }
+        u.ask(room_name, room, wanted);
     }
 
     /// Origin: tells each edge with classroom feeds in `room` which of them are needed here
@@ -1119,14 +1124,7 @@ impl MediaLoop {
             if r != room_name {
                 continue;
             }
-            let streams = u.demand(room, wanted);
-            if u.demand.as_ref() != Some(&streams) {
-                u.demand = Some(streams.clone());
-                let _ = u.tx.send(RelaySend::Control(Control::Demand {
-                    room: room_name.to_string(),
-                    streams,
-                }));
-            }
+            u.ask(room_name, room, wanted);
         }
     }
 
@@ -1339,8 +1337,8 @@ mod tests_support {
 
 #[cfg(test)]
 mod tests {
-    //! The edge's side of a relay, driven directly: what it asks the origin for, how it keeps
-    //! a lost relay and how it takes it back.
+    //! Both sides of a relay, driven directly: what an edge asks the origin for, how it keeps a
+    //! lost relay and takes it back; how the origin sends a classroom's feed on, never back.
 
     use super::tests_support::*;
     use super::*;
@@ -1463,15 +1461,6 @@ mod tests {
         assert!(teacher_sources(&ml).is_empty());
         assert!(ml.rooms["r"].publisher.is_none());
     }
-}
-
-#[cfg(test)]
-mod origin_tests {
-    //! The origin's side: classroom feeds from one edge go on to the others, never back.
-
-    use super::tests_support::*;
-    use super::*;
-    use tokio::sync::mpsc::unbounded_channel;
 
     #[test]
     fn an_edge_feed_goes_on_to_other_edges_on_stage() {
@@ -1496,11 +1485,6 @@ mod origin_tests {
         let d = last_demand(&mut rx_c);
         assert_eq!(d, Some(vec![21]), "the camera for the tiles, not the voice");
         // On stage: this node pulls both from C.
-        let now = Instant::now();
-        let at = crate::room::At {
-            mono: now,
-            unix_ms: 0,
-        };
         let who = Claims {
             sub: "t".into(),
             name: String::new(),
@@ -1518,7 +1502,6 @@ mod origin_tests {
             },
         )
         .expect("stage");
-        let _ = at;
         assert_eq!(last_demand(&mut rx_c), Some(vec![20, 21]));
         // C's packets arrive; B is told about the feed and, once it asks, gets it; C never
         // gets its own feed back.
@@ -1555,13 +1538,6 @@ mod origin_tests {
             "not back to C"
         );
     }
-}
-
-#[cfg(test)]
-mod stage_tests {
-    use super::tests_support::*;
-    use super::*;
-    use tokio::sync::mpsc::unbounded_channel;
 
     #[test]
     fn a_relayed_feed_on_stage_reaches_its_layers() {
