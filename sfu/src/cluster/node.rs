@@ -211,16 +211,12 @@ impl ClusterNode {
     /// Rooms whose teacher publishes here stay claimed: a claim that lapsed while this node
     /// could not reach Redis (or was stalled) is taken back, so edges find their origin again.
     async fn reclaim_origins(&self) {
-        let Ok(rooms) = self.media.call(Command::Rooms).await else {
+        let Ok(rooms) = self.media.call(Command::Presence).await else {
             return;
         };
         let me = self.settings.node_id.as_str();
         for r in rooms {
-            let teaching = r
-                .publishers
-                .iter()
-                .any(|p| p.connected && (p.role == "teacher" || p.role == "admin"));
-            if !teaching {
+            if !r.teaching {
                 continue;
             }
             if let Ok(OriginClaim::Held(other)) = self.dir.claim_origin(&r.room, me).await {
@@ -415,13 +411,8 @@ impl ClusterNode {
 
     /// Is anyone here still watching `room`? Relaying stops after a minute without viewers.
     async fn room_watched(&self, room: &str, idle_since: &mut Option<Instant>) -> bool {
-        let watched = match self
-            .media
-            .call(|tx| Command::Room(room.to_string(), tx))
-            .await
-        {
-            Ok(Some(info)) => !info.subscribers.is_empty(),
-            Ok(None) => false,
+        let watched = match self.media.call(Command::Presence).await {
+            Ok(rooms) => rooms.iter().any(|r| r.room == room && r.viewers > 0),
             Err(_) => return false,
         };
         if watched {

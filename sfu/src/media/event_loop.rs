@@ -1944,6 +1944,27 @@ impl MediaLoop {
             Command::Relays(reply) => {
                 let _ = reply.send(self.relay_infos());
             }
+            Command::Presence(reply) => {
+                let rooms = self
+                    .rooms
+                    .iter()
+                    .map(|(name, r)| {
+                        let sessions = || r.members.iter().filter_map(|k| self.sessions.get(k));
+                        RoomPresence {
+                            room: name.clone(),
+                            teaching: sessions().any(|s| {
+                                s.kind == SessionKind::Publish
+                                    && s.connected
+                                    && matches!(s.claims.role, Role::Teacher | Role::Admin)
+                            }),
+                            viewers: sessions()
+                                .filter(|s| s.kind == SessionKind::Subscribe)
+                                .count(),
+                        }
+                    })
+                    .collect();
+                let _ = reply.send(rooms);
+            }
             Command::Shutdown => self.running = false,
         }
     }

@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, oneshot};
 use crate::auth::Claims;
 use crate::cluster::wire::{Control, RelayPacket, TrackInfo};
 use session::{NewSession, SdpFrag};
-use snapshot::{AttendanceReport, RelayInfo, RoomInfo};
+use snapshot::{AttendanceReport, RelayInfo, RoomInfo, RoomPresence};
 
 use crate::room::state::RoomSnapshot;
 use crate::room::RoomCommand;
@@ -132,6 +132,9 @@ pub enum Command {
     },
     /// Edge: the rooms relayed from another node (the glue asks to drop those nobody watches).
     Relays(oneshot::Sender<Vec<RelayInfo>>),
+    /// Per room, what the cluster glue checks every heartbeat: is its teacher publishing here,
+    /// does anyone watch here (cheaper than `Rooms`, which reports every session).
+    Presence(oneshot::Sender<Vec<RoomPresence>>),
     Shutdown,
 }
 

@@ -100,6 +100,16 @@ pub struct SubscriberSlotInfo {
     pub packets: u64,
 }
 
+/// A room as the cluster glue sees it.
+#[derive(Debug, Clone)]
+pub struct RoomPresence {
+    pub room: String,
+    /// A teacher's (or admin's) publishing session here is connected.
+    pub teaching: bool,
+    /// Viewing sessions here.
+    pub viewers: usize,
+}
+
 /// One relay hop of a room, as `/api/cluster` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RelayInfo {
