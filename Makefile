@@ -36,10 +36,10 @@ test-web:
 	$(CARGO) build -p sfu -p loadtest -p scheduler
 	cd web && $(WEB_ENV) node --test --test-concurrency=1 tests/
 
-# Issue 3 acceptance (adaptive layers on emulated links); joins `make test` once it passes steadily.
+# Issue 3 acceptance alone (adaptive layers on emulated links; also part of `make test`).
 test-adaptive:
 	$(CARGO) build -p sfu -p loadtest
-	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/adaptive.acceptance.mjs
+	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/adaptive.test.mjs
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -187,6 +187,21 @@ pub struct Layer {
     /// last rate), and wanting it asks the publisher to resume it.
     pub held: bool,
     rate: RateMeter,
+    /// Wire rate of each temporal layer (by TID), when the publisher sends them.
+    tid_rates: [RateMeter; MAX_TEMPORAL],
+    /// How many temporal layers this layer has shown (highest TID + 1; 0: none).
+    pub temporal: u8,
+}
+
+/// Temporal layers tracked per simulcast layer (VP8 allows 4).
+const MAX_TEMPORAL: usize = 4;
+
+/// One rung of a slot's quality ladder: a simulcast layer with its temporal layers up to
+/// `max_tid` (`None`: all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub layer: usize,
+    pub max_tid: Option<u8>,
 }
 
 impl Layer {
@@ -203,6 +218,8 @@ impl Layer {
             throttle: KeyframeThrottle::new(keyframe_interval),
             held: false,
             rate: RateMeter::default(),
+            tid_rates: Default::default(),
+            temporal: 0,
         }
     }
 
@@ -301,6 +318,69 @@ impl SlotSource {
                 }
             }
         }
+    }
+
+    /// Records the temporal layer of a packet of layer `idx`.
+    pub fn on_temporal(&mut self, idx: usize, tid: u8, bytes: usize, now: Instant) {
+        let Some(l) = self.layers.get_mut(idx) else {
+            return;
+        };
+        let t = (tid as usize).min(MAX_TEMPORAL - 1);
+        l.temporal = l.temporal.max(t as u8 + 1);
+        l.tid_rates[t].add(bytes + WIRE_OVERHEAD, now);
+    }
+
+    /// The slot's quality ladder, lowest first: each simulcast layer, and below each its
+    /// reduced frame rates (the lowest layer down to its base temporal layer; the middle ones
+    /// down to half their frame rate, as a lesson picture at a quarter of the rate is a slide
+    /// show). The top layer of several is offered whole: at half its frame rate it costs more
+    /// than the next layer down at full rate, and a link that falls from it should land there
+    /// in one step.
+    pub fn ladder(&self) -> Vec<Step> {
+        let mut steps = vec![];
+        let top = self.layers.len().saturating_sub(1);
+        for (i, l) in self.layers.iter().enumerate() {
+            let n = l.temporal;
+            if n >= 2 && (i == 0 || i < top) {
+                let first = if i == 0 { 0 } else { n - 2 };
+                steps.extend((first..n - 1).map(|t| Step {
+                    layer: i,
+                    max_tid: Some(t),
+                }));
+            }
+            steps.push(Step {
+                layer: i,
+                max_tid: None,
+            });
+        }
+        steps
+    }
+
+    /// Wire bitrate of each step of [`SlotSource::ladder`] for the allocator; `None` where its
+    /// layer is not flowing.
+    pub fn ladder_rates(&self, audio: bool, now: Instant) -> (Vec<Step>, Vec<Option<u64>>) {
+        let steps = self.ladder();
+        let full = self.layer_rates(audio, now);
+        let rates = steps
+            .iter()
+            .map(|st| {
+                let whole = full[st.layer]?;
+                let Some(t) = st.max_tid else {
+                    return Some(whole);
+                };
+                let l = &self.layers[st.layer];
+                let part: u64 = l.tid_rates[..=t as usize].iter().map(|r| r.bps).sum();
+                let all: u64 = l.tid_rates.iter().map(|r| r.bps).sum();
+                // Scaled to the layer's rate, so the rungs of one layer stay consistent with it;
+                // before the first measurement, a share by frame count.
+                Some(if all > 0 {
+                    (whole as u128 * part as u128 / all as u128) as u64
+                } else {
+                    whole * (t as u64 + 1) / l.temporal.max(1) as u64
+                })
+            })
+            .collect();
+        (steps, rates)
     }
 
     /// Wire bitrate of each layer (lowest first) for the allocator; `None` where not flowing.
@@ -601,6 +681,53 @@ mod tests {
             Some(src.layers[0].source)
         );
         assert_eq!(src.flowing_instead_of(src.layers[0].source, t1), None);
+    }
+
+    #[test]
+    fn the_ladder_adds_reduced_frame_rates_below_each_layer() {
+        let t0 = Instant::now();
+        let rids: Vec<String> = ["l", "m", "h"].iter().map(|s| s.to_string()).collect();
+        let mut src = SlotSource::new(1, &rids, Duration::from_millis(500));
+        // No temporal layers seen: one rung per simulcast layer.
+        let plain: Vec<Step> = (0..3)
+            .map(|layer| Step {
+                layer,
+                max_tid: None,
+            })
+            .collect();
+        assert_eq!(src.ladder(), plain);
+        // L1T3 on every layer for two seconds: TIDs 0, 2, 1, 2; the base pictures are bigger.
+        for ms in (0..2200u64).step_by(50) {
+            let t = t0 + Duration::from_millis(ms);
+            let tid = [0u8, 2, 1, 2][(ms / 50 % 4) as usize];
+            for i in 0..3 {
+                let bytes = (1 + i * 3) * if tid == 0 { 1200 } else { 600 };
+                src.on_packet(i, 10 + i as u32, bytes, false, None, t);
+                src.on_temporal(i, tid, bytes, t);
+            }
+        }
+        let (steps, rates) = src.ladder_rates(false, t0 + Duration::from_millis(2200));
+        let rung = |layer, max_tid| Step { layer, max_tid };
+        assert_eq!(
+            steps,
+            vec![
+                rung(0, Some(0)),
+                rung(0, Some(1)),
+                rung(0, None),
+                rung(1, Some(1)),
+                rung(1, None),
+                rung(2, None),
+            ]
+        );
+        let r: Vec<u64> = rates.iter().map(|r| r.unwrap()).collect();
+        assert!(
+            r.windows(2).all(|w| w[0] < w[1]),
+            "rates rise along the ladder: {r:?}"
+        );
+        // Base layer (one picture in four, twice the size) is 2/5 of the whole; half rate 3/5.
+        let whole = r[2] as f64;
+        assert!((r[0] as f64 / whole - 0.4).abs() < 0.05, "{r:?}");
+        assert!((r[1] as f64 / whole - 0.6).abs() < 0.05, "{r:?}");
     }
 
     #[test]

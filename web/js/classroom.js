@@ -17,6 +17,7 @@ import { readParams, preferCodec, clusterQuery } from './whip.js';
 import { LessonSession } from './session.js';
 import { RoomEvents, applyLayers } from './room_events.js';
 import { makeT } from './i18n.js';
+import { playoutState, nextPlayout } from './playout.js';
 
 const t = makeT({
   'zh-CN': {
@@ -116,6 +117,10 @@ const media = {
   stageVideo: freshSlot(),
   kbps: 0,
   loss: 0,
+  rttMs: null,
+  // Video jitter buffer sized for the link (playout.js); `applied` is what the receivers have.
+  playout: playoutState(),
+  applied: null,
 };
 
 function freshSlot() {
@@ -159,6 +164,7 @@ function setupPeerConnection(pc) {
   media.audio = freshSlot();
   media.stageAudio = freshSlot();
   media.stageVideo = freshSlot();
+  media.applied = null; // new receivers start with the browser's default buffer
 }
 
 function attach(el, track) {
@@ -327,7 +333,11 @@ async function sampleSlot(receiver, slot, now) {
   let lost = 0;
   let received = 0;
   let best = null;
+  let rttMs = null;
   report.forEach((s) => {
+    if (s.type === 'candidate-pair' && s.nominated && Number.isFinite(s.currentRoundTripTime)) {
+      rttMs = s.currentRoundTripTime * 1000;
+    }
     if (s.type !== 'inbound-rtp') return;
     frames += s.framesDecoded || 0;
     bytes += s.bytesReceived || 0;
@@ -346,7 +356,7 @@ async function sampleSlot(receiver, slot, now) {
   slot.width = best?.frameWidth || 0;
   slot.height = best?.frameHeight || 0;
   slot.fps = best?.framesPerSecond || 0;
-  return { deltaBytes, lost, received };
+  return { deltaBytes, lost, received, rttMs };
 }
 
 let lastSample = { ts: 0, lost: 0, received: 0 };
@@ -375,10 +385,24 @@ async function monitor() {
     media.loss = dl > 0 && dl + dr > 0 ? dl / (dl + dr) : 0;
   }
   lastSample = { ts: now, lost, received };
+  media.rttMs = a.rttMs ?? c.rttMs ?? media.rttMs;
+  sizePlayout(trs, now);
   if (media.camera.live || media.courseware.live || media.audio.live) hadMedia = true;
   // The audio element may have been paused by the browser (e.g. device change): nudge it.
   if (!soundBlocked && ui.audio.paused && media.audio.live) playAudio();
   render();
+}
+
+/** Gives the video receivers a jitter buffer that rides out retransmissions on a lossy link. */
+function sizePlayout(trs, now) {
+  media.playout = nextPlayout(media.playout, { now, loss: media.loss, rttMs: media.rttMs });
+  const target = media.playout.target;
+  if (target === media.applied) return;
+  for (const i of [1, 2, 4]) {
+    const r = trs[i].receiver;
+    if ('jitterBufferTarget' in r) r.jitterBufferTarget = target;
+  }
+  media.applied = target;
 }
 
 // ------------------------------------------------------------------ UI
@@ -527,7 +551,7 @@ window.lesson = {
     return session.sessions;
   },
   get media() {
-    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss } = media;
+    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss, rttMs } = media;
     return {
       camera: { ...camera },
       courseware: { ...courseware },
@@ -536,6 +560,9 @@ window.lesson = {
       stageVideo: { ...stageVideo },
       kbps,
       loss,
+      rttMs,
+      /** Video jitter buffer target in ms (null: the browser's default). */
+      playoutTargetMs: media.applied,
     };
   },
   get room() {

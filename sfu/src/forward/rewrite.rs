@@ -3,18 +3,68 @@
 //! A subscriber sees one continuous stream per slot whatever happens upstream: simulcast
 //! layer switches and publisher reconnects change the source, never the outgoing numbering.
 //! Within one source the mapping is a fixed offset, so losses stay visible as gaps (the
-//! subscriber NACKs them) and late retransmissions land in their place.
+//! subscriber NACKs them) and late retransmissions land in their place. Packets the SFU leaves
+//! out on purpose (temporal layers a subscriber does not get) are taken out of the numbering,
+//! so they never look lost.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::SourceId;
 
-#[derive(Debug, Clone, Copy)]
+/// Input numbers (sequence numbers, picture ids) that were left out, newest last, so that what
+/// is forwarded can be numbered without gaps. Only numbers newer than every one recorded are
+/// added: the numbering given to packets already forwarded never changes.
+#[derive(Debug, Clone, Default)]
+pub struct Dropped {
+    list: VecDeque<u64>,
+    /// Entries let go from the front of `list`.
+    evicted: u64,
+}
+
+impl Dropped {
+    /// Enough for seconds of video at any temporal layer pattern.
+    const KEEP: usize = 2048;
+
+    pub fn clear(&mut self) {
+        self.list.clear();
+        self.evicted = 0;
+    }
+
+    pub fn add(&mut self, n: u64) {
+        if self.list.back().is_some_and(|&b| b >= n) {
+            return;
+        }
+        self.list.push_back(n);
+        if self.list.len() > Self::KEEP {
+            self.list.pop_front();
+            self.evicted += 1;
+        }
+    }
+
+    pub fn contains(&self, n: u64) -> bool {
+        self.list.binary_search(&n).is_ok()
+    }
+
+    /// How many left-out numbers are below `n`; `None` when `n` is older than what is
+    /// remembered.
+    pub fn below(&self, n: u64) -> Option<u64> {
+        if self.evicted > 0 && self.list.front().is_some_and(|&f| n <= f) {
+            return None;
+        }
+        Some(self.evicted + self.list.partition_point(|&x| x < n) as u64)
+    }
+}
+
+#[derive(Debug, Clone)]
 struct Mapping {
     source: SourceId,
     in_seq_base: u64,
     out_seq_base: u64,
     ts_offset: u32,
+    dropped: Dropped,
+    /// Highest input sequence number forwarded: only newer packets can be left out.
+    newest_in: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +95,7 @@ impl Rewriter {
     }
 
     pub fn source(&self) -> Option<SourceId> {
-        self.map.map(|m| m.source)
+        self.map.as_ref().map(|m| m.source)
     }
 
     /// Continue the outgoing stream from `source`, starting at the packet (`seq`, `ts`).
@@ -66,11 +116,23 @@ impl Rewriter {
             in_seq_base: seq,
             out_seq_base,
             ts_offset: out_ts.wrapping_sub(ts),
+            dropped: Dropped::default(),
+            newest_in: None,
         });
     }
 
-    /// Rewrites a packet of the current source; `None` for other sources and for packets
-    /// older than the splice point (they belong to frames the subscriber never started).
+    /// Packet `seq` of the current source is left out on purpose: later packets close up.
+    pub fn drop_packet(&mut self, source: SourceId, seq: u64) {
+        if let Some(m) = self.map.as_mut().filter(|m| m.source == source) {
+            if seq >= m.in_seq_base && m.newest_in.is_none_or(|n| seq > n) {
+                m.dropped.add(seq);
+            }
+        }
+    }
+
+    /// Rewrites a packet of the current source; `None` for other sources, for packets
+    /// older than the splice point (they belong to frames the subscriber never started) and
+    /// for packets left out.
     pub fn rewrite(
         &mut self,
         source: SourceId,
@@ -78,12 +140,17 @@ impl Rewriter {
         ts: u32,
         now: Instant,
     ) -> Option<(u64, u32)> {
-        let map = self.map.filter(|m| m.source == source)?;
-        if seq < map.in_seq_base {
+        let map = self.map.as_mut().filter(|m| m.source == source)?;
+        if seq < map.in_seq_base || map.dropped.contains(seq) {
             return None;
         }
-        let out_seq = map.out_seq_base + (seq - map.in_seq_base);
-        let out_ts = ts.wrapping_add(map.ts_offset);
+        let skipped = map.dropped.below(seq)?;
+        let out_seq = map.out_seq_base + (seq - map.in_seq_base) - skipped;
+        if map.newest_in.is_none_or(|n| seq > n) {
+            map.newest_in = Some(seq);
+        }
+        let ts_offset = map.ts_offset;
+        let out_ts = ts.wrapping_add(ts_offset);
         if self.last.is_none_or(|l| out_seq > l.out_seq) {
             self.last = Some(Last {
                 out_seq,
@@ -152,5 +219,42 @@ mod tests {
         // The next switch continues after the highest sequence, not the last one written.
         r.switch_to(SourceId(2), 0, 0, t0);
         assert_eq!(r.rewrite(SourceId(2), 0, 0, t0).unwrap().0, 14);
+    }
+
+    #[test]
+    fn packets_left_out_close_up_and_losses_stay_gaps() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 0);
+        let a = SourceId(1);
+        r.switch_to(a, 100, 0, t0);
+        assert_eq!(r.rewrite(a, 100, 0, t0).unwrap().0, 0);
+        r.drop_packet(a, 101);
+        r.drop_packet(a, 102);
+        assert_eq!(r.rewrite(a, 103, 0, t0).unwrap().0, 1);
+        // 104 is lost; 105 leaves a gap of one for the subscriber to NACK...
+        assert_eq!(r.rewrite(a, 105, 0, t0).unwrap().0, 3);
+        // ... which the retransmission fills.
+        assert_eq!(r.rewrite(a, 104, 0, t0).unwrap().0, 2);
+        // A late copy of a packet left out stays out.
+        assert_eq!(r.rewrite(a, 101, 0, t0), None);
+        // A late drop decision never renumbers what was forwarded.
+        r.drop_packet(a, 103);
+        assert_eq!(r.rewrite(a, 103, 0, t0).unwrap().0, 1);
+        // Another source's drops do not count.
+        r.drop_packet(SourceId(2), 106);
+        assert_eq!(r.rewrite(a, 106, 0, t0).unwrap().0, 4);
+    }
+
+    #[test]
+    fn dropped_numbers_are_counted_beyond_what_is_kept() {
+        let mut d = Dropped::default();
+        for n in 0..(Dropped::KEEP as u64 + 10) {
+            d.add(2 * n);
+        }
+        let last = 2 * (Dropped::KEEP as u64 + 9);
+        assert_eq!(d.below(last + 1), Some(Dropped::KEEP as u64 + 10));
+        assert!(d.contains(last) && !d.contains(last - 1));
+        // Older than what is remembered: no answer rather than a wrong one.
+        assert_eq!(d.below(3), None);
     }
 }

@@ -1,5 +1,11 @@
 //! One subscriber slot (e.g. "teacher camera" for one classroom): which source it follows,
-//! where it switches, and the rewritten numbering of what it forwards.
+//! where it switches, which of its temporal layers it passes, and the rewritten numbering of
+//! what it forwards.
+//!
+//! Temporal layers are the fine steps between simulcast layers: leaving out a VP8 source's
+//! upper temporal layers halves or quarters its frame rate with no keyframe. Fewer layers take
+//! effect at the next picture; more at the next base-layer (TID 0) picture, which references
+//! nothing the subscriber was not sent.
 
 use std::time::Instant;
 
@@ -37,6 +43,12 @@ pub struct TrackForwarder {
     /// Since when nothing has been forwarded while a keyframe is awaited (after the first).
     stalled_since: Option<Instant>,
     keyframe_freezes: u64,
+    /// Highest temporal layer wanted (`None`: all of them).
+    max_tid: Option<u8>,
+    /// Highest temporal layer being passed now.
+    tid_now: Option<u8>,
+    /// The picture being forwarded or left out: (source, picture id, forwarded).
+    picture: Option<(SourceId, u16, bool)>,
 }
 
 /// A wait for a keyframe longer than this, with nothing forwarded, is a visible freeze.
@@ -52,7 +64,25 @@ impl TrackForwarder {
             switches: 0,
             stalled_since: None,
             keyframe_freezes: 0,
+            max_tid: None,
+            tid_now: None,
+            picture: None,
         }
+    }
+
+    /// Pass temporal layers up to `max` (`None`: all).
+    pub fn set_temporal(&mut self, max: Option<u8>) {
+        self.max_tid = max;
+    }
+
+    /// The highest temporal layer wanted (`None`: all).
+    pub fn temporal_target(&self) -> Option<u8> {
+        self.max_tid
+    }
+
+    /// The highest temporal layer being passed now (`None`: all).
+    pub fn temporal(&self) -> Option<u8> {
+        self.tid_now
     }
 
     /// The source being forwarded now.
@@ -111,14 +141,58 @@ impl TrackForwarder {
             if let Some(f) = p.vp8 {
                 self.vp8.switch_to(p.source, f);
             }
+            // A keyframe references nothing: any temporal layer can start here.
+            self.tid_now = self.max_tid;
+            self.picture = None;
         }
         if Some(p.source) != self.current {
+            return None;
+        }
+        if !self.temporal_pass(&p) {
+            self.rewriter.drop_packet(p.source, p.seq);
+            if let Some(f) = p.vp8 {
+                self.vp8.drop_picture(p.source, f);
+            }
             return None;
         }
         let (seq, ts) = self.rewriter.rewrite(p.source, p.seq, p.ts, now)?;
         let vp8 = p.vp8.and_then(|f| self.vp8.rewrite(p.source, f));
         Some(Forwarded { seq, ts, vp8 })
     }
+
+    /// Whether a packet of the current source passes the temporal layer filter. One decision
+    /// per picture, so a picture is forwarded whole or not at all.
+    fn temporal_pass(&mut self, p: &PacketInfo) -> bool {
+        let Some(f) = p.vp8 else { return true };
+        let (Some(tid), Some(pid)) = (f.tid, f.picture_id) else {
+            return true;
+        };
+        match self.picture {
+            Some((src, cur, pass)) if src == p.source && cur == pid => return pass,
+            Some((src, cur, _)) if src == p.source && !pid_after(pid, cur, f.picture_id_15) => {
+                // A late packet of an earlier picture: as that picture was decided.
+                return !self.vp8.was_dropped(p.source, f);
+            }
+            _ => {}
+        }
+        // A new picture: fewer layers at once, more only from a base-layer picture.
+        self.tid_now = match (self.tid_now, self.max_tid) {
+            _ if tid == 0 => self.max_tid,
+            (Some(now), Some(max)) => Some(now.min(max)),
+            (None, max) => max,
+            (Some(now), None) => Some(now),
+        };
+        let pass = self.tid_now.is_none_or(|m| tid <= m);
+        self.picture = Some((p.source, pid, pass));
+        pass
+    }
+}
+
+/// Whether picture id `a` comes after `b` (7- or 15-bit, wrapping).
+fn pid_after(a: u16, b: u16, wide: bool) -> bool {
+    let m: u16 = if wide { 1 << 15 } else { 1 << 7 };
+    let d = a.wrapping_sub(b) & (m - 1);
+    d != 0 && d < m / 2
 }
 
 #[cfg(test)]
@@ -177,6 +251,8 @@ mod tests {
                 picture_id_15: true,
                 tl0_pic_idx: Some(pid as u8),
                 key_idx: None,
+                tid: None,
+                frame_start: true,
             })
         };
         f.set_target(Some(SourceId(1)), t0);
@@ -230,6 +306,107 @@ mod tests {
             .on_packet(pkt(4, 1, 0, true), t0 + Duration::from_secs(5))
             .is_some());
         assert_eq!(f.keyframe_freezes(), 1);
+    }
+
+    /// A VP8 packet of picture `pid`, temporal layer `tid`, `start` of the picture or not.
+    fn tl(seq: u64, pid: u16, tid: u8, start: bool, key: bool) -> PacketInfo {
+        use crate::forward::vp8_rewrite::Vp8Fields;
+        PacketInfo {
+            source: SourceId(1),
+            seq,
+            ts: pid as u32 * 4500,
+            keyframe_start: key,
+            vp8: Some(Vp8Fields {
+                picture_id: Some(pid),
+                picture_id_15: true,
+                tl0_pic_idx: Some((pid / 4) as u8),
+                key_idx: None,
+                tid: Some(tid),
+                frame_start: start,
+            }),
+        }
+    }
+
+    /// The L1T3 pattern: TIDs 0, 2, 1, 2 repeating.
+    fn l1t3(pid: u16) -> u8 {
+        [0, 2, 1, 2][pid as usize % 4]
+    }
+
+    #[test]
+    fn temporal_layers_are_left_out_whole_and_numbering_closes_up() {
+        let t0 = Instant::now();
+        let mut f = TrackForwarder::new(90_000, 0);
+        f.set_target(Some(SourceId(1)), t0);
+        // Pictures of two packets each; keyframe at picture 0.
+        let mut seq = 0;
+        let mut sent = vec![];
+        let mut feed = |f: &mut TrackForwarder, pid: u16| {
+            let mut out = vec![];
+            for part in 0..2 {
+                let p = tl(seq, pid, l1t3(pid), part == 0, pid == 0 && part == 0);
+                seq += 1;
+                if let Some(o) = f.on_packet(p, t0) {
+                    out.push((o.seq, o.vp8.unwrap().picture_id.unwrap()));
+                }
+            }
+            out
+        };
+        for pid in 0..4 {
+            sent.extend(feed(&mut f, pid));
+        }
+        assert_eq!(sent.len(), 8, "all layers pass by default");
+        assert_eq!(f.temporal(), None);
+        // Half the frame rate: TID 2 goes at once (picture 5 is TID 2).
+        f.set_temporal(Some(1));
+        let mut half = vec![];
+        for pid in 4..12 {
+            half.extend(feed(&mut f, pid));
+        }
+        // Pictures 4 (TID 0), 6 (TID 1), 8, 10: numbered on without gaps.
+        assert_eq!(
+            half,
+            vec![
+                (8, 4),
+                (9, 4),
+                (10, 5),
+                (11, 5),
+                (12, 6),
+                (13, 6),
+                (14, 7),
+                (15, 7)
+            ]
+        );
+        assert_eq!(f.temporal(), Some(1));
+        // Back to all layers after picture 12: TID 2 comes back from picture 16 (TID 0) on,
+        // so 13 and 15 are still left out.
+        let mut up = feed(&mut f, 12);
+        f.set_temporal(None);
+        for pid in 13..18 {
+            up.extend(feed(&mut f, pid));
+        }
+        let pids: Vec<u16> = up.iter().map(|x| x.1).collect();
+        assert_eq!(pids, vec![8, 8, 9, 9, 10, 10, 11, 11]);
+        assert_eq!(f.temporal(), None);
+        // Sequence numbers never skip.
+        let seqs: Vec<u64> = up.iter().map(|x| x.0).collect();
+        assert_eq!(seqs, (16..24).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn late_packets_follow_their_pictures_decision() {
+        let t0 = Instant::now();
+        let mut f = TrackForwarder::new(90_000, 0);
+        f.set_target(Some(SourceId(1)), t0);
+        f.set_temporal(Some(0));
+        assert!(f.on_packet(tl(0, 0, 0, true, true), t0).is_some());
+        // Picture 1 (TID 2): its first packet is lost, its second is left out.
+        assert!(f.on_packet(tl(2, 1, 2, false, false), t0).is_none());
+        let p2 = f.on_packet(tl(3, 4, 0, true, false), t0).unwrap();
+        assert_eq!(p2.seq, 2, "the missing packet 1 stays a gap to NACK");
+        // The lost packet arrives: its picture was left out, so it is too.
+        assert!(f.on_packet(tl(1, 1, 2, true, false), t0).is_none());
+        // A retransmission of a forwarded packet keeps its number.
+        assert_eq!(f.on_packet(tl(3, 4, 0, true, false), t0).unwrap().seq, 2);
     }
 
     #[test]

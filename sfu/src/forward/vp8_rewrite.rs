@@ -3,8 +3,11 @@
 //! Each simulcast layer (and each publisher session) numbers its pictures on its own. A
 //! receiver that sees these numbers jump backwards at a layer switch treats the new frames as
 //! old and stalls until the next keyframe, so the SFU keeps one sequence per subscriber slot,
-//! continued across every switch, as it does for RTP sequence numbers.
+//! continued across every switch, as it does for RTP sequence numbers. Pictures of temporal
+//! layers the subscriber does not get are left out of the numbering, so the receiver does not
+//! wait for them.
 
+use super::rewrite::Dropped;
 use super::SourceId;
 
 /// The descriptor fields of one packet.
@@ -15,6 +18,10 @@ pub struct Vp8Fields {
     pub picture_id_15: bool,
     pub tl0_pic_idx: Option<u8>,
     pub key_idx: Option<u8>,
+    /// Temporal layer of the picture (TID), when the publisher sends temporal layers.
+    pub tid: Option<u8>,
+    /// S bit with partition index 0: the packet starts a picture.
+    pub frame_start: bool,
 }
 
 const PID_MOD: u16 = 1 << 15;
@@ -43,6 +50,27 @@ pub struct Vp8Rewriter {
     last_pid: Option<u16>,
     last_tl0: Option<u8>,
     last_key: Option<u8>,
+    /// The current source's newest picture id, unwrapped (raw, extended).
+    ext_last: Option<(u16, u64)>,
+    /// Unwrapped picture ids of the current source that were not forwarded.
+    dropped: Dropped,
+    /// The newest unwrapped picture id forwarded: only newer pictures can be left out.
+    ext_forwarded: Option<u64>,
+}
+
+/// A picture id unwrapped against the newest one seen (`None`: the first), with `width_mask`
+/// telling 7- from 15-bit ids. Starts high so that older pictures stay positive.
+fn unwrap_pid(last: Option<(u16, u64)>, pid: u16, width_mask: u16) -> u64 {
+    let Some((raw, ext)) = last else {
+        return (1 << 32) + pid as u64;
+    };
+    let m = width_mask as u64 + 1;
+    let d = (pid.wrapping_sub(raw) & width_mask) as u64;
+    if d < m / 2 {
+        ext + d
+    } else {
+        ext - (m - d)
+    }
 }
 
 impl Vp8Rewriter {
@@ -66,17 +94,65 @@ impl Vp8Rewriter {
             tl0,
             key,
         });
+        self.ext_last = None;
+        self.ext_forwarded = None;
+        self.dropped.clear();
+    }
+
+    /// The unwrapped id of picture `f` of the current source, remembering the newest.
+    fn ext_pid(&mut self, f: &Vp8Fields) -> Option<u64> {
+        let pid = f.picture_id?;
+        let mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        let ext = unwrap_pid(self.ext_last, pid, mask);
+        if self.ext_last.is_none_or(|(_, e)| ext > e) {
+            self.ext_last = Some((pid, ext));
+        }
+        Some(ext)
+    }
+
+    /// Picture `f` of `source` is not forwarded (a temporal layer the subscriber does not get):
+    /// the pictures after it are numbered as if it never existed.
+    pub fn drop_picture(&mut self, source: SourceId, f: Vp8Fields) {
+        if self.offsets.is_some_and(|o| o.source == source) {
+            if let Some(ext) = self.ext_pid(&f) {
+                if self.ext_forwarded.is_none_or(|e| ext > e) {
+                    self.dropped.add(ext);
+                }
+            }
+        }
+    }
+
+    /// Whether picture `f` of `source` was left out (a late packet of it is left out too).
+    pub fn was_dropped(&self, source: SourceId, f: Vp8Fields) -> bool {
+        let (Some(pid), Some(o)) = (f.picture_id, self.offsets) else {
+            return false;
+        };
+        let mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        o.source == source && self.dropped.contains(unwrap_pid(self.ext_last, pid, mask))
     }
 
     /// The rewritten fields for a packet of the current source.
     pub fn rewrite(&mut self, source: SourceId, f: Vp8Fields) -> Option<Vp8Fields> {
         let o = self.offsets.filter(|o| o.source == source)?;
         let width_mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        // Pictures left out before this one; a picture older than what is remembered keeps
+        // the plain offset (it is a late retransmission the receiver has long given up on).
+        let ext = self.ext_pid(&f);
+        if let Some(e) = ext {
+            if self.ext_forwarded.is_none_or(|x| e > x) {
+                self.ext_forwarded = Some(e);
+            }
+        }
+        let skipped = ext.and_then(|e| self.dropped.below(e)).unwrap_or(0);
         let out = Vp8Fields {
-            picture_id: f.picture_id.map(|p| p.wrapping_add(o.pid) & width_mask),
+            picture_id: f
+                .picture_id
+                .map(|p| p.wrapping_add(o.pid).wrapping_sub(skipped as u16) & width_mask),
             picture_id_15: f.picture_id_15,
             tl0_pic_idx: f.tl0_pic_idx.map(|t| t.wrapping_add(o.tl0)),
             key_idx: f.key_idx.map(|k| k.wrapping_add(o.key) & 0x1f),
+            tid: f.tid,
+            frame_start: f.frame_start,
         };
         if let Some(p) = out.picture_id {
             if self.last_pid.is_none_or(|l| pid_newer(p, l)) {
@@ -98,7 +174,10 @@ impl Vp8Rewriter {
 /// Reads the descriptor fields (and the PictureID width) from a VP8 RTP payload.
 pub fn parse_fields(p: &[u8]) -> Option<Vp8Fields> {
     let b0 = *p.first()?;
-    let mut f = Vp8Fields::default();
+    let mut f = Vp8Fields {
+        frame_start: b0 & 0x10 != 0 && b0 & 0x07 == 0,
+        ..Vp8Fields::default()
+    };
     if b0 & 0x80 == 0 {
         return Some(f);
     }
@@ -120,8 +199,14 @@ pub fn parse_fields(p: &[u8]) -> Option<Vp8Fields> {
         f.tl0_pic_idx = Some(*p.get(i)?);
         i += 1;
     }
-    if x & 0x10 != 0 {
-        f.key_idx = Some(*p.get(i)? & 0x1f);
+    if x & 0x30 != 0 {
+        let b = *p.get(i)?;
+        if x & 0x20 != 0 {
+            f.tid = Some(b >> 6);
+        }
+        if x & 0x10 != 0 {
+            f.key_idx = Some(b & 0x1f);
+        }
     }
     Some(f)
 }
@@ -136,6 +221,8 @@ mod tests {
             picture_id_15: true,
             tl0_pic_idx: Some(tl0),
             key_idx: None,
+            tid: None,
+            frame_start: true,
         }
     }
 
@@ -167,6 +254,27 @@ mod tests {
     }
 
     #[test]
+    fn pictures_left_out_leave_no_gap() {
+        let mut r = Vp8Rewriter::default();
+        let a = SourceId(1);
+        // Across the 15-bit wrap: 32766, 32767 (left out), 0, 1 (left out), 2.
+        r.switch_to(a, fields(32_766, 0));
+        let pid = |r: &mut Vp8Rewriter, p: u16| r.rewrite(a, fields(p, 0)).unwrap().picture_id;
+        assert_eq!(pid(&mut r, 32_766), Some(32_766));
+        r.drop_picture(a, fields(32_767, 0));
+        assert_eq!(pid(&mut r, 0), Some(32_767));
+        r.drop_picture(a, fields(1, 0));
+        assert!(r.was_dropped(a, fields(1, 0)));
+        assert!(!r.was_dropped(a, fields(0, 0)));
+        assert_eq!(pid(&mut r, 2), Some(0));
+        // A late packet of a forwarded picture keeps the number it had.
+        assert_eq!(pid(&mut r, 0), Some(32_767));
+        // Another source's pictures are none of this numbering's business.
+        r.drop_picture(SourceId(2), fields(3, 0));
+        assert_eq!(pid(&mut r, 3), Some(1));
+    }
+
+    #[test]
     fn parses_descriptors() {
         // X, S, I|L|K with 15-bit picture id 0x1234, TL0PICIDX 7, TID/KEYIDX byte.
         let p = [0x90, 0xd0, 0x92, 0x34, 0x07, 0x25, 0x00];
@@ -175,7 +283,19 @@ mod tests {
         assert!(f.picture_id_15);
         assert_eq!(f.tl0_pic_idx, Some(7));
         assert_eq!(f.key_idx, Some(5));
-        assert_eq!(parse_fields(&[0x10, 0x00]), Some(Vp8Fields::default()));
+        assert_eq!(f.tid, None, "T bit clear: no temporal layer index");
+        assert!(f.frame_start);
+        // T and K set: TID 2, Y, KEYIDX 3; a continuation packet (S clear).
+        let q = [0x80, 0xf0, 0x92, 0x34, 0x07, 0xa3, 0x00];
+        let g = parse_fields(&q).unwrap();
+        assert_eq!((g.tid, g.key_idx, g.frame_start), (Some(2), Some(3), false));
+        assert_eq!(
+            parse_fields(&[0x10, 0x00]),
+            Some(Vp8Fields {
+                frame_start: true,
+                ..Vp8Fields::default()
+            })
+        );
         assert_eq!(parse_fields(&[0x90, 0x80]), None);
         assert_eq!(parse_fields(&[]), None);
     }

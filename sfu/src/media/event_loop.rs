@@ -41,7 +41,7 @@ use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
 use crate::forward::vp8_rewrite::parse_fields;
 use crate::forward::SourceId;
 use crate::metrics::Metrics;
-use crate::program::{Program, Slot, SlotSource, Track, TrackKey};
+use crate::program::{Program, Slot, SlotSource, Step, Track, TrackKey};
 use crate::room::speaker::SpeakerDetector;
 use crate::room::state::{LessonState, LinkQuality, RoomSnapshot};
 use crate::room::{At, RoomCommand, RoomEvent, RoomRules, RoomState};
@@ -161,8 +161,29 @@ struct Session {
 
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
+    /// str0m's estimate event: averaged over a few seconds.
     bps: u64,
     twcc: bool,
+    /// The controller's own latest estimate (from the stats tick) and when it was read.
+    raw: Option<(u64, Instant)>,
+}
+
+/// A raw estimate older than this is not used.
+const RAW_ESTIMATE_FRESH: Duration = Duration::from_secs(2);
+
+impl Estimate {
+    /// What the allocator shares: the averaged estimate, or the controller's latest when that
+    /// is lower. The average suits going up (no layer chases a brief high), but after a
+    /// capacity drop it lags by seconds while the link's queue fills; the controller's own
+    /// estimate is what a browser's encoder would follow at once.
+    fn for_allocation(&self, now: Instant) -> u64 {
+        match self.raw {
+            Some((raw, at)) if now.saturating_duration_since(at) <= RAW_ESTIMATE_FRESH => {
+                self.bps.min(raw)
+            }
+            _ => self.bps,
+        }
+    }
 }
 
 struct Room {
@@ -490,6 +511,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             s.estimate = Some(Estimate {
                 bps: estimate.as_u64(),
                 twcc: true,
+                raw: s.estimate.and_then(|e| e.raw),
             });
         }
         // REMB only counts for receivers that give no transport-wide feedback.
@@ -499,6 +521,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             s.estimate = Some(Estimate {
                 bps: estimate.as_u64(),
                 twcc: false,
+                raw: None,
             });
         }
         Event::PeerStats(st) => {
@@ -521,10 +544,17 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             if s.kind == SessionKind::Publish {
                 s.stats.loss = st.ingress_loss_fraction.or(s.stats.loss);
             }
+            if let (Some(raw), Some(e)) = (st.bwe_tx, s.estimate.as_mut().filter(|e| e.twcc)) {
+                e.raw = Some((raw.as_u64(), now));
+            }
         }
         _ => {}
     }
 }
+
+/// What a slot should forward: a source (simulcast layer) and its highest temporal layer
+/// (`None`: all).
+type Target = (Option<SourceId>, Option<u8>);
 
 /// The source each of a subscriber's slots should follow: the allocator's choice once the
 /// subscriber has a bandwidth estimate, else the preferred flowing layer.
@@ -533,7 +563,7 @@ fn choose_targets(
     program: &Program,
     policy: Policy,
     now: Instant,
-) -> HashMap<Slot, Option<SourceId>> {
+) -> HashMap<Slot, Target> {
     let mut slots: Vec<Slot> = s.out.keys().copied().collect();
     slots.sort();
     // A viewer never gets its own media back (the teacher's console, an on-stage classroom).
@@ -550,28 +580,41 @@ fn choose_targets(
                 let src = (!own(slot))
                     .then(|| program.choose(slot, pref(slot), now))
                     .flatten();
-                (slot, src)
+                (slot, (src, None))
             })
             .collect();
     };
+    // The allocator climbs each slot's ladder: simulcast layers, and reduced frame rates
+    // (temporal layers) between them.
+    let mut ladders: HashMap<Slot, Vec<Step>> = HashMap::new();
     let offers: Vec<TrackOffer> = slots
         .iter()
         .filter(|slot| !own(**slot))
         .filter_map(|slot| {
             let src = program.source(*slot)?;
+            let (steps, layers_bps) = src.ladder_rates(slot.is_audio(), now);
+            let top = pref(*slot).index(src.layers.len());
+            let max_layer = steps.iter().rposition(|st| st.layer <= top).unwrap_or(0);
+            ladders.insert(*slot, steps);
             Some(TrackOffer {
                 slot: *slot,
-                layers_bps: src.layer_rates(slot.is_audio(), now),
-                max_layer: pref(*slot).index(src.layers.len()),
+                layers_bps,
+                max_layer,
             })
         })
         .collect();
     s.allocator.set_policy(policy);
-    let d = s.allocator.update(now, est.bps, &offers);
-    let mut targets: HashMap<Slot, Option<SourceId>> = slots.iter().map(|s| (*s, None)).collect();
-    for (slot, layer) in &d.choice {
-        let src = layer.and_then(|i| program.source(*slot)?.layers.get(i).map(|l| l.source));
-        targets.insert(*slot, src);
+    let d = s.allocator.update(now, est.for_allocation(now), &offers);
+    let mut targets: HashMap<Slot, Target> = slots.iter().map(|s| (*s, (None, None))).collect();
+    for (slot, step) in &d.choice {
+        let Some(st) = step.and_then(|i| ladders.get(slot)?.get(i).copied()) else {
+            continue;
+        };
+        let src = program
+            .source(*slot)
+            .and_then(|p| p.layers.get(st.layer))
+            .map(|l| l.source);
+        targets.insert(*slot, (src, st.max_tid));
     }
     s.decision = Some(d);
     targets
@@ -1341,6 +1384,14 @@ impl MediaLoop {
         };
         let first_packet = src.layers[idx].last_packet.is_none();
         src.on_packet(idx, ssrc, pkt.payload.len(), video_key, size, now);
+        let vp8_fields = if codec == Codec::Vp8 {
+            parse_fields(&pkt.payload)
+        } else {
+            None
+        };
+        if let Some(tid) = vp8_fields.and_then(|f| f.tid) {
+            src.on_temporal(idx, tid, pkt.payload.len(), now);
+        }
         if video_key {
             self.metrics.keyframes_received.inc();
         }
@@ -1369,7 +1420,7 @@ impl MediaLoop {
             seq: pkt.seq,
             ts: pkt.ts,
             keyframe_start: keyframe,
-            vp8: vp8_desc.and_then(|_| parse_fields(&pkt.payload)),
+            vp8: vp8_desc.and(vp8_fields),
         };
         let mut ext = ExtensionValues::default();
         if track.is_audio() {
@@ -1579,8 +1630,9 @@ impl MediaLoop {
                 }
             }
             for (slot, out) in s.out.iter_mut() {
-                let desired = targets.get(slot).copied().flatten();
+                let (desired, max_tid) = targets.get(slot).copied().unwrap_or((None, None));
                 out.desired = desired;
+                out.forwarder.set_temporal(max_tid);
                 // A slot with nothing on screen yet does not wait for a layer the publisher
                 // was told to stop: it starts on what flows while dynacast resumes the other.
                 let target = match desired {
@@ -2298,6 +2350,8 @@ impl MediaLoop {
                             mid: o.mid.to_string(),
                             layer: layer_name(o.forwarder.current(), slot),
                             target_layer: layer_name(o.forwarder.target(), slot),
+                            temporal: o.forwarder.temporal(),
+                            target_temporal: o.forwarder.temporal_target(),
                             paused: o.forwarder.target().is_none()
                                 && room.program.source(*slot).is_some(),
                             switches: o.forwarder.switches(),

@@ -128,7 +128,9 @@ fn rtc_config(now: Instant, kind: SessionKind) -> Rtc {
         .enable_opus(true, kind == SessionKind::Subscribe)
         .set_ice_lite(true)
         .set_rtp_mode(true)
-        .set_stats_interval(Some(Duration::from_secs(1)))
+        // Twice a second: the stats tick also carries the controller's latest estimate, which
+        // the allocator follows down without waiting for the averaged estimate event.
+        .set_stats_interval(Some(Duration::from_millis(500)))
         // Packets kept for answering NACKs; the age limit is set per stream below.
         .set_send_buffer_video(4096)
         .set_send_buffer_audio(512)

@@ -90,6 +90,9 @@ pub struct SubscriberSlotInfo {
     /// The layer being forwarded (rid, or "single" without simulcast); null while waiting.
     pub layer: Option<String>,
     pub target_layer: Option<String>,
+    /// Highest temporal layer (VP8 TID) passed now and wanted; null: all of them.
+    pub temporal: Option<u8>,
+    pub target_temporal: Option<u8>,
     /// The allocator paused this slot (the source exists but does not fit).
     pub paused: bool,
     pub switches: u64,

