@@ -141,7 +141,15 @@ pub enum CoursewareSource {
     Test,
     /// The X screen (ximagesrc).
     Screen,
+    /// A folder of slide images, each shown for `every` (see [`crate::slides`]).
+    Slides {
+        dir: std::path::PathBuf,
+        every: Duration,
+    },
 }
+
+/// How long each slide shows unless told otherwise.
+pub const SLIDE_EVERY: Duration = Duration::from_secs(10);
 
 impl std::str::FromStr for CoursewareSource {
     type Err = String;
@@ -150,7 +158,15 @@ impl std::str::FromStr for CoursewareSource {
             "none" => Ok(CoursewareSource::None),
             "test" => Ok(CoursewareSource::Test),
             "screen" => Ok(CoursewareSource::Screen),
-            _ => Err(format!("courseware {s:?}: use test, screen or none")),
+            _ => match s.strip_prefix("slides:") {
+                Some(dir) if !dir.is_empty() => Ok(CoursewareSource::Slides {
+                    dir: dir.into(),
+                    every: SLIDE_EVERY,
+                }),
+                _ => Err(format!(
+                    "courseware {s:?}: use test, screen, slides:FOLDER or none"
+                )),
+            },
         }
     }
 }
@@ -336,6 +352,12 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
             cw.width, cw.height, cw.fps
         )),
         CoursewareSource::Screen => Some("ximagesrc use-damage=false show-pointer=true".into()),
+        // Fed by `slides::Feeder` once the pipeline runs.
+        CoursewareSource::Slides { .. } => Some(format!(
+            "appsrc name=slides is-live=true format=time block=false \
+             max-buffers=4 leaky-type=downstream caps={}",
+            crate::slides::caps(cw.width, cw.height, cw.fps)
+        )),
     };
     if let Some(src) = cw_src {
         let i = encoders.len();
@@ -382,6 +404,8 @@ pub struct Capture {
     layers: Vec<LayerControls>,
     /// What each camera layer was last set to (`None`: paused).
     applied: Mutex<Vec<Option<LayerSetting>>>,
+    /// Pushes slides into the courseware branch (courseware from a folder).
+    _slides: Option<crate::slides::Feeder>,
 }
 
 /// The elements of one camera layer that adaptation changes while running.
@@ -470,8 +494,32 @@ impl Capture {
             }));
         }
         applied.truncate(layers.len());
+        // Slides are decoded before the lesson starts, so a bad folder or image is reported
+        // at once with its name.
+        let slides = match &cfg.courseware {
+            CoursewareSource::Slides { dir, every } => {
+                let cw = &cfg.courseware_layer;
+                let frames = crate::slides::list(dir)
+                    .and_then(|files| {
+                        files
+                            .iter()
+                            .map(|f| crate::slides::decode(f, cw.width, cw.height))
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(|e| PipelineError::Setup(e.to_string()))?;
+                tracing::info!("courseware: {} slides from {}", frames.len(), dir.display());
+                let src = pipeline
+                    .by_name("slides")
+                    .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                    .ok_or_else(|| PipelineError::Setup("slides appsrc missing".into()))?;
+                Some((src, frames, cw.fps, *every))
+            }
+            _ => None,
+        };
         spawn_bus_logger(&pipeline, "capture")?;
         pipeline.set_state(gst::State::Playing)?;
+        let slides = slides
+            .map(|(src, frames, fps, every)| crate::slides::Feeder::start(src, frames, fps, every));
         let n = encoders.len();
         Ok(Capture {
             pipeline,
@@ -481,6 +529,7 @@ impl Capture {
             layers,
             applied: Mutex::new(applied),
             codec: cfg.codec,
+            _slides: slides,
         })
     }
 

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod peer;
 pub mod playback;
 pub mod publish;
+pub mod slides;
 pub mod status;
 pub mod subscribe;
 pub mod timing;

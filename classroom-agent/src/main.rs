@@ -44,9 +44,13 @@ struct Args {
     /// ALSA lists a capture device, else a test tone.
     #[arg(long)]
     audio: Option<AudioSource>,
-    /// Courseware as a second video track (teacher): test, screen (the X display) or none.
+    /// Courseware as a second video track (teacher): test, screen (the X display),
+    /// slides:FOLDER (its PNG/JPEG images in name order, looping) or none.
     #[arg(long, default_value = "none")]
     courseware: CoursewareSource,
+    /// With slides:FOLDER, how long each slide shows.
+    #[arg(long, default_value_t = 10)]
+    slide_seconds: u64,
     /// Courseware frame rate: slides need few frames, and a readable size matters more.
     #[arg(long, default_value_t = 5)]
     courseware_fps: u32,
@@ -165,7 +169,13 @@ fn main() -> anyhow::Result<()> {
             audio: audio.clone(),
             codec: args.codec,
             layers: layers.clone(),
-            courseware: args.courseware.clone(),
+            courseware: match args.courseware.clone() {
+                CoursewareSource::Slides { dir, .. } => CoursewareSource::Slides {
+                    dir,
+                    every: std::time::Duration::from_secs(args.slide_seconds.max(1)),
+                },
+                other => other,
+            },
             courseware_layer: courseware_layer(1280, 720, args.courseware_fps),
         };
         let courseware_bps = match args.courseware {

@@ -15,7 +15,9 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::backoff::Backoff;
 use crate::status::SessionStats;
-use crate::whip::{redirect_candidates, Endpoint, WhipClient, WhipError};
+use crate::whip::{
+    ice_credentials, redirect_candidates, with_credentials, Endpoint, WhipClient, WhipError,
+};
 
 const SOCKET: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -99,14 +101,18 @@ impl PeerSocket {
 
     /// Runs the session until it ends or `stop` is set. On stop the session is closed
     /// (str0m sends nothing more; the caller DELETEs it over HTTP).
+    ///
+    /// `resumed`: the session was connected before and its ICE was just restarted; it counts
+    /// as connected again once ICE is, within [`RESTART_TIMEOUT`].
     pub fn run(
-        mut self,
+        &mut self,
         rtc: &mut Rtc,
         handler: &mut dyn Handler,
         stop: &AtomicBool,
         stats: &SessionStats,
+        resumed: bool,
     ) -> PeerEnd {
-        let end = self.run_inner(rtc, handler, stop, stats);
+        let end = self.run_inner(rtc, handler, stop, stats, resumed);
         stats.connected.store(false, Ordering::Relaxed);
         end
     }
@@ -117,8 +123,14 @@ impl PeerSocket {
         handler: &mut dyn Handler,
         stop: &AtomicBool,
         stats: &SessionStats,
+        resumed: bool,
     ) -> PeerEnd {
         let started = Instant::now();
+        let limit = if resumed {
+            RESTART_TIMEOUT
+        } else {
+            CONNECT_TIMEOUT
+        };
         let mut connected = false;
         let mut last_heard = started;
         let mut events = Events::with_capacity(64);
@@ -149,7 +161,11 @@ impl PeerSocket {
                                 stats.connects.fetch_add(1, Ordering::Relaxed);
                             }
                             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                                return PeerEnd::Lost("ICE disconnected".into());
+                                return if connected {
+                                    PeerEnd::Lost("ICE disconnected".into())
+                                } else {
+                                    PeerEnd::Failed("ICE disconnected before connecting".into())
+                                };
                             }
                             _ => {}
                         }
@@ -165,8 +181,8 @@ impl PeerSocket {
                     PeerEnd::Failed("session closed before connecting".into())
                 };
             }
-            if !connected && now.duration_since(started) > CONNECT_TIMEOUT {
-                return PeerEnd::Failed(format!("not connected within {CONNECT_TIMEOUT:?}"));
+            if !connected && now.duration_since(started) > limit {
+                return PeerEnd::Failed(format!("not connected within {limit:?}"));
             }
             if connected && now.duration_since(last_heard) > SILENCE_LIMIT {
                 return PeerEnd::Lost(format!("nothing from the SFU for {SILENCE_LIMIT:?}"));
@@ -199,6 +215,14 @@ impl PeerSocket {
                     }
                 }
             }
+            // After an ICE restart, anything heard from the SFU means the path is back (str0m
+            // need not report a state change: its ICE may never have left Connected).
+            if resumed && !connected && last_heard > started {
+                connected = true;
+                stats.connected.store(true, Ordering::Relaxed);
+                stats.ice_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("ICE restart: connected again");
+            }
             if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
                 return PeerEnd::Failed(format!("str0m: {e}"));
             }
@@ -229,6 +253,54 @@ pub fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
 
 /// A session that lasted this long counts as having worked: the backoff starts over.
 const STABLE: Duration = Duration::from_secs(10);
+/// After an ICE restart, ICE must connect again within this long, else a new session.
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a lost session's ICE restart is retried (while the SFU cannot be reached) before
+/// a new session is made; the SFU keeps a silent session about this long.
+const RESTART_WINDOW: Duration = Duration::from_secs(12);
+
+/// Restarts a lost session's ICE (RFC 9725 section 4.4.1): new local credentials in a PATCH,
+/// the SFU's new ones into the answer. Retried with backoff while the SFU cannot be reached;
+/// gives up at once when it no longer knows the session.
+fn restart_ice(
+    client: &WhipClient,
+    location: &url::Url,
+    answer: &str,
+    rtc: &mut Rtc,
+    stop: &AtomicBool,
+    backoff: &mut Backoff,
+) -> Result<(), String> {
+    let began = Instant::now();
+    loop {
+        let mut api = rtc.sdp_api();
+        let creds = api.ice_restart(true);
+        let Some((_, pending)) = api.apply() else {
+            return Err("no ICE restart offer".into());
+        };
+        match client.restart_ice(location, &creds.ufrag, &creds.pass) {
+            Ok(frag) => {
+                let (u, p) = ice_credentials(&frag)
+                    .ok_or_else(|| format!("no credentials in the SFU's fragment {frag:?}"))?;
+                let sdp = with_credentials(answer, &u, &p);
+                let a = SdpAnswer::from_sdp_string(&sdp).map_err(|e| e.to_string())?;
+                return rtc
+                    .sdp_api()
+                    .accept_answer(pending, a)
+                    .map_err(|e| e.to_string());
+            }
+            Err(e) if e.is_permanent() => return Err(e.to_string()),
+            Err(e) => {
+                if began.elapsed() > RESTART_WINDOW {
+                    return Err(format!("{e} (for {RESTART_WINDOW:?})"));
+                }
+                tracing::debug!("ICE restart: {e}");
+                if sleep_unless_stopped(backoff.next_delay(), stop) {
+                    return Err("stopped".into());
+                }
+            }
+        }
+    }
+}
 
 /// Keeps one WHIP or WHEP session up until `stop`: creates it, runs it, and after any loss
 /// (network, SFU restart) creates a new one with backoff. Returns an error only for failures
@@ -301,7 +373,42 @@ pub fn supervise(
             continue;
         }
         let began = Instant::now();
-        let end = socket.run(&mut p.rtc, p.handler.as_mut(), stop, stats);
+        let mut socket = socket;
+        let mut end = socket.run(&mut p.rtc, p.handler.as_mut(), stop, stats, false);
+        // A lost connection: first ICE restarts of the same session (the SFU keeps its place
+        // in the lesson) for up to RESTART_WINDOW, then a new session.
+        let mut lost_at: Option<Instant> = None;
+        loop {
+            let why = match &end {
+                PeerEnd::Lost(why) => {
+                    lost_at = Some(Instant::now());
+                    why.clone()
+                }
+                PeerEnd::Failed(why) if lost_at.is_some_and(|t| t.elapsed() < RESTART_WINDOW) => {
+                    why.clone()
+                }
+                _ => break,
+            };
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            tracing::info!("{what}: {why}; restarting ICE");
+            stats.set_error(format!("{why}; restarting ICE"));
+            match restart_ice(
+                client,
+                &created.location,
+                &answer,
+                &mut p.rtc,
+                stop,
+                &mut backoff,
+            ) {
+                Ok(()) => end = socket.run(&mut p.rtc, p.handler.as_mut(), stop, stats, true),
+                Err(e) => {
+                    tracing::info!("{what}: ICE restart failed ({e}); creating a new session");
+                    break;
+                }
+            }
+        }
         // Best effort: after an SFU restart the session is gone anyway (404 counts as done).
         if let Err(e) = client.delete(&created.location) {
             tracing::debug!("{what}: DELETE {}: {e}", created.location);

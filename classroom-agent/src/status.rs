@@ -11,6 +11,8 @@ pub struct SessionStats {
     pub connects: AtomicU64,
     /// Attempts that failed or sessions that were lost.
     pub failures: AtomicU64,
+    /// Sessions brought back by an ICE restart (no new WHIP/WHEP session).
+    pub ice_restarts: AtomicU64,
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
     pub keyframes_requested: AtomicU64,
@@ -37,6 +39,7 @@ impl SessionStats {
             "connected": self.connected.load(Ordering::Relaxed),
             "connects": self.connects.load(Ordering::Relaxed),
             "failures": self.failures.load(Ordering::Relaxed),
+            "ice_restarts": self.ice_restarts.load(Ordering::Relaxed),
             "frames": self.frames.load(Ordering::Relaxed),
             "bytes": self.bytes.load(Ordering::Relaxed),
             "keyframes_requested": self.keyframes_requested.load(Ordering::Relaxed),
@@ -97,7 +100,7 @@ impl AgentStatus {
             &'static str,
             fn(&SessionStats) -> u64,
         );
-        let series: [Series; 8] = [
+        let series: [Series; 9] = [
             (
                 "connected",
                 "gauge",
@@ -115,6 +118,12 @@ impl AgentStatus {
                 "counter",
                 "failed attempts and lost sessions",
                 |s| s.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "ice_restarts_total",
+                "counter",
+                "sessions brought back by an ICE restart",
+                |s| s.ice_restarts.load(Ordering::Relaxed),
             ),
             (
                 "frames_total",

@@ -1,4 +1,5 @@
-//! WHIP/WHEP over HTTP: POST the offer, keep the session's Location, DELETE it on leave.
+//! WHIP/WHEP over HTTP: POST the offer, keep the session's Location, restart its ICE with a
+//! PATCH (RFC 9725 section 4.4.1), DELETE it on leave.
 
 use std::time::Duration;
 
@@ -107,6 +108,31 @@ impl WhipClient {
         })
     }
 
+    /// Restarts the session's ICE: sends this side's new credentials as a
+    /// `trickle-ice-sdpfrag` and returns the SFU's fragment with its new ones. A session the
+    /// SFU no longer knows answers 404 (then only a new session helps).
+    pub fn restart_ice(&self, location: &Url, ufrag: &str, pwd: &str) -> Result<String, WhipError> {
+        let frag = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+        let resp = self
+            .http
+            .patch(location.clone())
+            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(CONTENT_TYPE, SDPFRAG)
+            .header("if-match", "*")
+            .timeout(Duration::from_secs(3))
+            .body(frag)
+            .send()?;
+        let status = resp.status().as_u16();
+        let body = resp.text()?;
+        if status != 200 {
+            return Err(WhipError::Status {
+                status,
+                body: body.trim().chars().take(300).collect(),
+            });
+        }
+        Ok(body)
+    }
+
     /// Ends a session. A session the SFU no longer knows (404) counts as ended.
     pub fn delete(&self, location: &Url) -> Result<(), WhipError> {
         let resp = self
@@ -123,6 +149,35 @@ impl WhipClient {
             }),
         }
     }
+}
+
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// The ICE credentials (`a=ice-ufrag`, `a=ice-pwd`) in an SDP or an SDP fragment.
+pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let find = |key: &str| {
+        sdp.lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+    };
+    Some((find("a=ice-ufrag:")?, find("a=ice-pwd:")?))
+}
+
+/// `answer` with its ICE credentials replaced: the answer to an ICE-restart offer is the
+/// session's answer with the SFU's new credentials (nothing else changes).
+pub fn with_credentials(answer: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(answer.len());
+    for line in answer.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[body.len()..];
+        if body.starts_with("a=ice-ufrag:") {
+            out.push_str(&format!("a=ice-ufrag:{ufrag}{ending}"));
+        } else if body.starts_with("a=ice-pwd:") {
+            out.push_str(&format!("a=ice-pwd:{pwd}{ending}"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Points the answer's ICE candidates at `via` (a relay in front of the SFU, such as the
@@ -165,6 +220,22 @@ mod tests {
         assert!(out.contains("a=candidate:1 1 udp 2130706175 127.0.0.1 40000 typ host\r\n"));
         assert_eq!(out.matches("a=candidate:").count(), 1);
         assert!(out.contains("a=end-of-candidates\r\n"));
+    }
+
+    #[test]
+    fn restart_answers_carry_the_new_credentials_only() {
+        let answer = "v=0\r\na=ice-lite\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+            a=ice-ufrag:old1\r\na=ice-pwd:oldpass1\r\na=mid:0\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:old1\r\na=ice-pwd:oldpass1\r\n";
+        let frag = "a=ice-lite\r\na=ice-ufrag:new2\r\na=ice-pwd:newpass2\r\n";
+        let (u, p) = ice_credentials(frag).unwrap();
+        assert_eq!((u.as_str(), p.as_str()), ("new2", "newpass2"));
+        let out = with_credentials(answer, &u, &p);
+        assert_eq!(out.matches("a=ice-ufrag:new2\r\n").count(), 2);
+        assert_eq!(out.matches("a=ice-pwd:newpass2\r\n").count(), 2);
+        assert!(!out.contains("old"));
+        assert_eq!(out.len(), answer.len());
+        assert_eq!(ice_credentials("a=ice-ufrag:x\r\n"), None);
     }
 
     #[test]

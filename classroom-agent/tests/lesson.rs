@@ -95,28 +95,61 @@ fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
     )
 }
 
+/// Courseware from a folder of slides (two PNG pictures of other sizes, letterboxed to
+/// 1280x720, which the SFU reads from the VP8 keyframes).
 #[test]
 fn teacher_publishes_and_classroom_records_a_decodable_lesson() {
-    record_lesson("vp8", true);
+    gst::init().unwrap();
+    let dir = std::env::temp_dir().join(format!("agent-slides-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pattern, w, h) in [
+        ("01.png", "smpte", 800, 600),
+        ("02.png", "ball", 1920, 1080),
+    ] {
+        let p = gst::parse::launch(&format!(
+            "videotestsrc pattern={pattern} num-buffers=1 ! video/x-raw,width={w},height={h} ! \
+             pngenc ! filesink location={}",
+            dir.join(name).display()
+        ))
+        .unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let eos = p
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos]);
+        p.set_state(gst::State::Null).unwrap();
+        assert!(eos.is_some(), "writing slide {name}");
+    }
+    record_lesson("vp8", Some(format!("slides:{}", dir.display())));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn h264_lesson_records_and_decodes() {
-    record_lesson("h264", false);
+    record_lesson("h264", Some("test".into()));
 }
 
 /// The teacher publishes (3-layer simulcast in `codec`, Opus, optionally courseware), a
 /// classroom records 8 s into Matroska, and the file decodes.
-fn record_lesson(codec: &str, with_courseware: bool) {
+fn record_lesson(codec: &str, courseware_from: Option<String>) {
     let _serial = serial();
     let sfu = Sfu::start();
     let room = format!("agent-lesson-{codec}");
     let room = room.as_str();
-    let mut args = TEACHER.to_vec();
+    let mut args: Vec<&str> = TEACHER.to_vec();
     args.extend(["--codec", codec]);
-    if with_courseware {
-        // A second video track at 1280x720, 2 frames a second.
-        args.extend(["--courseware", "test", "--courseware-fps", "2"]);
+    let with_courseware = courseware_from.is_some();
+    if let Some(from) = courseware_from.as_deref() {
+        // A second video track at 1280x720, 2 frames a second; slides change every 2 s.
+        args.extend([
+            "--courseware",
+            from,
+            "--courseware-fps",
+            "2",
+            "--slide-seconds",
+            "2",
+        ]);
     }
     let mut teacher = agent(
         "teacher",
@@ -147,8 +180,30 @@ fn record_lesson(codec: &str, with_courseware: bool) {
         "no courseware at the SFU: {courseware}\n{}",
         teacher.tail()
     );
-    if with_courseware {
+    if with_courseware && codec == "vp8" {
+        // The SFU reads the size from VP8 keyframes only.
         assert_eq!(courseware["layers"][0]["width"], 1280, "{courseware}");
+        assert_eq!(courseware["layers"][0]["height"], 720, "{courseware}");
+    }
+    if courseware_from
+        .as_deref()
+        .is_some_and(|c| c.starts_with("slides:"))
+    {
+        assert_eq!(
+            log_count(&teacher, "courseware: 2 slides from"),
+            1,
+            "{}",
+            teacher.tail()
+        );
+        // The slides advance (every 2 s): the second one has been shown.
+        assert!(
+            wait_until(Duration::from_secs(10), || log_count(
+                &teacher,
+                "courseware: slide 2 of 2"
+            ) > 0),
+            "{}",
+            teacher.tail()
+        );
     }
     let status = agent_status(&teacher).expect("teacher /status");
     eprintln!("teacher status: {status}");

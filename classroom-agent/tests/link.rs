@@ -303,3 +303,104 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         .max();
     eprintln!("highest step within 8 s of the recovery: {back:?} (top {top})");
 }
+
+/// Issue 5, item 6: after a link outage the agent restarts ICE on the same WHIP session (RFC
+/// 9725 PATCH) instead of making a new one, and the voice is back at the SFU within 5 s of the
+/// link's return. The media path runs through `link-relay`, which drops every packet both ways
+/// from `CUT` to `BACK`; HTTP to the SFU stays up, as it does when a school's router drops its
+/// UDP mappings.
+#[test]
+fn a_link_outage_is_healed_by_an_ice_restart_of_the_same_session() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-ice-restart";
+    const CUT: Duration = Duration::from_secs(12);
+    const BACK: Duration = Duration::from_secs(18);
+    const BACK_WITHIN: Duration = Duration::from_secs(5);
+
+    let mut relay = Command::new(relay_bin())
+        .args(["--target", &format!("127.0.0.1:{}", sfu.media)])
+        .args([
+            "--up-kbps",
+            "20000",
+            "--down-kbps",
+            "20000",
+            "--rtt-ms",
+            "20",
+        ])
+        .args([
+            "--schedule",
+            &format!("{}s:loss=100,{}s:loss=0", CUT.as_secs(), BACK.as_secs()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn link-relay");
+    let t0 = Instant::now();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("relay address");
+    let _guard = ChildGuard(relay);
+    let via = line.trim().to_string();
+
+    let mut teacher = agent(
+        "teacher-ice",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &[
+            "--role",
+            "teacher",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--media-via",
+            &via,
+        ],
+    );
+    wait_publishing(&sfu, room, &teacher, CUT.saturating_sub(t0.elapsed()));
+    let before = agent_status(&teacher).expect("status")["publish"].clone();
+    assert_eq!(before["connects"], 1, "{before}");
+
+    // Through the outage: the agent finds the SFU silent, restarts ICE (the PATCH goes over
+    // HTTP, which works), and its connectivity checks get through once the link is back.
+    std::thread::sleep((t0 + BACK).saturating_duration_since(Instant::now()));
+    let back = Instant::now();
+    let base = sfu.room(room).map(|r| audio_packets(&r)).unwrap_or(0);
+    let flowing = wait_until(Duration::from_secs(15), || {
+        sfu.room(room)
+            .is_some_and(|r| audio_packets(&r) > base + 25)
+    });
+    let took = back.elapsed();
+    let st = agent_status(&teacher).expect("status");
+    let p = &st["publish"];
+    eprintln!(
+        "voice back at the SFU {took:.1?} after the link returned; agent: {} ICE restarts, {} \
+         sessions connected, {} failures",
+        p["ice_restarts"], p["connects"], p["failures"]
+    );
+    assert!(
+        flowing,
+        "the voice did not come back within 15 s of the link's return: {st}\n{}",
+        teacher.tail()
+    );
+    assert!(
+        took <= BACK_WITHIN,
+        "the voice came back {took:?} after the link returned, want <= {BACK_WITHIN:?}"
+    );
+    assert!(
+        p["ice_restarts"].as_u64() >= Some(1),
+        "no ICE restart: {st}\n{}",
+        teacher.tail()
+    );
+    assert_eq!(
+        p["connects"],
+        1,
+        "the agent made a new session instead of restarting ICE: {st}\n{}",
+        teacher.tail()
+    );
+    assert_eq!(st["publish"]["connected"], true);
+    teacher.stop(Duration::from_secs(5));
+}
