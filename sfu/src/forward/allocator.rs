@@ -20,9 +20,11 @@ use crate::program::Slot;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackOffer {
     pub slot: Slot,
-    /// Bitrate of each layer, lowest first; `None` for a layer that is not flowing.
+    /// Bitrate of each rung of the slot's ladder, lowest first: its simulcast layers and the
+    /// reduced frame rates between them (see `program::SlotSource::ladder`); `None` for a rung
+    /// whose layer is not flowing.
     pub layers_bps: Vec<Option<u64>>,
-    /// Highest layer this subscriber may get (e.g. `?layer=mid`).
+    /// Highest rung this subscriber may get (e.g. `?layer=mid`).
     pub max_layer: usize,
 }
 

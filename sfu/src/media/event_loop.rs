@@ -164,25 +164,84 @@ struct Estimate {
     /// str0m's estimate event: averaged over a few seconds.
     bps: u64,
     twcc: bool,
-    /// The controller's own latest estimate (from the stats tick) and when it was read.
+    /// The controller's own latest estimate (from the stats tick) and when it was read, and
+    /// the reading before it.
     raw: Option<(u64, Instant)>,
+    raw_prev: Option<(u64, Instant)>,
 }
 
 /// A raw estimate older than this is not used.
 const RAW_ESTIMATE_FRESH: Duration = Duration::from_secs(2);
+/// Two raw readings at least this far apart, both above the average, confirm a rise.
+const RAW_RISE_HELD: Duration = Duration::from_millis(400);
 
 impl Estimate {
-    /// What the allocator shares: the averaged estimate, or the controller's latest when that
-    /// is lower. The average suits going up (no layer chases a brief high), but after a
-    /// capacity drop it lags by seconds while the link's queue fills; the controller's own
-    /// estimate is what a browser's encoder would follow at once.
+    /// What the allocator shares. The average lags the controller by seconds both ways: after
+    /// a capacity drop the link's queue fills meanwhile, and after a recovery (a probe that
+    /// found the room) the classroom waits on a smaller layer. So the controller's latest
+    /// estimate counts at once when it is lower, and when it is higher once two readings in a
+    /// row say so (then the lower of the two); otherwise the average.
     fn for_allocation(&self, now: Instant) -> u64 {
-        match self.raw {
-            Some((raw, at)) if now.saturating_duration_since(at) <= RAW_ESTIMATE_FRESH => {
-                self.bps.min(raw)
+        let fresh = |x: Option<(u64, Instant)>| {
+            x.filter(|(_, at)| now.saturating_duration_since(*at) <= RAW_ESTIMATE_FRESH)
+        };
+        let Some((raw, at)) = fresh(self.raw) else {
+            return self.bps;
+        };
+        if raw <= self.bps {
+            return raw;
+        }
+        match fresh(self.raw_prev) {
+            Some((prev, prev_at))
+                if prev > self.bps && at.saturating_duration_since(prev_at) >= RAW_RISE_HELD =>
+            {
+                raw.min(prev)
             }
             _ => self.bps,
         }
+    }
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+
+    #[test]
+    fn the_allocator_follows_the_controller_down_at_once_and_up_when_held() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(500);
+        let e = |raw: Option<(u64, Instant)>, raw_prev: Option<(u64, Instant)>| Estimate {
+            bps: 2_000_000,
+            twcc: true,
+            raw,
+            raw_prev,
+        };
+        assert_eq!(e(None, None).for_allocation(t1), 2_000_000);
+        // A capacity drop: the controller already says 700k, the average still 2M.
+        assert_eq!(e(Some((700_000, t1)), None).for_allocation(t1), 700_000);
+        // One reading above the average is not enough to go up...
+        assert_eq!(e(Some((3_000_000, t1)), None).for_allocation(t1), 2_000_000);
+        assert_eq!(
+            e(Some((3_000_000, t1)), Some((1_900_000, t0))).for_allocation(t1),
+            2_000_000
+        );
+        // ... two in a row are (the lower of them)...
+        assert_eq!(
+            e(Some((3_000_000, t1)), Some((2_600_000, t0))).for_allocation(t1),
+            2_600_000
+        );
+        // ... unless they came too close together.
+        let close = t0 + RAW_RISE_HELD - Duration::from_millis(1);
+        assert_eq!(
+            e(Some((3_000_000, close)), Some((2_600_000, t0))).for_allocation(close),
+            2_000_000
+        );
+        // A reading older than RAW_ESTIMATE_FRESH no longer counts.
+        let later = t1 + RAW_ESTIMATE_FRESH + Duration::from_millis(1);
+        assert_eq!(
+            e(Some((700_000, t1)), None).for_allocation(later),
+            2_000_000
+        );
     }
 }
 
@@ -512,6 +571,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 bps: estimate.as_u64(),
                 twcc: true,
                 raw: s.estimate.and_then(|e| e.raw),
+                raw_prev: s.estimate.and_then(|e| e.raw_prev),
             });
         }
         // REMB only counts for receivers that give no transport-wide feedback.
@@ -522,6 +582,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 bps: estimate.as_u64(),
                 twcc: false,
                 raw: None,
+                raw_prev: None,
             });
         }
         Event::PeerStats(st) => {
@@ -545,6 +606,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 s.stats.loss = st.ingress_loss_fraction.or(s.stats.loss);
             }
             if let (Some(raw), Some(e)) = (st.bwe_tx, s.estimate.as_mut().filter(|e| e.twcc)) {
+                e.raw_prev = e.raw;
                 e.raw = Some((raw.as_u64(), now));
             }
         }
