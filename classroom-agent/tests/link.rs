@@ -33,6 +33,24 @@ fn relay_bin() -> std::path::PathBuf {
     p
 }
 
+/// Starts `link-relay` in front of the SFU's media port with `args`; returns it (killed on
+/// drop), the address to send media to, and when it started (its schedule counts from then).
+fn start_relay(sfu: &Sfu, args: &[&str]) -> (ChildGuard, String, Instant) {
+    let mut relay = Command::new(relay_bin())
+        .args(["--target", &format!("127.0.0.1:{}", sfu.media)])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn link-relay");
+    let t0 = Instant::now();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("relay address");
+    (ChildGuard(relay), line.trim().to_string(), t0)
+}
+
 /// Timestamps of the Opus packets in a Matroska recording.
 fn audio_pts(path: &std::path::Path) -> Vec<Duration> {
     use gstreamer as gst;
@@ -103,28 +121,19 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     let room = "agent-link";
     const DROP: Duration = Duration::from_secs(10);
     const RECOVER: Duration = Duration::from_secs(20);
-    let mut relay = std::process::Command::new(relay_bin())
-        .args(["--target", &format!("127.0.0.1:{}", sfu.media)])
-        .args([
+    let (guard, via, t0) = start_relay(
+        &sfu,
+        &[
             "--up-kbps",
             "1500",
             "--down-kbps",
             "20000",
             "--rtt-ms",
             "40",
-        ])
-        .args(["--schedule", "10s:up=400,20s:up=1500"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn link-relay");
-    let t0 = Instant::now();
-    let mut line = String::new();
-    BufReader::new(relay.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("relay address");
-    let via = line.trim().to_string();
-    let guard = ChildGuard(relay);
+            "--schedule",
+            "10s:up=400,20s:up=1500",
+        ],
+    );
 
     let mut args: Vec<&str> = vec![
         "--role",
@@ -318,31 +327,20 @@ fn a_link_outage_is_healed_by_an_ice_restart_of_the_same_session() {
     const BACK: Duration = Duration::from_secs(18);
     const BACK_WITHIN: Duration = Duration::from_secs(5);
 
-    let mut relay = Command::new(relay_bin())
-        .args(["--target", &format!("127.0.0.1:{}", sfu.media)])
-        .args([
+    let schedule = format!("{}s:loss=100,{}s:loss=0", CUT.as_secs(), BACK.as_secs());
+    let (_guard, via, t0) = start_relay(
+        &sfu,
+        &[
             "--up-kbps",
             "20000",
             "--down-kbps",
             "20000",
             "--rtt-ms",
             "20",
-        ])
-        .args([
             "--schedule",
-            &format!("{}s:loss=100,{}s:loss=0", CUT.as_secs(), BACK.as_secs()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn link-relay");
-    let t0 = Instant::now();
-    let mut line = String::new();
-    BufReader::new(relay.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("relay address");
-    let _guard = ChildGuard(relay);
-    let via = line.trim().to_string();
+            &schedule,
+        ],
+    );
 
     let mut teacher = agent(
         "teacher-ice",
