@@ -333,7 +333,7 @@ pub fn supervise(
             let p = prepare(&socket, Instant::now())?;
             Ok::<_, String>((socket, p))
         })();
-        let (socket, mut p) = match attempt {
+        let (mut socket, mut p) = match attempt {
             Ok(x) => x,
             Err(e) => {
                 fail(e);
@@ -373,7 +373,6 @@ pub fn supervise(
             continue;
         }
         let began = Instant::now();
-        let mut socket = socket;
         let mut end = socket.run(&mut p.rtc, p.handler.as_mut(), stop, stats, false);
         // A lost connection: first ICE restarts of the same session (the SFU keeps its place
         // in the lesson) for up to RESTART_WINDOW, then a new session.

@@ -117,8 +117,8 @@ const media = {
   stageVideo: freshSlot(),
   kbps: 0,
   loss: 0,
-  rttMs: null,
-  // Video jitter buffer sized for the link (playout.js); `applied` is what the receivers have.
+  // Video jitter buffer sized for the link (playout.js; it keeps the last round trip measured);
+  // `applied` is what the receivers have.
   playout: playoutState(),
   applied: null,
 };
@@ -385,8 +385,7 @@ async function monitor() {
     media.loss = dl > 0 && dl + dr > 0 ? dl / (dl + dr) : 0;
   }
   lastSample = { ts: now, lost, received };
-  media.rttMs = a.rttMs ?? c.rttMs ?? media.rttMs;
-  sizePlayout(trs, now);
+  sizePlayout(trs, now, a.rttMs ?? c.rttMs);
   if (media.camera.live || media.courseware.live || media.audio.live) hadMedia = true;
   // The audio element may have been paused by the browser (e.g. device change): nudge it.
   if (!soundBlocked && ui.audio.paused && media.audio.live) playAudio();
@@ -394,8 +393,8 @@ async function monitor() {
 }
 
 /** Gives the video receivers a jitter buffer that rides out retransmissions on a lossy link. */
-function sizePlayout(trs, now) {
-  media.playout = nextPlayout(media.playout, { now, loss: media.loss, rttMs: media.rttMs });
+function sizePlayout(trs, now, rttMs) {
+  media.playout = nextPlayout(media.playout, { now, loss: media.loss, rttMs });
   const target = media.playout.target;
   if (target === media.applied) return;
   for (const i of [1, 2, 4]) {
@@ -551,7 +550,7 @@ window.lesson = {
     return session.sessions;
   },
   get media() {
-    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss, rttMs } = media;
+    const { camera, courseware, audio, stageAudio, stageVideo, kbps, loss } = media;
     return {
       camera: { ...camera },
       courseware: { ...courseware },
@@ -560,7 +559,7 @@ window.lesson = {
       stageVideo: { ...stageVideo },
       kbps,
       loss,
-      rttMs,
+      rttMs: media.playout.rtt,
       /** Video jitter buffer target in ms (null: the browser's default). */
       playoutTargetMs: media.applied,
     };

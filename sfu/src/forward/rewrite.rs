@@ -13,13 +13,15 @@ use std::time::Instant;
 use super::SourceId;
 
 /// Input numbers (sequence numbers, picture ids) that were left out, newest last, so that what
-/// is forwarded can be numbered without gaps. Only numbers newer than every one recorded are
-/// added: the numbering given to packets already forwarded never changes.
+/// is forwarded can be numbered without gaps. Only numbers newer than every one left out or
+/// forwarded are added: the numbering given to packets already forwarded never changes.
 #[derive(Debug, Clone, Default)]
 pub struct Dropped {
     list: VecDeque<u64>,
     /// Entries let go from the front of `list`.
     evicted: u64,
+    /// The newest number forwarded.
+    newest_forwarded: Option<u64>,
 }
 
 impl Dropped {
@@ -29,10 +31,20 @@ impl Dropped {
     pub fn clear(&mut self) {
         self.list.clear();
         self.evicted = 0;
+        self.newest_forwarded = None;
+    }
+
+    /// `n` was forwarded: nothing at or before it can be left out any more.
+    pub fn forwarded(&mut self, n: u64) {
+        if self.newest_forwarded.is_none_or(|f| n > f) {
+            self.newest_forwarded = Some(n);
+        }
     }
 
     pub fn add(&mut self, n: u64) {
-        if self.list.back().is_some_and(|&b| b >= n) {
+        if self.list.back().is_some_and(|&b| b >= n)
+            || self.newest_forwarded.is_some_and(|f| f >= n)
+        {
             return;
         }
         self.list.push_back(n);
@@ -63,8 +75,6 @@ struct Mapping {
     out_seq_base: u64,
     ts_offset: u32,
     dropped: Dropped,
-    /// Highest input sequence number forwarded: only newer packets can be left out.
-    newest_in: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,14 +127,13 @@ impl Rewriter {
             out_seq_base,
             ts_offset: out_ts.wrapping_sub(ts),
             dropped: Dropped::default(),
-            newest_in: None,
         });
     }
 
     /// Packet `seq` of the current source is left out on purpose: later packets close up.
     pub fn drop_packet(&mut self, source: SourceId, seq: u64) {
         if let Some(m) = self.map.as_mut().filter(|m| m.source == source) {
-            if seq >= m.in_seq_base && m.newest_in.is_none_or(|n| seq > n) {
+            if seq >= m.in_seq_base {
                 m.dropped.add(seq);
             }
         }
@@ -146,11 +155,8 @@ impl Rewriter {
         }
         let skipped = map.dropped.below(seq)?;
         let out_seq = map.out_seq_base + (seq - map.in_seq_base) - skipped;
-        if map.newest_in.is_none_or(|n| seq > n) {
-            map.newest_in = Some(seq);
-        }
-        let ts_offset = map.ts_offset;
-        let out_ts = ts.wrapping_add(ts_offset);
+        map.dropped.forwarded(seq);
+        let out_ts = ts.wrapping_add(map.ts_offset);
         if self.last.is_none_or(|l| out_seq > l.out_seq) {
             self.last = Some(Last {
                 out_seq,

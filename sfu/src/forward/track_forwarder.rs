@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use super::rewrite::Rewriter;
-use super::vp8_rewrite::{Vp8Fields, Vp8Rewriter};
+use super::vp8_rewrite::{pid_newer, Vp8Fields, Vp8Rewriter};
 use super::SourceId;
 
 /// A packet as the forwarder needs to see it.
@@ -169,7 +169,7 @@ impl TrackForwarder {
         };
         match self.picture {
             Some((src, cur, pass)) if src == p.source && cur == pid => return pass,
-            Some((src, cur, _)) if src == p.source && !pid_after(pid, cur, f.picture_id_15) => {
+            Some((src, cur, _)) if src == p.source && !pid_newer(pid, cur, f.pid_mask()) => {
                 // A late packet of an earlier picture: as that picture was decided.
                 return !self.vp8.was_dropped(p.source, f);
             }
@@ -186,13 +186,6 @@ impl TrackForwarder {
         self.picture = Some((p.source, pid, pass));
         pass
     }
-}
-
-/// Whether picture id `a` comes after `b` (7- or 15-bit, wrapping).
-fn pid_after(a: u16, b: u16, wide: bool) -> bool {
-    let m: u16 = if wide { 1 << 15 } else { 1 << 7 };
-    let d = a.wrapping_sub(b) & (m - 1);
-    d != 0 && d < m / 2
 }
 
 #[cfg(test)]

@@ -26,9 +26,21 @@ pub struct Vp8Fields {
 
 const PID_MOD: u16 = 1 << 15;
 
-fn pid_newer(a: u16, b: u16) -> bool {
-    let d = a.wrapping_sub(b) & (PID_MOD - 1);
-    d != 0 && d < PID_MOD / 2
+impl Vp8Fields {
+    /// The mask of this packet's PictureID width (15 or 7 bits).
+    pub fn pid_mask(&self) -> u16 {
+        if self.picture_id_15 {
+            PID_MOD - 1
+        } else {
+            0x7f
+        }
+    }
+}
+
+/// Whether picture id `a` comes after `b`, wrapping at `mask + 1`.
+pub fn pid_newer(a: u16, b: u16, mask: u16) -> bool {
+    let d = a.wrapping_sub(b) & mask;
+    d != 0 && d <= mask / 2
 }
 
 fn u8_newer(a: u8, b: u8) -> bool {
@@ -54,8 +66,6 @@ pub struct Vp8Rewriter {
     ext_last: Option<(u16, u64)>,
     /// Unwrapped picture ids of the current source that were not forwarded.
     dropped: Dropped,
-    /// The newest unwrapped picture id forwarded: only newer pictures can be left out.
-    ext_forwarded: Option<u64>,
 }
 
 /// A picture id unwrapped against the newest one seen (`None`: the first), with `width_mask`
@@ -95,14 +105,13 @@ impl Vp8Rewriter {
             key,
         });
         self.ext_last = None;
-        self.ext_forwarded = None;
         self.dropped.clear();
     }
 
     /// The unwrapped id of picture `f` of the current source, remembering the newest.
     fn ext_pid(&mut self, f: &Vp8Fields) -> Option<u64> {
         let pid = f.picture_id?;
-        let mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        let mask = f.pid_mask();
         let ext = unwrap_pid(self.ext_last, pid, mask);
         if self.ext_last.is_none_or(|(_, e)| ext > e) {
             self.ext_last = Some((pid, ext));
@@ -115,9 +124,7 @@ impl Vp8Rewriter {
     pub fn drop_picture(&mut self, source: SourceId, f: Vp8Fields) {
         if self.offsets.is_some_and(|o| o.source == source) {
             if let Some(ext) = self.ext_pid(&f) {
-                if self.ext_forwarded.is_none_or(|e| ext > e) {
-                    self.dropped.add(ext);
-                }
+                self.dropped.add(ext);
             }
         }
     }
@@ -127,21 +134,19 @@ impl Vp8Rewriter {
         let (Some(pid), Some(o)) = (f.picture_id, self.offsets) else {
             return false;
         };
-        let mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        let mask = f.pid_mask();
         o.source == source && self.dropped.contains(unwrap_pid(self.ext_last, pid, mask))
     }
 
     /// The rewritten fields for a packet of the current source.
     pub fn rewrite(&mut self, source: SourceId, f: Vp8Fields) -> Option<Vp8Fields> {
         let o = self.offsets.filter(|o| o.source == source)?;
-        let width_mask = if f.picture_id_15 { PID_MOD - 1 } else { 0x7f };
+        let width_mask = f.pid_mask();
         // Pictures left out before this one; a picture older than what is remembered keeps
         // the plain offset (it is a late retransmission the receiver has long given up on).
         let ext = self.ext_pid(&f);
         if let Some(e) = ext {
-            if self.ext_forwarded.is_none_or(|x| e > x) {
-                self.ext_forwarded = Some(e);
-            }
+            self.dropped.forwarded(e);
         }
         let skipped = ext.and_then(|e| self.dropped.below(e)).unwrap_or(0);
         let out = Vp8Fields {
@@ -155,7 +160,7 @@ impl Vp8Rewriter {
             frame_start: f.frame_start,
         };
         if let Some(p) = out.picture_id {
-            if self.last_pid.is_none_or(|l| pid_newer(p, l)) {
+            if self.last_pid.is_none_or(|l| pid_newer(p, l, width_mask)) {
                 self.last_pid = Some(p);
             }
         }
