@@ -52,12 +52,17 @@ cleanup() {
 trap cleanup EXIT
 
 # pick_port: sets PORT to one not handed out yet with no TCP listener (UDP ports, for media
-# and relays, are taken on trust).
+# and relays, are taken on trust). Ports come from below the kernel's ephemeral range: the
+# nodes' own outgoing connections (Redis, health checks) take ephemeral ports, and one of them
+# could take a port picked here before its node binds it.
 used=" "
+EPHEMERAL_FROM=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PICK_SPAN=$((EPHEMERAL_FROM - 20000))
+[ "$PICK_SPAN" -gt 1000 ] || die "the ephemeral port range starts at $EPHEMERAL_FROM: no room below it"
 pick_port() {
   local p
   for _ in $(seq 200); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % PICK_SPAN))
     case "$used" in *" $p "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       used+="$p "
