@@ -39,6 +39,9 @@ pub enum VideoSource {
     V4l2(String),
     /// The platform's default camera (autovideosrc).
     Auto,
+    /// Any GStreamer source description, e.g. an IP camera:
+    /// `rtspsrc location=rtsp://10.0.0.5/stream ! decodebin`.
+    Launch(String),
 }
 
 impl std::str::FromStr for VideoSource {
@@ -48,11 +51,15 @@ impl std::str::FromStr for VideoSource {
             "none" => VideoSource::None,
             "test" => VideoSource::Test,
             "auto" => VideoSource::Auto,
-            _ => match s.strip_prefix("v4l2:") {
-                Some(dev) if !dev.is_empty() => VideoSource::V4l2(dev.to_string()),
+            _ => match (s.strip_prefix("v4l2:"), s.strip_prefix("gst:")) {
+                (Some(dev), _) if !dev.is_empty() => VideoSource::V4l2(dev.to_string()),
+                (_, Some(desc)) if !desc.trim().is_empty() => {
+                    VideoSource::Launch(desc.trim().to_string())
+                }
                 _ => {
                     return Err(format!(
-                        "video source {s:?}: use test, auto, none or v4l2:/dev/videoN"
+                        "video source {s:?}: use test, auto, none, v4l2:/dev/videoN or \
+                         gst:DESCRIPTION"
                     ))
                 }
             },
@@ -308,18 +315,22 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
     let video_src = match (&cfg.video, top) {
         (VideoSource::None, _) | (_, None) => None,
         (VideoSource::Test, Some(t)) => Some(test_pattern(t)),
-        (VideoSource::V4l2(dev), Some(t)) => Some(format!(
-            "v4l2src device={} ! videoconvert ! videoscale ! videorate ! \
-             video/x-raw,width={},height={},framerate={}/1",
-            quote(dev),
-            t.width,
-            t.height,
-            t.fps
-        )),
-        (VideoSource::Auto, Some(t)) => Some(format!(
-            "autovideosrc ! videoconvert ! videoscale ! videorate ! \
-             video/x-raw,width={},height={},framerate={}/1",
-            t.width, t.height, t.fps
+        // A real camera can go away: the test pattern stands in (see `camera.rs`).
+        (_, Some(t)) => Some(format!(
+            "input-selector name={sel} sync-streams=false  \
+             videotestsrc is-live=true pattern=smpte ! \
+             video/x-raw,width={w},height={h},framerate={slow}/1 ! \
+             textoverlay text=\"Camera unavailable\" valignment=center font-desc=\"Sans 32\" ! \
+             clockoverlay halignment=right valignment=bottom font-desc=\"Sans 24\" ! \
+             videorate ! videoconvert ! \
+             video/x-raw,format=I420,width={w},height={h},framerate={fps}/1 ! {sel}.  \
+             {sel}.",
+            sel = crate::camera::SELECTOR,
+            w = t.width,
+            h = t.height,
+            fps = t.fps,
+            // Drawn at a few frames a second and repeated: it runs all lesson long.
+            slow = t.fps.clamp(1, 5),
         )),
     };
     if let Some(src) = video_src {
@@ -379,6 +390,24 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
     (parts.join("  "), encoders)
 }
 
+/// The camera to watch and fall back from, for sources that can go away.
+pub fn camera_spec(cfg: &CaptureConfig) -> Option<crate::camera::CameraSpec> {
+    let top = cfg.layers.last()?;
+    let (source, device) = match &cfg.video {
+        VideoSource::None | VideoSource::Test => return None,
+        VideoSource::V4l2(dev) => (format!("v4l2src device={}", quote(dev)), Some(dev.clone())),
+        VideoSource::Auto => ("autovideosrc".to_string(), None),
+        VideoSource::Launch(desc) => (desc.clone(), None),
+    };
+    Some(crate::camera::CameraSpec {
+        source,
+        device,
+        width: top.width,
+        height: top.height,
+        fps: top.fps,
+    })
+}
+
 /// Parses a description; a missing plugin gets an error that says what to install.
 pub fn launch(desc: &str) -> Result<gst::Pipeline, PipelineError> {
     let element = gst::parse::launch(desc).map_err(|e| {
@@ -402,10 +431,14 @@ pub struct Capture {
     codec: VideoCodec,
     /// Per camera layer: the controls adaptation turns.
     layers: Vec<LayerControls>,
-    /// What each camera layer was last set to (`None`: paused).
+    /// The courseware's controls, when it is sent.
+    courseware: Option<LayerControls>,
+    /// What each camera layer, then the courseware, was last set to (`None`: paused).
     applied: Mutex<Vec<Option<LayerSetting>>>,
     /// Pushes slides into the courseware branch (courseware from a folder).
     _slides: Option<crate::slides::Feeder>,
+    /// Swaps the camera for the test pattern while it is away.
+    _camera: Option<crate::camera::CameraSwitch>,
 }
 
 /// The elements of one camera layer that adaptation changes while running.
@@ -417,7 +450,11 @@ struct LayerControls {
 }
 
 impl Capture {
-    pub fn start(cfg: &CaptureConfig, route: FrameRoute) -> Result<Capture, PipelineError> {
+    pub fn start(
+        cfg: &CaptureConfig,
+        route: FrameRoute,
+        camera_stats: Arc<crate::camera::CameraStats>,
+    ) -> Result<Capture, PipelineError> {
         let (desc, encoders) = describe(cfg);
         if encoders.is_empty() {
             return Err(PipelineError::Setup(
@@ -468,32 +505,38 @@ impl Capture {
             sinks.push(sink);
         }
         let mut layers = vec![];
-        let mut applied = vec![];
+        let mut courseware = None;
         for (i, e) in encoders.iter().enumerate() {
-            if e.track != TrackKind::Camera {
-                continue;
-            }
             let get = |n: String| {
                 pipeline
                     .by_name(&n)
                     .ok_or_else(|| PipelineError::Setup(format!("{n} missing")))
             };
-            layers.push(LayerControls {
-                encoder: i,
-                valve: get(format!("valve{i}"))?,
-                caps: get(format!("caps{i}"))?,
-                enc: get(format!("enc{i}"))?,
-            });
+            let controls = || -> Result<LayerControls, PipelineError> {
+                Ok(LayerControls {
+                    encoder: i,
+                    valve: get(format!("valve{i}"))?,
+                    caps: get(format!("caps{i}"))?,
+                    enc: get(format!("enc{i}"))?,
+                })
+            };
+            match e.track {
+                TrackKind::Camera => layers.push(controls()?),
+                TrackKind::Courseware => courseware = Some(controls()?),
+                TrackKind::Audio => {}
+            }
         }
-        for l in &cfg.layers {
-            applied.push(Some(LayerSetting {
+        let as_set = |l: &LayerSpec| {
+            Some(LayerSetting {
                 width: l.width,
                 height: l.height,
                 fps: l.fps,
                 bitrate_bps: l.bitrate_bps,
-            }));
-        }
+            })
+        };
+        let mut applied: Vec<Option<LayerSetting>> = cfg.layers.iter().map(as_set).collect();
         applied.truncate(layers.len());
+        applied.push(as_set(&cfg.courseware_layer));
         // Slides are decoded before the lesson starts, so a bad folder or image is reported
         // at once with its name.
         let slides = match &cfg.courseware {
@@ -516,8 +559,18 @@ impl Capture {
             }
             _ => None,
         };
-        spawn_bus_logger(&pipeline, "capture")?;
+        let camera_failures = crate::camera::failures();
+        spawn_bus_logger(&pipeline, "capture", Some(camera_failures.0.clone()))?;
         pipeline.set_state(gst::State::Playing)?;
+        let camera = match camera_spec(cfg) {
+            Some(spec) => Some(crate::camera::start(
+                &pipeline,
+                spec,
+                camera_failures,
+                camera_stats,
+            )?),
+            None => None,
+        };
         let slides = slides
             .map(|(src, frames, fps, every)| crate::slides::Feeder::start(src, frames, fps, every));
         let n = encoders.len();
@@ -527,9 +580,11 @@ impl Capture {
             sinks,
             gate: Mutex::new(KeyframeGate::new(n, MIN_INTERVAL)),
             layers,
+            courseware,
             applied: Mutex::new(applied),
             codec: cfg.codec,
             _slides: slides,
+            _camera: camera,
         })
     }
 
@@ -562,45 +617,52 @@ impl Capture {
         self.layers.len()
     }
 
-    /// Sets every camera layer to the step's setting while running: the valve pauses or
-    /// resumes it, the capsfilter sets size and frame rate, the encoder its bitrate. A
-    /// resumed layer starts with a keyframe.
+    /// Sets every camera layer and the courseware to the step's setting while running: the
+    /// valve pauses or resumes a layer, the capsfilter sets size and frame rate, the encoder
+    /// its bitrate. A resumed layer starts with a keyframe.
     pub fn apply(&self, step: &Step) {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, c) in self.layers.iter().enumerate() {
-            let want = step.layers.get(k).copied().flatten();
+        let n = self.layers.len();
+        let wanted = (0..n)
+            .map(|k| step.layers.get(k).copied().flatten())
+            .chain(std::iter::once(step.courseware));
+        let controls = self
+            .layers
+            .iter()
+            .map(Some)
+            .chain([self.courseware.as_ref()]);
+        for (k, (c, want)) in controls.zip(wanted).enumerate() {
+            let Some(c) = c else { continue };
             let had = applied.get(k).copied().flatten();
             if want == had {
                 continue;
             }
-            match want {
-                None => c.valve.set_property("drop", true),
-                Some(s) => {
-                    if had.is_none_or(|h| (h.width, h.height, h.fps) != (s.width, s.height, s.fps))
-                    {
-                        if let Ok(caps) = raw_caps(s.width, s.height, s.fps).parse::<gst::Caps>() {
-                            c.caps.set_property("caps", caps);
-                        }
-                    }
-                    if had.is_none_or(|h| h.bitrate_bps != s.bitrate_bps) {
-                        match self.codec {
-                            VideoCodec::Vp8 => {
-                                c.enc.set_property("target-bitrate", s.bitrate_bps as i32)
-                            }
-                            VideoCodec::H264 => {
-                                c.enc.set_property("bitrate", (s.bitrate_bps / 1000).max(1))
-                            }
-                        }
-                    }
-                    if had.is_none() {
-                        c.valve.set_property("drop", false);
-                        self.force_keyframe(c.encoder);
-                    }
-                }
-            }
+            self.set_layer(c, want, had);
             if let Some(slot) = applied.get_mut(k) {
                 *slot = want;
             }
+        }
+    }
+
+    fn set_layer(&self, c: &LayerControls, want: Option<LayerSetting>, had: Option<LayerSetting>) {
+        let Some(s) = want else {
+            c.valve.set_property("drop", true);
+            return;
+        };
+        if had.is_none_or(|h| (h.width, h.height, h.fps) != (s.width, s.height, s.fps)) {
+            if let Ok(caps) = raw_caps(s.width, s.height, s.fps).parse::<gst::Caps>() {
+                c.caps.set_property("caps", caps);
+            }
+        }
+        if had.is_none_or(|h| h.bitrate_bps != s.bitrate_bps) {
+            match self.codec {
+                VideoCodec::Vp8 => c.enc.set_property("target-bitrate", s.bitrate_bps as i32),
+                VideoCodec::H264 => c.enc.set_property("bitrate", (s.bitrate_bps / 1000).max(1)),
+            }
+        }
+        if had.is_none() {
+            c.valve.set_property("drop", false);
+            self.force_keyframe(c.encoder);
         }
     }
 
@@ -643,6 +705,7 @@ impl EosSignal {
 pub fn spawn_bus_logger(
     pipeline: &gst::Pipeline,
     what: &'static str,
+    camera: Option<crate::camera::FailureSender>,
 ) -> Result<EosSignal, PipelineError> {
     let bus = pipeline
         .bus()
@@ -666,6 +729,10 @@ pub fn spawn_bus_logger(
             ) else {
                 continue;
             };
+            if camera.as_ref().is_some_and(|c| c.offer(&msg)) {
+                // The camera watch handles its own errors.
+                continue;
+            }
             match msg.view() {
                 gst::MessageView::Error(e) => tracing::error!(
                     "{what} pipeline: {} ({})",
@@ -696,6 +763,13 @@ mod tests {
             Ok(VideoSource::V4l2("/dev/video2".into()))
         );
         assert!("v4l2:".parse::<VideoSource>().is_err());
+        assert_eq!(
+            "gst: rtspsrc location=rtsp://cam/1 ! decodebin".parse(),
+            Ok(VideoSource::Launch(
+                "rtspsrc location=rtsp://cam/1 ! decodebin".into()
+            ))
+        );
+        assert!("gst: ".parse::<VideoSource>().is_err());
         assert_eq!(
             "alsa:hw:1".parse(),
             Ok(AudioSource::Alsa(Some("hw:1".into())))
@@ -739,7 +813,13 @@ mod tests {
         };
         let (desc, enc) = describe(&cfg);
         assert_eq!(enc.len(), 1);
-        assert!(desc.contains("device=\"/dev/video0\\\" ! fakesink\""));
+        // The device's source is added by the camera watch, beside the test pattern.
+        assert!(desc.contains("input-selector name=camsel"));
+        let spec = camera_spec(&cfg).expect("a device to watch");
+        assert_eq!(spec.device.as_deref(), Some("/dev/video0\" ! fakesink"));
+        assert!(spec
+            .bin_description()
+            .starts_with("v4l2src device=\"/dev/video0\\\" ! fakesink\" ! videoconvert"));
         assert!(desc.contains("x264enc name=enc0 tune=zerolatency"));
         assert!(desc.contains("profile=constrained-baseline"));
     }

@@ -10,6 +10,7 @@ use clap::Parser;
 use url::Url;
 
 use classroom_agent::adapt::ladder;
+use classroom_agent::camera::CameraStats;
 use classroom_agent::capture::{
     camera_usable, first_camera, has_microphone, AudioSource, Capture, CaptureConfig,
     CoursewareSource, FrameRoute, VideoSource,
@@ -108,9 +109,14 @@ fn main() -> anyhow::Result<()> {
         Some(dev) => VideoSource::V4l2(dev),
         None => VideoSource::Test,
     }) {
-        VideoSource::V4l2(dev) if !camera_usable(&dev) => {
-            tracing::warn!("camera unavailable ({dev} cannot be opened): sending the test pattern");
-            VideoSource::Test
+        VideoSource::V4l2(dev) => {
+            if !camera_usable(&dev) {
+                tracing::warn!(
+                    "camera unavailable ({dev} cannot be opened): sending the test pattern \
+                     until it can be"
+                );
+            }
+            VideoSource::V4l2(dev)
         }
         v => v,
     };
@@ -135,6 +141,7 @@ fn main() -> anyhow::Result<()> {
     let via = args.media_via;
     let pub_stats = Arc::new(SessionStats::default());
     let play_stats = Arc::new(SessionStats::default());
+    let camera_stats = Arc::new(CameraStats::default());
     if args.status != "off" {
         let addr: std::net::SocketAddr = args
             .status
@@ -146,6 +153,7 @@ fn main() -> anyhow::Result<()> {
             started: std::time::Instant::now(),
             publish: pub_stats.clone(),
             play: play_stats.clone(),
+            camera: camera_stats.clone(),
         });
         let local = classroom_agent::status::serve(addr, status, stop.clone())
             .with_context(|| format!("status endpoint on {addr}"))?;
@@ -178,13 +186,9 @@ fn main() -> anyhow::Result<()> {
             },
             courseware_layer: courseware_layer(1280, 720, args.courseware_fps),
         };
-        let courseware_bps = match args.courseware {
-            CoursewareSource::None => 0,
-            _ => cfg.courseware_layer.bitrate_bps as u64,
-        };
         tracing::info!(?video, ?audio, courseware = ?args.courseware, codec = ?args.codec, "capture");
         let route = FrameRoute::default();
-        let capture = Arc::new(Capture::start(&cfg, route.clone())?);
+        let capture = Arc::new(Capture::start(&cfg, route.clone(), camera_stats.clone())?);
         let (client, room, stop, stats) = (
             client.clone(),
             args.room.clone(),
@@ -196,13 +200,15 @@ fn main() -> anyhow::Result<()> {
             capture: capture.clone(),
             route: route.clone(),
             stats: stats.clone(),
-            steps: ladder::build(if video == VideoSource::None {
-                &[]
-            } else {
-                &layers
-            }),
+            steps: ladder::build(
+                if video == VideoSource::None {
+                    &[]
+                } else {
+                    &layers
+                },
+                (cfg.courseware != CoursewareSource::None).then_some(&cfg.courseware_layer),
+            ),
             cap_bps: args.max_kbps.map(|k| k * 1000),
-            courseware_bps,
         };
         let role = args.role;
         let done = done_tx.clone();

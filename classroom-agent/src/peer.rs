@@ -133,6 +133,7 @@ impl PeerSocket {
         };
         let mut connected = false;
         let mut last_heard = started;
+        let mut last_totals = None;
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 2000];
         loop {
@@ -159,6 +160,9 @@ impl PeerSocket {
                                 last_heard = now;
                                 stats.connected.store(true, Ordering::Relaxed);
                                 stats.connects.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Event::PeerStats(ps) => {
+                                record_peer_stats(stats, ps, &mut last_totals);
                             }
                             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                                 return if connected {
@@ -300,6 +304,39 @@ fn restart_ice(
             }
         }
     }
+}
+
+/// Puts a connection's stats into `/status`: the round trip, the loss on the way that carries
+/// media (the far end's reports when sending, our own count when receiving), and the bytes on
+/// the wire each way per second since the previous stats.
+fn record_peer_stats(
+    stats: &SessionStats,
+    ps: &str0m::stats::PeerStats,
+    last: &mut Option<(Instant, u64, u64)>,
+) {
+    if let Some(rtt) = ps.rtt {
+        stats
+            .rtt_ms
+            .store(rtt.as_millis() as u64, Ordering::Relaxed);
+    }
+    let loss = match (ps.egress_loss_fraction, ps.ingress_loss_fraction) {
+        (Some(e), Some(i)) => Some(e.max(i)),
+        (e, i) => e.or(i),
+    };
+    if let Some(l) = loss {
+        let ppm = (l.clamp(0.0, 1.0) as f64 * 1e6) as u64;
+        stats.loss_ppm.store(ppm, Ordering::Relaxed);
+    }
+    let (t, tx, rx) = (ps.timestamp, ps.peer_bytes_tx, ps.peer_bytes_rx);
+    if let Some((t0, tx0, rx0)) = *last {
+        let secs = t.saturating_duration_since(t0).as_secs_f64();
+        if secs > 0.1 {
+            let rate = |now: u64, then: u64| (now.saturating_sub(then) as f64 * 8.0 / secs) as u64;
+            stats.sent_bps.store(rate(tx, tx0), Ordering::Relaxed);
+            stats.received_bps.store(rate(rx, rx0), Ordering::Relaxed);
+        }
+    }
+    *last = Some((t, tx, rx));
 }
 
 /// Keeps one WHIP or WHEP session up until `stop`: creates it, runs it, and after any loss

@@ -149,7 +149,7 @@ impl Playback {
             })
         };
         let (audio, video) = (stream(get("audio")?), stream(get("video")?));
-        let eos = spawn_bus_logger(&pipeline, "playback")?;
+        let eos = spawn_bus_logger(&pipeline, "playback", None)?;
         pipeline.set_state(gst::State::Playing)?;
         Ok(Some(Playback {
             pipeline,

@@ -12,7 +12,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::{Event, Rtc};
 
-use crate::adapt::ladder::{Ladder, Step};
+use crate::adapt::ladder::{Ladder, LayerSetting, Step};
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
 use crate::frame::VideoCodec;
 use crate::peer::{Handler, PeerSocket, Prepared};
@@ -47,12 +47,10 @@ pub struct PublishSetup {
     pub capture: Arc<Capture>,
     pub route: FrameRoute,
     pub stats: Arc<SessionStats>,
-    /// The camera's adaptation steps (see [`crate::adapt::ladder::build`]).
+    /// The camera's and courseware's adaptation steps (see [`crate::adapt::ladder::build`]).
     pub steps: Vec<Step>,
     /// `--max-kbps`: a ceiling for everything sent.
     pub cap_bps: Option<u64>,
-    /// Courseware's fixed rate, reserved ahead of the camera (0 without courseware).
-    pub courseware_bps: u64,
 }
 
 /// Adds the media of the encoders and builds the session: m-lines audio then camera.
@@ -125,8 +123,7 @@ pub fn prepare(
         stats,
         connected: false,
         write_errors: 0,
-        ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps)
-            .with_extra_reserve(setup.courseware_bps, start),
+        ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         last_probe: None,
     };
     Ok(Prepared {
@@ -204,26 +201,25 @@ impl Publisher {
         self.stats
             .video_target_bps
             .store(step.total_bps(), Ordering::Relaxed);
-        let layers: Vec<String> = step
-            .layers
-            .iter()
-            .map(|l| match l {
-                Some(l) => format!(
-                    "{}x{}@{} {}k",
-                    l.width,
-                    l.height,
-                    l.fps,
-                    l.bitrate_bps / 1000
-                ),
-                None => "off".into(),
-            })
-            .collect();
+        let show = |l: &Option<LayerSetting>| match l {
+            Some(l) => format!(
+                "{}x{}@{} {}k",
+                l.width,
+                l.height,
+                l.fps,
+                l.bitrate_bps / 1000
+            ),
+            None => "off".into(),
+        };
+        let layers: Vec<String> = step.layers.iter().map(show).collect();
+        self.stats.set_video(step);
         tracing::info!(
             step = self.ladder.index(),
             estimate_kbps = estimate_bps / 1000,
             video_kbps = step.total_bps() / 1000,
-            "adapt: camera layers [{}]",
-            layers.join(", ")
+            "adapt: camera layers [{}], courseware {}",
+            layers.join(", "),
+            show(&step.courseware)
         );
     }
 }

@@ -21,6 +21,15 @@ pub struct SessionStats {
     /// The adaptation ladder's step and the video rate it sets (publish only).
     pub ladder_step: AtomicU64,
     pub video_target_bps: AtomicU64,
+    /// From the connection's latest stats: round trip to the SFU, all bytes on the wire each
+    /// way per second, and the packet loss the SFU reports on what we send (publish) or we see
+    /// on what we get (play), in parts per million.
+    pub rtt_ms: AtomicU64,
+    pub sent_bps: AtomicU64,
+    pub received_bps: AtomicU64,
+    pub loss_ppm: AtomicU64,
+    /// What each video layer sends now (publish only): size, frame rate, bitrate or off.
+    pub video: Mutex<Option<serde_json::Value>>,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -32,6 +41,21 @@ impl SessionStats {
 
     pub fn set_error(&self, e: impl ToString) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    /// Records the adaptation step now applied, for `/status`.
+    pub fn set_video(&self, step: &crate::adapt::ladder::Step) {
+        let show = |l: &Option<crate::adapt::ladder::LayerSetting>| match l {
+            Some(l) => serde_json::json!({
+                "width": l.width, "height": l.height, "fps": l.fps, "bitrate_bps": l.bitrate_bps,
+            }),
+            None => serde_json::Value::Null,
+        };
+        let v = serde_json::json!({
+            "camera": step.layers.iter().map(show).collect::<Vec<_>>(),
+            "courseware": show(&step.courseware),
+        });
+        *self.video.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
     }
 
     pub fn snapshot(&self) -> serde_json::Value {
@@ -46,6 +70,11 @@ impl SessionStats {
             "estimate_bps": self.estimate_bps.load(Ordering::Relaxed),
             "ladder_step": self.ladder_step.load(Ordering::Relaxed),
             "video_target_bps": self.video_target_bps.load(Ordering::Relaxed),
+            "rtt_ms": self.rtt_ms.load(Ordering::Relaxed),
+            "sent_bps": self.sent_bps.load(Ordering::Relaxed),
+            "received_bps": self.received_bps.load(Ordering::Relaxed),
+            "loss": self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6,
+            "video": *self.video.lock().unwrap_or_else(|p| p.into_inner()),
             "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })
     }
@@ -66,6 +95,24 @@ mod tests {
         assert_eq!(v["bytes"], 150);
         assert_eq!(v["last_error"], "boom");
         assert_eq!(v["connected"], false);
+        assert!(v["video"].is_null());
+        let step = crate::adapt::ladder::Step {
+            layers: vec![
+                None,
+                Some(crate::adapt::ladder::LayerSetting {
+                    width: 640,
+                    height: 360,
+                    fps: 15,
+                    bitrate_bps: 200_000,
+                }),
+            ],
+            courseware: None,
+        };
+        s.set_video(&step);
+        let v = s.snapshot();
+        assert!(v["video"]["camera"][0].is_null());
+        assert_eq!(v["video"]["camera"][1]["fps"], 15);
+        assert!(v["video"]["courseware"].is_null());
     }
 }
 
@@ -77,6 +124,7 @@ pub struct AgentStatus {
     pub started: std::time::Instant,
     pub publish: std::sync::Arc<SessionStats>,
     pub play: std::sync::Arc<SessionStats>,
+    pub camera: std::sync::Arc<crate::camera::CameraStats>,
 }
 
 impl AgentStatus {
@@ -87,6 +135,7 @@ impl AgentStatus {
             "uptime_s": self.started.elapsed().as_secs(),
             "publish": self.publish.snapshot(),
             "play": self.play.snapshot(),
+            "camera": self.camera.snapshot(),
         })
     }
 
@@ -100,7 +149,7 @@ impl AgentStatus {
             &'static str,
             fn(&SessionStats) -> u64,
         );
-        let series: [Series; 9] = [
+        let series: [Series; 13] = [
             (
                 "connected",
                 "gauge",
@@ -155,6 +204,27 @@ impl AgentStatus {
                 "video rate the adaptation ladder sets",
                 |s| s.video_target_bps.load(Ordering::Relaxed),
             ),
+            ("rtt_ms", "gauge", "round trip to the SFU", |s| {
+                s.rtt_ms.load(Ordering::Relaxed)
+            }),
+            (
+                "sent_bps",
+                "gauge",
+                "bytes on the wire to the SFU, per second, in bits",
+                |s| s.sent_bps.load(Ordering::Relaxed),
+            ),
+            (
+                "received_bps",
+                "gauge",
+                "bytes on the wire from the SFU, per second, in bits",
+                |s| s.received_bps.load(Ordering::Relaxed),
+            ),
+            (
+                "loss_ppm",
+                "gauge",
+                "packet loss reported on what is sent (publish) or seen on what comes (play)",
+                |s| s.loss_ppm.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, get) in series {
             let _ = writeln!(out, "# HELP classroom_agent_{name} {help}");
@@ -166,6 +236,33 @@ impl AgentStatus {
                     get(s)
                 );
             }
+        }
+        let c = &self.camera;
+        for (name, help, v) in [
+            (
+                "camera_live",
+                "1 while the camera's picture is sent (0: the test pattern)",
+                (*c.state.lock().unwrap_or_else(|p| p.into_inner()) == "live") as u64,
+            ),
+            (
+                "camera_losses_total",
+                "times a live camera was lost",
+                c.losses.load(Ordering::Relaxed),
+            ),
+            (
+                "camera_returns_total",
+                "times a lost camera came back",
+                c.returns.load(Ordering::Relaxed),
+            ),
+        ] {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(out, "# HELP classroom_agent_{name} {help}");
+            let _ = writeln!(out, "# TYPE classroom_agent_{name} {kind}");
+            let _ = writeln!(out, "classroom_agent_{name} {v}");
         }
         out
     }
@@ -233,7 +330,10 @@ mod agent_tests {
             started: std::time::Instant::now(),
             publish: Arc::new(SessionStats::default()),
             play: Arc::new(SessionStats::default()),
+            camera: Arc::new(crate::camera::CameraStats::default()),
         };
+        st.camera.losses.store(2, Ordering::Relaxed);
+        *st.camera.state.lock().unwrap() = "live";
         st.publish.estimate_bps.store(1_234_000, Ordering::Relaxed);
         st.play.add_frame(10);
         let m = st.metrics();
@@ -241,5 +341,8 @@ mod agent_tests {
         assert!(m.contains("classroom_agent_frames_total{direction=\"play\"} 1"));
         assert!(m.contains("# TYPE classroom_agent_connected gauge"));
         assert_eq!(st.json()["publish"]["estimate_bps"], 1_234_000);
+        assert!(m.contains("classroom_agent_camera_losses_total 2"));
+        assert!(m.contains("classroom_agent_camera_live 1"));
+        assert_eq!(st.json()["camera"]["state"], "live");
     }
 }

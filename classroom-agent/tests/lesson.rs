@@ -205,12 +205,32 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
             teacher.tail()
         );
     }
-    let status = agent_status(&teacher).expect("teacher /status");
+    // The connection's stats come every second.
+    let mut status = Value::Null;
+    wait_until(Duration::from_secs(10), || {
+        status = agent_status(&teacher).unwrap_or(Value::Null);
+        status["publish"]["sent_bps"].as_u64() > Some(0)
+    });
     eprintln!("teacher status: {status}");
     assert_eq!(status["role"], "teacher");
     assert_eq!(status["publish"]["connected"], true);
     assert!(status["publish"]["frames"].as_u64() > Some(0));
     assert!(status["publish"]["estimate_bps"].as_u64() > Some(0));
+    assert!(status["publish"]["sent_bps"].as_u64() > Some(0), "{status}");
+    assert!(status["publish"]["rtt_ms"].is_u64(), "{status}");
+    let video = &status["publish"]["video"];
+    assert_eq!(
+        video["camera"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    if with_courseware {
+        // Courseware is part of the adaptation: on a free link it runs at full size and rate.
+        assert_eq!(video["courseware"]["width"], 1280, "{status}");
+        assert_eq!(video["courseware"]["fps"], 2, "{status}");
+    } else {
+        assert!(video["courseware"].is_null(), "{status}");
+    }
 
     let file = std::env::temp_dir().join(format!("agent-test-{}-{codec}.mkv", std::process::id()));
     let _ = std::fs::remove_file(&file);
@@ -440,6 +460,91 @@ fn a_camera_missing_at_start_gives_way_to_the_test_pattern() {
         teacher.tail()
     );
     assert!(log_count(&teacher, " ERROR ") == 0, "{}", teacher.tail());
+    let st = teacher.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "teacher exit {st:?}\n{}",
+        teacher.tail()
+    );
+}
+
+/// A camera that goes away mid-lesson (here a GStreamer source that ends after 3 s, as an
+/// unplugged USB camera's stream does) gives way to the test pattern without a gap in the
+/// video, and is taken back once it shows a picture again.
+#[test]
+fn a_camera_lost_mid_lesson_gives_way_to_the_test_pattern_and_comes_back() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-camera-lost";
+    let mut args = TEACHER.to_vec();
+    let camera = "gst:videotestsrc is-live=true pattern=ball num-buffers=45 ! \
+                  video/x-raw,width=320,height=180,framerate=15/1";
+    args[3] = camera;
+    let mut teacher = agent(
+        "teacher",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &args,
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    // Watch the top layer at the SFU while the camera comes and goes.
+    let packets = |room_info: &Value| {
+        camera_layers(room_info)
+            .iter()
+            .find(|(rid, _)| rid == "h")
+            .map_or(0, |l| l.1)
+    };
+    let mut samples: Vec<(Instant, u64)> = vec![];
+    let mut status = Value::Null;
+    let came_back = wait_until(Duration::from_secs(40), || {
+        if let Some(r) = sfu.room(room) {
+            samples.push((Instant::now(), packets(&r)));
+        }
+        status = agent_status(&teacher).unwrap_or(Value::Null);
+        status["camera"]["returns"].as_u64() >= Some(2)
+    });
+    assert!(
+        came_back,
+        "camera not lost and back twice: {}\n{}",
+        status["camera"],
+        teacher.tail()
+    );
+    assert!(status["camera"]["losses"].as_u64() >= Some(2), "{status}");
+    assert!(
+        log_count(&teacher, "camera lost: sending the test pattern") >= 2,
+        "{}",
+        teacher.tail()
+    );
+    assert!(
+        log_count(&teacher, "camera back") >= 2,
+        "{}",
+        teacher.tail()
+    );
+    assert_eq!(log_count(&teacher, " ERROR "), 0, "{}", teacher.tail());
+    assert_eq!(log_count(&teacher, "CRITICAL"), 0, "{}", teacher.tail());
+    // The top layer never stood still for long at the SFU: the test pattern took over in
+    // time (stall detection is 2 s at most; the test's polling adds its own gaps).
+    let mut stalled = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    for w in samples.windows(2) {
+        if w[1].1 == w[0].1 {
+            stalled += w[1].0 - w[0].0;
+            worst = worst.max(stalled);
+        } else {
+            stalled = Duration::ZERO;
+        }
+    }
+    eprintln!(
+        "camera: {}; {} samples, top layer still for {worst:?} at most",
+        status["camera"],
+        samples.len()
+    );
+    assert!(samples.len() > 10, "{samples:?}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "the top layer stood still for {worst:?}: {samples:?}"
+    );
     let st = teacher.stop(Duration::from_secs(15));
     assert!(
         st.is_some_and(|s| s.success()),

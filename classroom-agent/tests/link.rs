@@ -112,6 +112,8 @@ struct Sample {
     step: u64,
     estimate: u64,
     audio_packets: u64,
+    /// The courseware's (width, frame rate) now, if it is sent.
+    courseware: Option<(u64, u64)>,
 }
 
 #[test]
@@ -148,6 +150,8 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         "360",
         "--fps",
         "30",
+        "--courseware",
+        "test",
         "--media-via",
     ];
     args.push(&via);
@@ -196,6 +200,9 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
             step: p["ladder_step"].as_u64().unwrap_or(0),
             estimate: p["estimate_bps"].as_u64().unwrap_or(0),
             audio_packets: audio_packets(&r),
+            courseware: p["video"]["courseware"]["width"]
+                .as_u64()
+                .zip(p["video"]["courseware"]["fps"].as_u64()),
         });
     }
     let st = classroom.stop(Duration::from_secs(15));
@@ -248,11 +255,12 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     };
     for (i, s) in samples.iter().enumerate() {
         eprintln!(
-            "{:>6.2}s step {} estimate {:>5} kbps sent {:>5} kbps",
+            "{:>6.2}s step {} estimate {:>5} kbps sent {:>5} kbps courseware {:?}",
             s.at.as_secs_f64(),
             s.step,
             s.estimate / 1000,
-            rate(i).unwrap_or(0) / 1000
+            rate(i).unwrap_or(0) / 1000,
+            s.courseware
         );
     }
     let top = samples.iter().map(|s| s.step).max().unwrap_or(0);
@@ -290,6 +298,29 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
             );
         }
     }
+
+    // Courseware keeps its readable size and gives up frame rate: at full rate (5 fps) on
+    // the top step, fewer frames but still 1280 wide on the 400 kbit/s link, and paused only
+    // on the step that pauses all video (the estimate dips to ~150 kbit/s at times there).
+    assert!(
+        samples
+            .iter()
+            .any(|s| s.at < DROP && s.step == top && s.courseware == Some((1280, 5))),
+        "courseware not at 1280 wide, 5 fps on the top step"
+    );
+    let mut slow_slides = 0;
+    for &i in &low_period {
+        if samples[i].at > DROP + Duration::from_secs(6) {
+            let (cw, step) = (samples[i].courseware, samples[i].step);
+            assert!(
+                cw.is_some_and(|(w, fps)| w == 1280 && fps < 5) || (cw.is_none() && step == 0),
+                "courseware {cw:?} on step {step} at {:?} on the 400 kbit/s link",
+                samples[i].at
+            );
+            slow_slides += cw.is_some() as usize;
+        }
+    }
+    assert!(slow_slides > 0, "no courseware on the 400 kbit/s link");
 
     // The voice never stops: audio packets reach the SFU in every 1 s window.
     for w in samples.windows(5) {

@@ -1,7 +1,10 @@
 //! The adaptation ladder: from the congestion controller's estimate to what each camera
-//! layer sends (size, frame rate, bitrate, or paused). Pure; time comes from the caller.
+//! layer and the courseware send (size, frame rate, bitrate, or paused). Pure; time comes
+//! from the caller.
 //!
-//! Rules: the voice is reserved first, so video yields first; a drop goes straight down to the
+//! Rules: the voice is reserved first, so video yields first; courseware keeps its readable
+//! size and gives up frame rate (down to one picture a second) before it is paused, and its
+//! slowest rung comes before any camera picture; a drop goes straight down to the
 //! highest step that fits; a rise goes one step at a time, only after the estimate has held
 //! a margin above the next step for a dwell (then as far as the margin allows); below the lowest step video pauses and audio
 //! carries on, and the same rise rule brings video back.
@@ -30,24 +33,54 @@ pub struct LayerSetting {
     pub bitrate_bps: u32,
 }
 
-/// One rung: a setting per camera layer, lowest first; `None` pauses the layer.
+/// One rung: a setting per camera layer, lowest first, and one for the courseware; `None`
+/// pauses the layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub layers: Vec<Option<LayerSetting>>,
+    pub courseware: Option<LayerSetting>,
 }
 
 impl Step {
     pub fn total_bps(&self) -> u64 {
         self.layers
             .iter()
+            .chain(std::iter::once(&self.courseware))
             .flatten()
             .map(|l| l.bitrate_bps as u64)
             .sum()
     }
 
     pub fn is_paused(&self) -> bool {
-        self.layers.iter().all(Option::is_none)
+        self.layers.iter().all(Option::is_none) && self.courseware.is_none()
     }
+}
+
+/// Courseware's frame rates, slowest first: slides stay readable at one picture a second.
+const COURSEWARE_FPS: [u32; 3] = [1, 2, 5];
+/// A slide change at a low frame rate is nearly a keyframe; below this it comes out blurred.
+const COURSEWARE_MIN_BPS: u32 = 100_000;
+
+/// The courseware's rungs, slowest first, all at its full size.
+fn courseware_rungs(cw: &LayerSpec) -> Vec<LayerSetting> {
+    let mut fps: Vec<u32> = COURSEWARE_FPS
+        .iter()
+        .copied()
+        .filter(|&f| f < cw.fps)
+        .collect();
+    fps.push(cw.fps.max(1));
+    fps.into_iter()
+        .map(|f| {
+            let mut s = setting(
+                cw.width,
+                cw.height,
+                f,
+                cw.bitrate_bps.max(COURSEWARE_MIN_BPS),
+            );
+            s.bitrate_bps = s.bitrate_bps.max(COURSEWARE_MIN_BPS);
+            s
+        })
+        .collect()
 }
 
 fn setting(w: u32, h: u32, fps: u32, cap: u32) -> LayerSetting {
@@ -60,17 +93,56 @@ fn setting(w: u32, h: u32, fps: u32, cap: u32) -> LayerSetting {
     }
 }
 
-/// The steps for these layers, lowest first, totals strictly rising. Step 0 pauses video.
+/// The steps for these camera layers and courseware, lowest first, totals strictly rising.
+/// Step 0 pauses video.
 ///
-/// Layers switch on from the lowest; the newest (top) layer first runs at half its frame
-/// rate. A single layer also steps through half its size, since nothing smaller exists.
-pub fn build(layers: &[LayerSpec]) -> Vec<Step> {
+/// Courseware comes first at its slowest rung; then the camera's lowest layer; then the
+/// courseware's full frame rate; then the camera's higher layers. Layers switch on from the
+/// lowest; the newest (top) layer first runs at half its frame rate. A single layer also
+/// steps through half its size, since nothing smaller exists.
+pub fn build(layers: &[LayerSpec], courseware: Option<&LayerSpec>) -> Vec<Step> {
     let n = layers.len();
     let mut steps = vec![Step {
         layers: vec![None; n],
+        courseware: None,
     }];
+    let push = |steps: &mut Vec<Step>, step: Step| {
+        let last = steps.last().map_or(0, Step::total_bps);
+        if step.total_bps() > last {
+            steps.push(step);
+        } else if step.total_bps() == last && steps.len() > 1 {
+            // Rates hit their floor at small sizes: the better rung costs the same.
+            *steps.last_mut().expect("not empty") = step;
+        }
+    };
+    let cw_rungs = courseware.map(courseware_rungs).unwrap_or_default();
+    let mut cw = cw_rungs.first().copied();
+    if cw.is_some() {
+        push(
+            &mut steps,
+            Step {
+                layers: vec![None; n],
+                courseware: cw,
+            },
+        );
+    }
     let full = |l: &LayerSpec| setting(l.width, l.height, l.fps, l.bitrate_bps);
     for top in 0..n {
+        if top == 1 {
+            // The lowest camera layer is on: courseware takes its full frame rate.
+            for r in cw_rungs.iter().skip(1) {
+                cw = Some(*r);
+                let mut set = vec![None; n];
+                set[0] = Some(full(&layers[0]));
+                push(
+                    &mut steps,
+                    Step {
+                        layers: set,
+                        courseware: cw,
+                    },
+                );
+            }
+        }
         let l = &layers[top];
         let mut rungs = vec![];
         if n == 1 {
@@ -85,14 +157,25 @@ pub fn build(layers: &[LayerSpec]) -> Vec<Step> {
                 layers[..top].iter().map(|l| Some(full(l))).collect();
             s.push(Some(r));
             s.resize(n, None);
-            let step = Step { layers: s };
-            let last = steps.last().map_or(0, Step::total_bps);
-            if step.total_bps() > last {
-                steps.push(step);
-            } else if step.total_bps() == last && steps.len() > 1 {
-                // Rates hit their floor at small sizes: the better rung costs the same.
-                *steps.last_mut().expect("not empty") = step;
-            }
+            push(
+                &mut steps,
+                Step {
+                    layers: s,
+                    courseware: cw,
+                },
+            );
+        }
+    }
+    if n <= 1 {
+        // No higher camera layer to follow: courseware's faster rungs come last.
+        for r in cw_rungs.iter().skip(1) {
+            push(
+                &mut steps,
+                Step {
+                    layers: layers.iter().map(|l| Some(full(l))).collect(),
+                    courseware: Some(*r),
+                },
+            );
         }
     }
     steps
@@ -104,8 +187,6 @@ pub struct Ladder {
     steps: Vec<Step>,
     current: usize,
     cap_bps: Option<u64>,
-    /// Sent before the camera gets anything: the voice, and courseware at its fixed rate.
-    reserve_bps: u64,
     /// Since when the budget has allowed the next step.
     up_since: Option<Instant>,
     last_down: Option<Instant>,
@@ -118,7 +199,6 @@ impl Ladder {
             steps,
             current: 0,
             cap_bps,
-            reserve_bps: AUDIO_RESERVE_BPS,
             up_since: None,
             last_down: None,
         };
@@ -126,18 +206,10 @@ impl Ladder {
         l
     }
 
-    /// Reserves `bps` more ahead of the camera (courseware, which keeps its readable
-    /// resolution and is never paused for the camera's sake).
-    pub fn with_extra_reserve(mut self, bps: u64, estimate_bps: u64) -> Ladder {
-        self.reserve_bps = AUDIO_RESERVE_BPS + bps;
-        self.current = self.fit(estimate_bps);
-        self
-    }
-
     /// Video's share of an estimate: capped, headroom taken, the voice served first.
     pub fn budget(&self, estimate_bps: u64) -> u64 {
         let e = self.cap_bps.map_or(estimate_bps, |c| estimate_bps.min(c));
-        ((e as f64 * HEADROOM) as u64).saturating_sub(self.reserve_bps)
+        ((e as f64 * HEADROOM) as u64).saturating_sub(AUDIO_RESERVE_BPS)
     }
 
     fn fit(&self, estimate_bps: u64) -> usize {
@@ -200,7 +272,7 @@ impl Ladder {
     /// filled toward the next step (padding while media falls short, so the estimate can
     /// prove the step before video takes it), `desired` is the top step (capped).
     pub fn probe_rates(&self) -> (u64, u64) {
-        let gross = |video: u64| ((video + self.reserve_bps) as f64 / HEADROOM) as u64;
+        let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
         let top = self.steps.last().map_or(0, Step::total_bps);
         let desired = self.cap_bps.map_or(gross(top), |c| gross(top).min(c));
         let next = self
@@ -214,10 +286,10 @@ impl Ladder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::{camera_layers, Role};
+    use crate::layers::{camera_layers, courseware_layer, Role};
 
     fn teacher() -> Vec<Step> {
-        build(&camera_layers(Role::Teacher, 1280, 720, 30, true))
+        build(&camera_layers(Role::Teacher, 1280, 720, 30, true), None)
     }
 
     #[test]
@@ -237,7 +309,7 @@ mod tests {
     #[test]
     fn tiny_layers_end_at_full_frame_rate() {
         // Every rung of 80x44..320x180 at 15 fps costs the floor rate.
-        let s = build(&camera_layers(Role::Teacher, 320, 180, 15, true));
+        let s = build(&camera_layers(Role::Teacher, 320, 180, 15, true), None);
         let top = s.last().unwrap();
         assert!(
             top.layers.iter().all(|l| l.is_some_and(|l| l.fps == 15)),
@@ -248,7 +320,7 @@ mod tests {
 
     #[test]
     fn single_layer_steps_through_smaller_sizes() {
-        let s = build(&camera_layers(Role::Teacher, 640, 360, 30, false));
+        let s = build(&camera_layers(Role::Teacher, 640, 360, 30, false), None);
         let sizes: Vec<_> = s[1..]
             .iter()
             .map(|st| st.layers[0].unwrap().width)
@@ -364,15 +436,52 @@ mod tests {
         assert_eq!(l2.index(), start + 1);
     }
 
+    fn with_slides() -> Vec<Step> {
+        build(
+            &camera_layers(Role::Teacher, 1280, 720, 30, true),
+            Some(&courseware_layer(1280, 720, 5)),
+        )
+    }
+
     #[test]
-    fn courseware_reserve_comes_before_the_camera() {
-        // 1.7 Mbit/s carries the 720p layer at half rate, but not next to 300 kbit/s of slides.
-        let e = 1_700_000;
-        let plain = Ladder::new(teacher(), e, None);
-        let with = Ladder::new(teacher(), e, None).with_extra_reserve(300_000, e);
-        assert_eq!(plain.budget(e) - with.budget(e), 300_000);
-        assert!(with.index() < plain.index());
-        assert!(with.current().total_bps() + 300_000 <= plain.budget(e));
+    fn courseware_keeps_its_size_and_gives_up_frame_rate_first() {
+        let s = with_slides();
+        assert!(s[0].is_paused());
+        assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
+        // Every step after the pause shows the courseware at full size.
+        for st in &s[1..] {
+            let cw = st
+                .courseware
+                .expect("courseware in every step but the pause");
+            assert_eq!((cw.width, cw.height), (1280, 720), "{st:?}");
+        }
+        // The slowest courseware rung comes before any camera picture…
+        assert!(s[1].layers.iter().all(Option::is_none));
+        assert_eq!(s[1].courseware.unwrap().fps, 1);
+        // …and going down from the top, the courseware's frame rate falls only once every
+        // camera layer but the lowest is off, and stays above zero while the camera has any.
+        let top = s.last().unwrap();
+        assert_eq!(top.courseware.unwrap().fps, 5);
+        for st in &s[1..] {
+            let cw_fps = st.courseware.unwrap().fps;
+            let cams = st.layers.iter().flatten().count();
+            if cams > 1 {
+                assert_eq!(cw_fps, 5, "{st:?}");
+            }
+        }
+        // Dropping from the top to a link with room for slides alone keeps them readable.
+        let l = Ladder::new(s.clone(), 200_000, None);
+        let cw = l.current().courseware.expect("slides on a 200 kbit/s link");
+        assert_eq!(cw.width, 1280);
+        assert!(l.current().layers.iter().all(Option::is_none));
+    }
+
+    #[test]
+    fn courseware_alone_steps_through_frame_rates() {
+        let s = build(&[], Some(&courseware_layer(1280, 720, 5)));
+        let fps: Vec<u32> = s[1..].iter().map(|st| st.courseware.unwrap().fps).collect();
+        assert_eq!(fps, vec![1, 2, 5]);
+        assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
     }
 
     #[test]
