@@ -181,6 +181,17 @@ pub fn build(layers: &[LayerSpec], courseware: Option<&LayerSpec>) -> Vec<Step> 
     steps
 }
 
+/// How many layers (camera or courseware) are off in `from` and on in `to`.
+fn switched_on(from: &Step, to: &Step) -> usize {
+    let cams = from
+        .layers
+        .iter()
+        .zip(&to.layers)
+        .filter(|(a, b)| a.is_none() && b.is_some())
+        .count();
+    cams + (from.courseware.is_none() && to.courseware.is_some()) as usize
+}
+
 /// Picks the step for the current estimate, with hysteresis.
 #[derive(Debug, Clone)]
 pub struct Ladder {
@@ -255,12 +266,20 @@ impl Ladder {
             // As far up as the estimate allows with margin: after an outage the estimate
             // has already been proven by the time the dwell ends.
             let b = self.budget(estimate_bps) as f64;
-            let to = self
+            let far = self
                 .steps
                 .iter()
                 .rposition(|s| b >= s.total_bps() as f64 * UP_MARGIN)
                 .unwrap_or(self.current + 1)
                 .max(self.current + 1);
+            // At most one layer switched on per rise: each starts with a keyframe, and a burst
+            // of them after a pause overfills the link while the acknowledged rate, which a
+            // congestion cut falls back to, is still the audio's.
+            let here = &self.steps[self.current];
+            let to = (self.current + 1..=far)
+                .take_while(|&i| switched_on(here, &self.steps[i]) <= 1)
+                .last()
+                .unwrap_or(self.current + 1);
             self.current = to;
             self.up_since = None;
             return Some(&self.steps[self.current]);
@@ -411,6 +430,34 @@ mod tests {
         }
         assert!(!l.current().is_paused(), "video back once the link allows");
         assert!(t - t0 >= HOLD_AFTER_DOWN);
+    }
+
+    /// Back from a pause on a link that returned whole: one layer switched on per rise.
+    #[test]
+    fn layers_come_back_one_at_a_time_after_a_pause() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(with_slides(), 4_000_000, None);
+        let top = l.index();
+        l.on_estimate(60_000, t0);
+        assert!(l.current().is_paused());
+        let mut prev = l.current().clone();
+        let mut rises = vec![];
+        let mut t = t0;
+        while l.index() < top && t < t0 + Duration::from_secs(30) {
+            t += Duration::from_millis(100);
+            if let Some(step) = l.on_estimate(4_000_000, t) {
+                assert!(switched_on(&prev, step) <= 1, "{prev:?} -> {step:?}");
+                prev = step.clone();
+                rises.push(t - t0);
+            }
+        }
+        assert_eq!(l.index(), top, "back at the top: {rises:?}");
+        // Courseware, then the three camera layers: four rises, one dwell apart.
+        assert_eq!(rises.len(), 4, "{rises:?}");
+        assert!(
+            *rises.last().unwrap() <= HOLD_AFTER_DOWN + UP_DWELL * 3 + Duration::from_millis(400),
+            "{rises:?}"
+        );
     }
 
     #[test]
