@@ -11,7 +11,7 @@ use gstreamer_app as gst_app;
 
 use crate::capture::{launch, spawn_bus_logger, EosSignal, PipelineError};
 use crate::frame::{is_keyframe, vp8_size, VideoCodec};
-use crate::timing::PtsMapper;
+use crate::timing::{PlayoutDelay, PtsMapper};
 
 /// Where the lesson goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,9 @@ pub fn describe(
             ))
         }
         PlayTarget::Screen => {
-            let ns = latency.as_nanos();
+            // Room for the playout delay at its largest (it grows for a jittery link).
+            let ns =
+                (latency.max(crate::timing::PLAYOUT_MAX) + Duration::from_millis(200)).as_nanos();
             Some(format!(
                 "{audio} ! opusdec plc=true use-inband-fec=true ! audioconvert ! audioresample ! \
                  queue max-size-time={ns} ! autoaudiosink  \
@@ -109,7 +111,7 @@ pub struct Playback {
     pipeline: gst::Pipeline,
     codec: VideoCodec,
     start: Instant,
-    latency: Duration,
+    delay: Mutex<PlayoutDelay>,
     audio: Mutex<Stream>,
     video: Mutex<Stream>,
     eos: EosSignal,
@@ -122,8 +124,8 @@ pub enum StreamKind {
 }
 
 impl Playback {
-    /// `latency` is the jitter allowance added to every timestamp so that frames reach the
-    /// sinks ahead of their time.
+    /// `latency` is the jitter allowance first added to every timestamp so that frames reach
+    /// the sinks ahead of their time; it grows for a link whose frames come later.
     pub fn start(
         target: &PlayTarget,
         codec: VideoCodec,
@@ -155,7 +157,7 @@ impl Playback {
             pipeline,
             codec,
             start: Instant::now(),
-            latency,
+            delay: Mutex::new(PlayoutDelay::new(latency)),
             audio,
             video,
             eos,
@@ -204,7 +206,17 @@ impl Playback {
         }
         s.started = true;
         let arrival_ns = arrival.saturating_duration_since(self.start).as_nanos() as u64;
-        let pts = s.mapper.map(rtp_ticks, clock_rate, arrival_ns) + self.latency.as_nanos() as u64;
+        let smooth = s.mapper.map(rtp_ticks, clock_rate, arrival_ns);
+        let delay = {
+            let mut d = self.delay.lock().unwrap_or_else(|e| e.into_inner());
+            // Handed over now: later than its smooth time when it waited for a repair.
+            let now = self.start.elapsed();
+            if d.observe(Duration::from_nanos(smooth), now) {
+                tracing::info!("playout delay now {:?} for this link", d.current());
+            }
+            d.current()
+        };
+        let pts = smooth + delay.as_nanos() as u64;
         let mut buf = gst::Buffer::from_slice(data.to_vec());
         {
             let b = buf.get_mut().expect("new buffer is writable");
@@ -217,6 +229,14 @@ impl Playback {
             tracing::debug!("playback {kind:?}: {e:?}");
         }
         true
+    }
+
+    /// The delay now added to every timestamp (see [`PlayoutDelay`]).
+    pub fn playout_delay(&self) -> Duration {
+        self.delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .current()
     }
 
     /// A new session begins: video waits for a keyframe again, since the decoder cannot

@@ -28,6 +28,8 @@ pub struct SessionStats {
     pub sent_bps: AtomicU64,
     pub received_bps: AtomicU64,
     pub loss_ppm: AtomicU64,
+    /// The playout delay added to what is played, sized for the link (play only).
+    pub playout_ms: AtomicU64,
     /// What each video layer sends now (publish only): size, frame rate, bitrate or off.
     pub video: Mutex<Option<serde_json::Value>>,
     pub last_error: Mutex<Option<String>>,
@@ -74,6 +76,7 @@ impl SessionStats {
             "sent_bps": self.sent_bps.load(Ordering::Relaxed),
             "received_bps": self.received_bps.load(Ordering::Relaxed),
             "loss": self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6,
+            "playout_ms": self.playout_ms.load(Ordering::Relaxed),
             "video": *self.video.lock().unwrap_or_else(|p| p.into_inner()),
             "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })

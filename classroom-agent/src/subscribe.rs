@@ -110,6 +110,10 @@ impl Handler for Subscriber {
                     d.time.denom(),
                     d.network_time,
                 );
+                self.stats.playout_ms.store(
+                    self.playback.playout_delay().as_millis() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 if kind == StreamKind::Video {
                     if !took || !d.contiguous {
                         // Frames are missing: the decoder needs a fresh keyframe.

@@ -59,9 +59,92 @@ impl PtsMapper {
     }
 }
 
+/// Kept between a frame's handover and its time at the sinks (decoding, rendering).
+pub const PLAYOUT_MARGIN: Duration = Duration::from_millis(30);
+/// The most the playout delay grows to: beyond it a frame is better shown late than the
+/// whole lesson delayed.
+pub const PLAYOUT_MAX: Duration = Duration::from_millis(1000);
+/// A second late frame within this confirms the first was not a one-off.
+pub const PLAYOUT_CONFIRM: Duration = Duration::from_secs(10);
+
+/// The playout delay added to every timestamp, sized for the link: it starts at the
+/// configured allowance and grows to cover frames handed over late (jitter, NACK repairs a
+/// round trip later), once two such frames within [`PLAYOUT_CONFIRM`] show it is the link and
+/// not a one-off stall. It never shrinks, since that would move timestamps backwards.
+#[derive(Debug, Clone)]
+pub struct PlayoutDelay {
+    current: Duration,
+    /// (when, delay it asked for) of the last frame that did not fit.
+    pending: Option<(Duration, Duration)>,
+}
+
+impl PlayoutDelay {
+    pub fn new(base: Duration) -> PlayoutDelay {
+        PlayoutDelay {
+            current: base.min(PLAYOUT_MAX),
+            pending: None,
+        }
+    }
+
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+
+    /// A frame stamped `pts` (on the playback timeline, before this delay) handed over at
+    /// `now`. Returns true when the delay grew.
+    pub fn observe(&mut self, pts: Duration, now: Duration) -> bool {
+        let need = now.saturating_sub(pts) + PLAYOUT_MARGIN;
+        if need <= self.current || self.current >= PLAYOUT_MAX {
+            return false;
+        }
+        // Rounded up to 10 ms, so small variations do not each move the timeline.
+        let need = Duration::from_millis(need.as_millis().div_ceil(10) as u64 * 10);
+        match self.pending {
+            Some((at, earlier)) if now.saturating_sub(at) <= PLAYOUT_CONFIRM => {
+                self.current = earlier.min(need).max(self.current).min(PLAYOUT_MAX);
+                self.pending = None;
+                true
+            }
+            _ => {
+                self.pending = Some((now, need));
+                false
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn playout_delay_grows_for_repeated_lateness_only() {
+        let ms = Duration::from_millis;
+        let mut d = PlayoutDelay::new(ms(200));
+        // On time, or late within the allowance: nothing changes.
+        assert!(!d.observe(ms(1000), ms(1000)));
+        assert!(!d.observe(ms(1000), ms(1150)));
+        // One frame 400 ms late (a stall): noted, not acted on.
+        assert!(!d.observe(ms(2000), ms(2400)));
+        assert_eq!(d.current(), ms(200));
+        // Another 300 ms late 5 s later: the delay covers the smaller of the two.
+        assert!(d.observe(ms(7000), ms(7300)));
+        assert_eq!(d.current(), ms(330));
+        // A late frame long after the last one starts a new confirmation.
+        assert!(!d.observe(ms(30_000), ms(30_500)));
+        assert!(!d.observe(ms(45_000), ms(45_500)), "15 s apart");
+        assert_eq!(d.current(), ms(330));
+        // Confirmed by the next late frame: the smaller of the two.
+        assert!(d.observe(ms(46_000), ms(48_000)));
+        assert_eq!(d.current(), ms(530));
+        // Never beyond the maximum, never shrinking.
+        assert!(!d.observe(ms(47_000), ms(49_000)));
+        assert!(d.observe(ms(48_000), ms(50_500)));
+        assert_eq!(d.current(), PLAYOUT_MAX);
+        assert!(!d.observe(ms(50_000), ms(53_000)));
+        assert!(!d.observe(ms(51_000), ms(51_000)));
+        assert_eq!(d.current(), PLAYOUT_MAX);
+    }
 
     const MS: u64 = 1_000_000;
 

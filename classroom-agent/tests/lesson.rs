@@ -283,6 +283,11 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         "classroom exited early\n{}",
         classroom.tail()
     );
+    // The playout delay starts at the default allowance and only ever grows.
+    let cs = agent_status(&classroom).expect("classroom /status");
+    eprintln!("classroom play status: {}", cs["play"]);
+    assert!(cs["play"]["playout_ms"].as_u64() >= Some(200), "{cs}");
+    assert!(cs["play"]["received_bps"].as_u64() > Some(0), "{cs}");
     let st = classroom.stop(Duration::from_secs(15));
     assert!(
         st.is_some_and(|s| s.success()),
