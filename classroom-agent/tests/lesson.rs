@@ -557,3 +557,103 @@ fn a_camera_lost_mid_lesson_gives_way_to_the_test_pattern_and_comes_back() {
         teacher.tail()
     );
 }
+
+/// A classroom agent publishes its own feed as two layers (half and full size) beside
+/// playing the lesson, so the teacher console can take the small one.
+#[test]
+fn a_classroom_publishes_its_own_two_layer_feed() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-classroom-feed";
+    let mut teacher = agent(
+        "teacher",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        TEACHER,
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut classroom = agent(
+        "classroom",
+        &sfu,
+        room,
+        &sfu.token(room, "classroom", "school-3"),
+        &[
+            "--role",
+            "classroom",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--fps",
+            "15",
+            "--play",
+            "none",
+        ],
+    );
+    let mut feed = Value::Null;
+    let flowing = wait_until(Duration::from_secs(30), || {
+        feed = sfu
+            .room(room)
+            .and_then(|r| {
+                r["publishers"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["role"] == "classroom" && p["connected"] == true)
+                    .cloned()
+            })
+            .unwrap_or(Value::Null);
+        let track = |name: &str| {
+            feed["tracks"]
+                .as_array()
+                .and_then(|ts| ts.iter().find(|t| t["track"] == name).cloned())
+                .unwrap_or(Value::Null)
+        };
+        let video = track("class_video");
+        let layers: Vec<(String, u64)> = video["layers"]
+            .as_array()
+            .map(|ls| {
+                ls.iter()
+                    .map(|l| {
+                        (
+                            l["rid"].as_str().unwrap_or("").to_string(),
+                            l["packets"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        layers.len() == 2
+            && layers[0].0 == "l"
+            && layers[1].0 == "h"
+            && layers.iter().all(|l| l.1 > 20)
+            && track("class_audio")["layers"][0]["packets"].as_u64() > Some(20)
+    });
+    assert!(
+        flowing,
+        "no two-layer classroom feed at the SFU: {feed}\n{}",
+        classroom.tail()
+    );
+    let status = agent_status(&classroom).expect("classroom /status");
+    assert_eq!(status["publish"]["connected"], true, "{status}");
+    assert_eq!(
+        status["publish"]["video"]["camera"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    assert_eq!(log_count(&classroom, " ERROR "), 0, "{}", classroom.tail());
+    for (name, p) in [("classroom", &mut classroom), ("teacher", &mut teacher)] {
+        let st = p.stop(Duration::from_secs(15));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{name} exit {st:?}\n{}",
+            p.tail()
+        );
+    }
+}
