@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer};
-use str0m::{Event, Rtc};
+use str0m::{Event, Input, Rtc};
 
+use crate::adapt::estimate::EstimateFilter;
 use crate::adapt::ladder::{Ladder, LayerSetting, Step};
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
 use crate::frame::VideoCodec;
@@ -24,6 +25,9 @@ pub const START_ESTIMATE_KBPS: u64 = 1000;
 
 /// How often to probe for more while below the top step.
 const PROBE_EVERY: Duration = Duration::from_secs(4);
+/// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
+const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
+const PROBE_FOUND: f64 = 1.15;
 
 /// Frames queued between the encoders and the session thread.
 const QUEUE: usize = 256;
@@ -36,7 +40,8 @@ pub fn publisher_rtc(codec: VideoCodec, start_bps: u64, now: Instant) -> Rtc {
         .enable_vp8(codec == VideoCodec::Vp8)
         .enable_h264(codec == VideoCodec::H264)
         .enable_bwe(Some(Bitrate::bps(start_bps)))
-        .set_stats_interval(Some(Duration::from_secs(1)))
+        // The latest estimate and round trip come with the stats (see `adapt::estimate`).
+        .set_stats_interval(Some(Duration::from_millis(500)))
         .build(now)
 }
 
@@ -124,6 +129,7 @@ pub fn prepare(
         connected: false,
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
+        filter: EstimateFilter::default(),
         last_probe: None,
     };
     Ok(Prepared {
@@ -147,7 +153,9 @@ pub struct Publisher {
     connected: bool,
     write_errors: u64,
     ladder: Ladder,
-    last_probe: Option<Instant>,
+    filter: EstimateFilter,
+    /// When the last probe was asked for, and the estimate then.
+    last_probe: Option<(Instant, u64)>,
 }
 
 /// The negotiated payload type for an encoder's codec. For H.264 the constrained baseline,
@@ -181,6 +189,17 @@ fn choose_pt(rtc: &mut Rtc, mid: Mid, enc: &EncoderInfo) -> Option<Pt> {
 }
 
 impl Publisher {
+    /// Feeds the ladder the estimate it follows (see [`EstimateFilter`]).
+    fn follow_estimate(&mut self, rtc: &mut Rtc, now: Instant) {
+        let Some(e) = self.filter.for_ladder(now) else {
+            return;
+        };
+        self.stats.estimate_bps.store(e, Ordering::Relaxed);
+        if self.ladder.on_estimate(e, now).is_some() {
+            self.apply_step(rtc, e);
+        }
+    }
+
     fn request_all_keyframes(&self) {
         for i in 0..self.encoders.len() {
             self.capture.force_keyframe(i);
@@ -252,11 +271,13 @@ impl Handler for Publisher {
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                let e = estimate.as_u64();
-                self.stats.estimate_bps.store(e, Ordering::Relaxed);
-                if self.ladder.on_estimate(e, now).is_some() {
-                    self.apply_step(rtc, e);
-                }
+                self.filter.on_average(estimate.as_u64());
+                self.follow_estimate(rtc, now);
+            }
+            Event::PeerStats(ps) => {
+                self.filter
+                    .on_stats(ps.bwe_tx.map(|b| b.as_u64()), ps.rtt, now);
+                self.follow_estimate(rtc, now);
             }
             _ => {}
         }
@@ -266,17 +287,26 @@ impl Handler for Publisher {
         // Below the top step, ask for a probe now and then: str0m probes when the desired
         // rate rises, and a link that came back is otherwise only found as fast as the
         // estimate can grow from what little is sent.
-        if self.connected
-            && self.ladder.index() + 1 < self.ladder.steps().len()
-            && self
-                .last_probe
-                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_EVERY)
-        {
-            self.last_probe = Some(now);
+        // After a probe that found room, the next comes sooner: a link that came back is
+        // climbed in doublings (str0m caps a probe at twice the estimate).
+        let est = self.filter.for_ladder(now).unwrap_or(0);
+        let due = self.last_probe.is_none_or(|(t, at_est)| {
+            let since = now.saturating_duration_since(t);
+            since >= PROBE_EVERY
+                || (since >= PROBE_FOLLOW_UP && est as f64 >= at_est as f64 * PROBE_FOUND)
+        });
+        if self.connected && self.ladder.index() + 1 < self.ladder.steps().len() && due {
+            self.last_probe = Some((now, est));
             let (minimum, desired) = self.ladder.probe_rates();
-            let mut bwe = rtc.bwe();
-            bwe.set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
-            bwe.set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
+            // The probe controller compares with the desired rate it last took in, at its
+            // timeout: let it take in the lower one, so the rise below is seen as one.
+            if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!("probe re-arm: {e}");
+            }
+            rtc.bwe()
+                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         }
         while let Ok(f) = self.rx.try_recv() {
             if !self.connected {

@@ -245,14 +245,16 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     );
 
     // Encoded rate over the second before each sample.
-    let rate = |i: usize| -> Option<u64> {
+    let rate_over = |i: usize, window: Duration| -> Option<u64> {
         let s = &samples[i];
-        let j = samples
-            .iter()
-            .rposition(|p| p.at + Duration::from_secs(1) <= s.at)?;
+        let j = samples.iter().rposition(|p| p.at + window <= s.at)?;
         let dt = (s.at - samples[j].at).as_secs_f64();
         Some(((s.bytes - samples[j].bytes) as f64 * 8.0 / dt) as u64)
     };
+    let rate = |i: usize| rate_over(i, Duration::from_secs(1));
+    // A 1280x720 courseware keyframe is most of a second of a 400 kbit/s link by itself; the
+    // link's queue absorbs it, so what must stay under the capacity is the 2 s average.
+    let rate2 = |i: usize| rate_over(i, Duration::from_secs(2));
     for (i, s) in samples.iter().enumerate() {
         eprintln!(
             "{:>6.2}s step {} estimate {:>5} kbps sent {:>5} kbps courseware {:?}",
@@ -272,8 +274,8 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         "never at the top step before the drop"
     );
 
-    // The ladder steps down, and from 6 s after the drop the agent sends under 400 kbit/s
-    // for the rest of the low period. (The issue asks 2 s. Detection waits for the link's
+    // The ladder steps down, and from 6 s after the drop the agent sends under 400 kbit/s (2 s
+    // averages) for the rest of the low period. (The issue asks 2 s. Detection waits for the link's
     // queue to fill; the measured time is printed, the margin keeps the test steady on a
     // loaded machine whose scheduling delays the delay-based estimator also sees.)
     let low_period: Vec<usize> = (0..samples.len())
@@ -285,15 +287,15 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     );
     let settled = low_period
         .iter()
-        .rposition(|&i| rate(i).is_none_or(|r| r >= 400_000))
+        .rposition(|&i| rate2(i).is_none_or(|r| r >= 400_000))
         .map_or(Duration::ZERO, |k| samples[low_period[k]].at - DROP);
     eprintln!("sending under the new capacity for good {settled:?} after the drop");
     for &i in &low_period {
         if samples[i].at > DROP + Duration::from_secs(6) {
-            let r = rate(i).unwrap();
+            let r = rate2(i).unwrap();
             assert!(
                 r < 400_000,
-                "sending {r} bit/s at {:?}, over the 400 kbit/s link",
+                "sending {r} bit/s over the 2 s before {:?}, over the 400 kbit/s link",
                 samples[i].at
             );
         }

@@ -201,8 +201,6 @@ pub struct Ladder {
     /// Since when the budget has allowed the next step.
     up_since: Option<Instant>,
     last_down: Option<Instant>,
-    /// The latest estimate, which padding never exceeds.
-    estimate_bps: u64,
 }
 
 impl Ladder {
@@ -214,7 +212,6 @@ impl Ladder {
             cap_bps,
             up_since: None,
             last_down: None,
-            estimate_bps,
         };
         l.current = l.fit(estimate_bps);
         l
@@ -248,7 +245,6 @@ impl Ladder {
 
     /// Feeds an estimate; returns the new step when it changed.
     pub fn on_estimate(&mut self, estimate_bps: u64, now: Instant) -> Option<&Step> {
-        self.estimate_bps = estimate_bps;
         let fit = self.fit(estimate_bps);
         if fit < self.current {
             self.current = fit;
@@ -293,9 +289,7 @@ impl Ladder {
 
     /// Rates for the congestion controller, total on the wire: `minimum` keeps the link
     /// filled toward the next step (padding while media falls short, so the estimate can
-    /// prove the step before video takes it) but never past the latest estimate: padding
-    /// beyond it is what keeps a link that just fell full for seconds. `desired` is the top
-    /// step (capped), what str0m's probes aim for.
+    /// prove the step before video takes it), `desired` is the top step (capped).
     pub fn probe_rates(&self) -> (u64, u64) {
         let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
         let top = self.steps.last().map_or(0, Step::total_bps);
@@ -304,9 +298,7 @@ impl Ladder {
             .steps
             .get(self.current + 1)
             .map_or(top, |s| (s.total_bps() as f64 * UP_MARGIN) as u64);
-        let current = gross(self.current().total_bps());
-        let minimum = gross(next).min(desired).min(self.estimate_bps.max(current));
-        (minimum, desired)
+        (gross(next).min(desired), desired)
     }
 }
 
@@ -427,11 +419,9 @@ mod tests {
         l.on_estimate(60_000, t0);
         assert!(l.current().is_paused(), "audio only at 60 kbit/s");
         let (min, desired) = l.probe_rates();
-        // Padding up to the estimate only; probes aim past the first step.
-        assert!(min <= 60_000, "padding to {min}");
         assert!(
-            desired > l.steps()[1].total_bps(),
-            "probes toward the first step: {desired}"
+            min > 60_000 && min <= desired,
+            "probes toward the first step: {min}"
         );
         let mut t = t0;
         while l.current().is_paused() && t < t0 + Duration::from_secs(30) {
@@ -539,28 +529,6 @@ mod tests {
         let fps: Vec<u32> = s[1..].iter().map(|st| st.courseware.unwrap().fps).collect();
         assert_eq!(fps, vec![1, 2, 5]);
         assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
-    }
-
-    #[test]
-    fn padding_never_exceeds_the_estimate() {
-        let t0 = Instant::now();
-        let mut l = Ladder::new(teacher(), 4_000_000, None);
-        // The link fell: the ladder drops to what fits, and the padding floor toward the next
-        // step stays at the estimate, not above it.
-        l.on_estimate(1_000_000, t0);
-        let (min, desired) = l.probe_rates();
-        assert!(min <= 1_000_000, "padding to {min} on a 1 Mbit/s estimate");
-        assert!(min >= l.current().total_bps(), "at least the media: {min}");
-        assert!(
-            desired > 1_000_000,
-            "probes still aim for the top: {desired}"
-        );
-        // With room, it pads toward the next step (above the current step's media).
-        let mut l = Ladder::new(teacher(), 600_000, None);
-        l.on_estimate(5_000_000, t0);
-        let (min, _) = l.probe_rates();
-        let next = l.steps()[l.index() + 1].total_bps();
-        assert!(min > next, "toward the next step: {min} vs {next}");
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! Adapting what the agent sends to its link.
 
+pub mod estimate;
 pub mod ladder;

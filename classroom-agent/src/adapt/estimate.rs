@@ -1,0 +1,127 @@
+//! Which estimate the ladder follows. str0m's estimate event is an average over a few seconds:
+//! after the school's link falls, the agent keeps sending the old rate into it for 2-3 s and
+//! fills the router's queue. The controller's latest estimate (from the stats) knows sooner but
+//! also dips on a steady link. So the latest counts when it is lower *and* the round trip shows
+//! a queue building (the link really fell); otherwise the average. Pure; time from the caller.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A latest estimate or round trip older than this is not used.
+pub const FRESH: Duration = Duration::from_secs(2);
+/// The round trip's floor is the least seen over this long.
+pub const BASELINE_WINDOW: Duration = Duration::from_secs(30);
+/// A round trip this far above its floor means a queue is building on the link.
+pub const QUEUE_SIGNAL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Default)]
+pub struct EstimateFilter {
+    average: Option<u64>,
+    latest: Option<(u64, Instant)>,
+    rtt: Option<(Duration, Instant)>,
+    /// Recent round trips, for the floor.
+    rtts: VecDeque<(Instant, Duration)>,
+}
+
+impl EstimateFilter {
+    /// str0m's estimate event.
+    pub fn on_average(&mut self, bps: u64) {
+        self.average = Some(bps);
+    }
+
+    /// The connection's stats: the controller's latest estimate and the round trip.
+    pub fn on_stats(&mut self, latest_bps: Option<u64>, rtt: Option<Duration>, now: Instant) {
+        if let Some(b) = latest_bps {
+            self.latest = Some((b, now));
+        }
+        if let Some(r) = rtt {
+            self.rtt = Some((r, now));
+            self.rtts.push_back((now, r));
+            while self
+                .rtts
+                .front()
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) > BASELINE_WINDOW)
+            {
+                self.rtts.pop_front();
+            }
+        }
+    }
+
+    /// The round trip's floor over the window.
+    pub fn rtt_floor(&self) -> Option<Duration> {
+        self.rtts.iter().map(|(_, r)| *r).min()
+    }
+
+    /// Whether the latest round trip shows a queue building.
+    pub fn queueing(&self, now: Instant) -> bool {
+        let (Some((rtt, at)), Some(floor)) = (self.rtt, self.rtt_floor()) else {
+            return false;
+        };
+        now.saturating_duration_since(at) <= FRESH && rtt >= floor + QUEUE_SIGNAL
+    }
+
+    /// What the ladder follows now (`None` before the first estimate).
+    pub fn for_ladder(&self, now: Instant) -> Option<u64> {
+        let avg = self.average?;
+        let latest = self
+            .latest
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= FRESH)
+            .map(|(b, _)| b);
+        Some(match latest {
+            Some(l) if l < avg && self.queueing(now) => l,
+            _ => avg,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_lower_latest_counts_only_with_a_queue_building() {
+        let t0 = Instant::now();
+        let mut f = EstimateFilter::default();
+        assert_eq!(f.for_ladder(t0), None);
+        f.on_average(4_000_000);
+        // A steady link: 50 ms round trips, and a latest estimate that dips.
+        for i in 0..10 {
+            f.on_stats(Some(4_100_000), Some(50 * MS), t0 + 500 * MS * i);
+        }
+        let t1 = t0 + 5_000 * MS;
+        f.on_stats(Some(900_000), Some(55 * MS), t1);
+        assert_eq!(
+            f.for_ladder(t1),
+            Some(4_000_000),
+            "a dip alone is not a drop"
+        );
+        // The link fell: the queue builds, the round trip grows, the latest estimate knows.
+        let t2 = t1 + 500 * MS;
+        f.on_stats(Some(1_100_000), Some(400 * MS), t2);
+        assert!(f.queueing(t2));
+        assert_eq!(f.for_ladder(t2), Some(1_100_000));
+        // A higher latest does not count: rises wait for the average.
+        f.on_stats(Some(5_000_000), Some(300 * MS), t2 + 500 * MS);
+        assert_eq!(f.for_ladder(t2 + 500 * MS), Some(4_000_000));
+        // Stale readings are not used.
+        f.on_stats(Some(1_000_000), Some(400 * MS), t2 + 1_000 * MS);
+        assert_eq!(f.for_ladder(t2 + 1_000 * MS + FRESH + MS), Some(4_000_000));
+    }
+
+    #[test]
+    fn the_round_trip_floor_follows_a_moved_path() {
+        let t0 = Instant::now();
+        let mut f = EstimateFilter::default();
+        f.on_stats(None, Some(40 * MS), t0);
+        // The path moved to a satellite hop: 600 ms from now on.
+        let mut t = t0;
+        for _ in 0..70 {
+            t += 500 * MS;
+            f.on_stats(None, Some(600 * MS), t);
+        }
+        assert_eq!(f.rtt_floor(), Some(600 * MS), "the old floor aged out");
+        assert!(!f.queueing(t), "a long path is not a queue");
+    }
+}
