@@ -130,6 +130,7 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
+        padding_capped: false,
         last_probe: None,
     };
     Ok(Prepared {
@@ -154,6 +155,8 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     filter: EstimateFilter,
+    /// Whether the rates last given cap padding at the estimate (a queue was building).
+    padding_capped: bool,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
 }
@@ -195,8 +198,10 @@ impl Publisher {
             return;
         };
         self.stats.estimate_bps.store(e, Ordering::Relaxed);
-        if self.ladder.on_estimate(e, now).is_some() {
-            self.apply_step(rtc, e);
+        if self.ladder.on_estimate(e, now).is_some()
+            || self.filter.queueing(now) != self.padding_capped
+        {
+            self.apply_step(rtc, e, now);
         }
     }
 
@@ -208,10 +213,21 @@ impl Publisher {
 
     /// Puts the ladder's current step on the encoders and tells the congestion controller
     /// what to probe for.
-    fn apply_step(&self, rtc: &mut Rtc, estimate_bps: u64) {
-        let step = self.ladder.current();
-        self.capture.apply(step);
+    /// The ladder's rates for the controller; while a queue is building on the link, padding
+    /// stops at the estimate (padding past it keeps a link that just fell full).
+    fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
+        match self.filter.for_ladder(now) {
+            Some(e) if self.filter.queueing(now) => (minimum.min(e), desired),
+            _ => (minimum, desired),
+        }
+    }
+
+    fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
+        let step = self.ladder.current().clone();
+        self.capture.apply(&step);
+        let (minimum, desired) = self.probe_rates(now);
+        self.padding_capped = self.filter.queueing(now);
         rtc.bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         self.stats
@@ -231,7 +247,7 @@ impl Publisher {
             None => "off".into(),
         };
         let layers: Vec<String> = step.layers.iter().map(show).collect();
-        self.stats.set_video(step);
+        self.stats.set_video(&step);
         tracing::info!(
             step = self.ladder.index(),
             estimate_kbps = estimate_bps / 1000,
@@ -256,7 +272,7 @@ impl Handler for Publisher {
                 }
                 tracing::info!("whip: connected");
                 let start = self.stats.estimate_bps.load(Ordering::Relaxed);
-                self.apply_step(rtc, start);
+                self.apply_step(rtc, start, now);
                 // A fresh session starts every layer with a keyframe.
                 self.request_all_keyframes();
             }
@@ -297,7 +313,7 @@ impl Handler for Publisher {
         });
         if self.connected && self.ladder.index() + 1 < self.ladder.steps().len() && due {
             self.last_probe = Some((now, est));
-            let (minimum, desired) = self.ladder.probe_rates();
+            let (minimum, desired) = self.probe_rates(now);
             rtc.bwe()
                 .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
             // The probe controller compares with the desired rate it last took in, at its
