@@ -51,7 +51,19 @@ fn check(region: &scheduler::model::Region, what: &str) -> (usize, usize) {
             seen[*c] += 1;
         }
         assert!(seen.iter().all(|&n| n == 2), "{what}: nearby covers twice");
-        for hood in &nearby {
+        // Eight families (both axes, both diagonals, each also shifted by half a strip): each
+        // still a partition, with the first families as `nearby` has them.
+        let eight = lns::nearby_families(&inst, 4, 8);
+        let mut seen = vec![0u32; inst.cands.len()];
+        for c in eight.iter().flatten() {
+            seen[*c] += 1;
+        }
+        assert!(seen.iter().all(|&n| n == 8), "{what}: eight families");
+        assert!(
+            eight.starts_with(&nearby),
+            "{what}: first two families as nearby's"
+        );
+        for hood in nearby.iter().chain(&eight) {
             // A point's candidates are never split.
             for &c in hood {
                 let school = inst.cands[c].school;

@@ -93,27 +93,40 @@ pub fn bundles(inst: &Instance, pieces: &[Vec<usize>], max_cands: usize) -> Vec<
 /// second family). A point's link and its classes' periods are shared by all its subjects and
 /// grades, so these are the moves that pieces cannot make.
 pub fn nearby(inst: &Instance, target: usize) -> Vec<Vec<usize>> {
+    nearby_families(inst, target, 2)
+}
+
+/// Like `nearby`, with up to eight families of strips: by latitude, by longitude, along both
+/// diagonals, then each of these shifted by half a strip. Each family cuts the points
+/// elsewhere, so a move blocked at one family's strip boundary lies inside a strip of another.
+pub fn nearby_families(inst: &Instance, target: usize, families: usize) -> Vec<Vec<usize>> {
     let mut of_school: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, c) in inst.cands.iter().enumerate() {
         of_school.entry(c.school).or_default().push(i);
     }
     let mut out = Vec::new();
-    for by_lon in [false, true] {
+    for family in 0..families.min(8) {
+        let dir = family % 4;
+        let shifted = family >= 4;
         let mut order: Vec<usize> = of_school.keys().copied().collect();
         let key = |s: &usize| {
             let at = inst.school_at[s];
-            if by_lon {
-                at.lon
-            } else {
-                at.lat
+            match dir {
+                0 => at.lat,
+                1 => at.lon,
+                2 => at.lat + at.lon,
+                _ => at.lat - at.lon,
             }
         };
         order.sort_by(|a, b| key(a).total_cmp(&key(b)).then(a.cmp(b)));
         let mut hood: Vec<usize> = Vec::new();
+        // A shifted family closes its first strip at half the size.
+        let mut first = if shifted { target / 2 } else { target };
         for s in order {
             hood.extend(of_school[&s].iter().copied());
-            if hood.len() >= target {
+            if hood.len() >= first {
                 out.push(std::mem::take(&mut hood));
+                first = target;
             }
         }
         if !hood.is_empty() {

@@ -185,8 +185,11 @@ fn build_and_solve(
         model.add_constraint(e.leq(g.cap as f64));
         rows += 1;
     }
+    // Conflicting receivers belong to one lesson: neither may run without it, so the pair's row
+    // can carry the lesson (x_i + x_j <= a_l, stronger than <= 1 when lessons are counted).
     for &(i, j) in &inst.conflicts {
-        model.add_constraint((x[i] + x[j]).leq(1));
+        let l = inst.cands[i].lesson;
+        model.add_constraint((x[i] + x[j] - a[l]).leq(0));
         rows += 1;
     }
     if let Some(min) = min_cover {
@@ -215,7 +218,12 @@ fn build_and_solve(
     hm.set_option("mip_rel_gap", 0.0);
     hm.set_option("mip_abs_gap", 0.5);
     hm.set_option("random_seed", 7);
-    // Tuning hook: SCHEDULER_HIGHS_OPTS="name=value,name=value" (numbers only).
+    if min_cover.is_some() && !relax {
+        // With the coverage held, the root LP (lesson weights against one coverage row) takes
+        // dual simplex 10-20 s on the county preset and the interior point method under 2 s.
+        hm.set_option("mip_lp_solver", "ipm");
+    }
+    // Tuning hook: SCHEDULER_HIGHS_OPTS="name=value,name=value" (numbers, else strings).
     if let Ok(opts) = std::env::var("SCHEDULER_HIGHS_OPTS") {
         for kv in opts.split(',').filter(|s| !s.is_empty()) {
             if let Some((k, v)) = kv.split_once('=') {
@@ -223,6 +231,8 @@ fn build_and_solve(
                     hm.set_option(k, i);
                 } else if let Ok(f) = v.parse::<f64>() {
                     hm.set_option(k, f);
+                } else {
+                    hm.set_option(k, v);
                 }
             }
         }
