@@ -418,12 +418,7 @@ fn agents_come_back_by_themselves_after_an_sfu_restart() {
         "classroom exit {st:?}\n{}",
         classroom.tail()
     );
-    let st = teacher.stop(Duration::from_secs(15));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "teacher exit {st:?}\n{}",
-        teacher.tail()
-    );
+    stop_cleanly(&mut teacher, "teacher");
 
     // The file goes on across the restart: more frames than could have come before it.
     let before = killed.duration_since(play_start).as_secs_f64();
@@ -465,12 +460,7 @@ fn a_camera_missing_at_start_gives_way_to_the_test_pattern() {
         teacher.tail()
     );
     assert!(log_count(&teacher, " ERROR ") == 0, "{}", teacher.tail());
-    let st = teacher.stop(Duration::from_secs(15));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "teacher exit {st:?}\n{}",
-        teacher.tail()
-    );
+    stop_cleanly(&mut teacher, "teacher");
 }
 
 /// A camera that goes away mid-lesson (here a GStreamer source that ends after 3 s, as an
@@ -550,12 +540,7 @@ fn a_camera_lost_mid_lesson_gives_way_to_the_test_pattern_and_comes_back() {
         worst < Duration::from_secs(2),
         "the top layer stood still for {worst:?}: {samples:?}"
     );
-    let st = teacher.stop(Duration::from_secs(15));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "teacher exit {st:?}\n{}",
-        teacher.tail()
-    );
+    stop_cleanly(&mut teacher, "teacher");
 }
 
 /// A classroom agent publishes its own feed as two layers (half and full size) beside
@@ -648,12 +633,6 @@ fn a_classroom_publishes_its_own_two_layer_feed() {
         "{status}"
     );
     assert_eq!(log_count(&classroom, " ERROR "), 0, "{}", classroom.tail());
-    for (name, p) in [("classroom", &mut classroom), ("teacher", &mut teacher)] {
-        let st = p.stop(Duration::from_secs(15));
-        assert!(
-            st.is_some_and(|s| s.success()),
-            "{name} exit {st:?}\n{}",
-            p.tail()
-        );
-    }
+    stop_cleanly(&mut classroom, "classroom");
+    stop_cleanly(&mut teacher, "teacher");
 }

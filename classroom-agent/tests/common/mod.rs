@@ -223,6 +223,16 @@ pub fn get(url: &str) -> Option<(u16, String)> {
     Some((st, r.text().unwrap_or_default()))
 }
 
+/// Ends `p` with SIGTERM and asserts it exited 0 within 15 s.
+pub fn stop_cleanly(p: &mut Proc, name: &str) {
+    let st = p.stop(Duration::from_secs(15));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "{name} exit {st:?}\n{}",
+        p.tail()
+    );
+}
+
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
