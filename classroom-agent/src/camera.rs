@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use crate::camera_watch::{Action, CameraWatch};
+use crate::camera_watch::{Action, CameraState, CameraWatch};
 use crate::capture::{camera_usable, PipelineError};
 
 /// Prefix of the camera bins' names, so the bus reader knows a camera's errors.
@@ -102,7 +102,7 @@ impl Drop for CameraSwitch {
 /// A channel for camera failures: the sender goes to the bus reader, the receiver to `start`.
 pub fn failures() -> (FailureSender, Receiver<String>) {
     let (tx, rx) = std::sync::mpsc::channel();
-    (FailureSender(tx.clone()), rx)
+    (FailureSender(tx), rx)
 }
 
 /// Starts watching: the camera is tried at once, the test pattern runs until it shows.
@@ -170,6 +170,7 @@ impl Worker {
     fn run(&mut self, stop: &AtomicBool) {
         let mut watch = CameraWatch::new(Instant::now(), std::process::id() as u64);
         while !stop.load(Ordering::Relaxed) && self.pipeline.upgrade().is_some() {
+            let was_live = matches!(watch.state(), CameraState::Live { .. });
             let action = match self.failures.recv_timeout(Duration::from_millis(100)) {
                 Ok(why) => {
                     tracing::debug!("camera failed: {why}");
@@ -185,7 +186,6 @@ impl Worker {
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let was_live = self.stats.state.lock().is_ok_and(|s| *s == "live");
             match action {
                 Some(Action::Start) => {
                     if let Err(e) = self.add() {

@@ -211,8 +211,6 @@ impl Publisher {
         }
     }
 
-    /// Puts the ladder's current step on the encoders and tells the congestion controller
-    /// what to probe for.
     /// The ladder's rates for the controller; while a queue is building on the link, padding
     /// stops at the estimate (padding past it keeps a link that just fell full).
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
@@ -223,11 +221,13 @@ impl Publisher {
         }
     }
 
+    /// Puts the ladder's current step on the encoders and tells the congestion controller
+    /// what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        let step = self.ladder.current().clone();
-        self.capture.apply(&step);
-        let (minimum, desired) = self.probe_rates(now);
         self.padding_capped = self.filter.queueing(now);
+        let step = self.ladder.current();
+        self.capture.apply(step);
+        let (minimum, desired) = self.probe_rates(now);
         rtc.bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
         self.stats
@@ -247,7 +247,7 @@ impl Publisher {
             None => "off".into(),
         };
         let layers: Vec<String> = step.layers.iter().map(show).collect();
-        self.stats.set_video(&step);
+        self.stats.set_video(step);
         tracing::info!(
             step = self.ladder.index(),
             estimate_kbps = estimate_bps / 1000,

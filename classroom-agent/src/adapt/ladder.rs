@@ -115,7 +115,7 @@ pub fn build(layers: &[LayerSpec], courseware: Option<&LayerSpec>) -> Vec<Step> 
             *steps.last_mut().expect("not empty") = step;
         }
     };
-    let cw_rungs = courseware.map(courseware_rungs).unwrap_or_default();
+    let cw_rungs: Vec<LayerSetting> = courseware.map(courseware_rungs).unwrap_or_default();
     let mut cw = cw_rungs.first().copied();
     if cw.is_some() {
         push(
@@ -127,22 +127,28 @@ pub fn build(layers: &[LayerSpec], courseware: Option<&LayerSpec>) -> Vec<Step> 
         );
     }
     let full = |l: &LayerSpec| setting(l.width, l.height, l.fps, l.bitrate_bps);
-    for top in 0..n {
-        if top == 1 {
-            // The lowest camera layer is on: courseware takes its full frame rate.
-            for r in cw_rungs.iter().skip(1) {
-                cw = Some(*r);
-                let mut set = vec![None; n];
-                set[0] = Some(full(&layers[0]));
-                push(
-                    &mut steps,
-                    Step {
-                        layers: set,
-                        courseware: cw,
-                    },
-                );
-            }
+    // Once the lowest camera layer is on (or with no camera), courseware takes its faster
+    // rungs, before any higher camera layer.
+    let faster_courseware = |steps: &mut Vec<Step>| {
+        let mut set = vec![None; n];
+        if let Some(l) = layers.first() {
+            set[0] = Some(full(l));
         }
+        for r in cw_rungs.iter().skip(1) {
+            push(
+                steps,
+                Step {
+                    layers: set.clone(),
+                    courseware: Some(*r),
+                },
+            );
+        }
+        cw_rungs.last().copied()
+    };
+    if n == 0 {
+        faster_courseware(&mut steps);
+    }
+    for top in 0..n {
         let l = &layers[top];
         let mut rungs = vec![];
         if n == 1 {
@@ -165,17 +171,8 @@ pub fn build(layers: &[LayerSpec], courseware: Option<&LayerSpec>) -> Vec<Step> 
                 },
             );
         }
-    }
-    if n <= 1 {
-        // No higher camera layer to follow: courseware's faster rungs come last.
-        for r in cw_rungs.iter().skip(1) {
-            push(
-                &mut steps,
-                Step {
-                    layers: layers.iter().map(|l| Some(full(l))).collect(),
-                    courseware: Some(*r),
-                },
-            );
+        if top == 0 {
+            cw = faster_courseware(&mut steps);
         }
     }
     steps
