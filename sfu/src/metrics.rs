@@ -28,6 +28,7 @@ pub struct Metrics {
     pub subscriber_allocated: IntGaugeVec,
     pub subscriber_layer: IntGaugeVec,
     pub allocation_pauses: IntCounter,
+    pub estimate_dips: IntCounterVec,
     pub keyframe_wait_freezes: IntCounter,
     pub room_commands: IntCounterVec,
     pub lessons_ended: IntCounter,
@@ -124,6 +125,11 @@ impl Metrics {
             allocation_pauses: counter(
                 "sfu_allocation_pauses_total",
                 "Video tracks paused for subscribers whose link could not carry them",
+            ),
+            estimate_dips: counter_vec(
+                "sfu_estimate_dips_total",
+                "Estimate dips just under a subscriber's allocation, held while a probe checked them, by outcome",
+                &["outcome"],
             ),
             keyframe_wait_freezes: counter(
                 "sfu_keyframe_wait_freezes_total",

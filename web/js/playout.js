@@ -6,8 +6,8 @@
 // twice-lost packet stalls the picture for a frame interval plus two round trips: a visible
 // freeze every few seconds at 2 % loss. A classroom would rather watch the lesson a few hundred
 // milliseconds later than watch it stutter, so once loss is seen the page asks for a buffer that
-// covers two repairs, and lets it go again after a quiet minute. Pure: the page feeds it
-// one-second samples and applies the target to its video receivers (jitterBufferTarget).
+// covers two repairs and a margin, and lets it go again after a quiet minute. Pure: the page
+// feeds it one-second samples and applies the target to its video receivers (jitterBufferTarget).
 
 /** Loss share in one sample that counts as a lossy link. */
 export const LOSSY_SHARE = 0.005;
@@ -15,6 +15,10 @@ export const LOSSY_SHARE = 0.005;
 export const HOLD_MS = 60_000;
 /** Round trip assumed before the page has measured one. */
 export const DEFAULT_RTT_MS = 200;
+/** Added to the two round trips: a frame interval, the receiver's NACK timer (20 ms), and on a
+ *  slow link the rest of a keyframe queued ahead of the repair (20 kB take 160 ms at 1 Mbit/s).
+ *  With 100 ms a brief hiccup anywhere on the path still froze a 1 Mbit/s classroom now and then. */
+export const MARGIN_MS = 200;
 /** Bounds of the target: below the floor Chromium's own estimate is as good; above the cap a
  *  satellite link's double repair costs more delay than a rare freeze. */
 export const MIN_TARGET_MS = 150;
@@ -29,10 +33,10 @@ export function playoutState() {
   return { target: null, lossyAt: null, rtt: null };
 }
 
-/** The buffer that covers two retransmission rounds at `rttMs`, plus a frame or two of margin. */
+/** The buffer that covers two retransmission rounds at `rttMs`, plus the margin. */
 export function targetForRtt(rttMs) {
   const rtt = Number.isFinite(rttMs) && rttMs > 0 ? rttMs : DEFAULT_RTT_MS;
-  return Math.round(Math.min(MAX_TARGET_MS, Math.max(MIN_TARGET_MS, 2 * rtt + 100)));
+  return Math.round(Math.min(MAX_TARGET_MS, Math.max(MIN_TARGET_MS, 2 * rtt + MARGIN_MS)));
 }
 
 /**

@@ -322,6 +322,13 @@ class Recorder {
       freezes: s.v?.freezeCount ?? null,
       frozen_s: s.v?.totalFreezesDuration ?? null,
       v_bytes: s.v?.bytesReceived ?? 0,
+      v_packets: s.v?.packetsReceived ?? null,
+      keyframes: s.v?.keyFramesDecoded ?? null,
+      v_lost: s.v?.packetsLost ?? null,
+      nacks: s.v?.nackCount ?? null,
+      plis: s.v?.pliCount ?? null,
+      v_jb_ms: s.v?.jitterBufferEmittedCount
+        ? Math.round((s.v.jitterBufferDelay / s.v.jitterBufferEmittedCount) * 1000) : null,
       a_samples: s.a?.totalSamplesReceived ?? 0,
       a_concealed: s.a?.concealedSamples ?? 0,
       a_events: s.a?.concealmentEvents ?? null,
@@ -335,7 +342,8 @@ class Recorder {
         probe_bps: e?.probe_bps ?? null, bitrate_bps: e?.bitrate_bps ?? null, loss: e?.loss ?? null,
         rtt_ms: e?.rtt_ms ?? null, layer: cam?.layer ?? null, target_layer: cam?.target_layer ?? null,
         temporal: cam?.temporal ?? null, target_temporal: cam?.target_temporal ?? null,
-        paused: cam?.paused ?? null, switches: cam?.switches ?? null, pauses: e?.pauses ?? null };
+        paused: cam?.paused ?? null, switches: cam?.switches ?? null, pauses: e?.pauses ?? null,
+        dips: e ? [e.dips_refuted, e.dips_confirmed] : null };
     });
     return { getstats: rows, sfu: api };
   }
@@ -386,6 +394,7 @@ function measure(samples, from, to) {
     audio_gap_upper_at: gaps.upper_at,
     audio_choppy_ms: gaps.choppy_ms,
     audio_stalls: gaps.stalls,
+    audio_stalls_at: gaps.stalls_at,
   };
 }
 
@@ -441,9 +450,10 @@ function audioGaps(s) {
     }
   }
   const choppy = iv.filter((x, i) => cms[i] > 0.5 * x.d).reduce((x, y) => x + y.d, 0);
-  const stalls = iv.filter((x) => x.played === 0).length;
+  const stalled = iv.filter((x) => x.played === 0);
   return { certain_ms: Math.round(certain), certain_at: certainAt, upper_ms: Math.round(upper),
-    upper_at: upperAt, choppy_ms: Math.round(choppy), stalls };
+    upper_at: upperAt, choppy_ms: Math.round(choppy), stalls: stalled.length,
+    stalls_at: stalled.map((x) => ({ t: Math.round(x.t), d: Math.round(x.d) })) };
 }
 
 // ------------------------------------------------------------------- setup
@@ -602,7 +612,7 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       const t0 = Date.now();
       ev.t0 = new Date(t0).toISOString();
       rec = new Recorder({ room, teacher, viewers: { A: { page: A.page, sub: 'school-a' }, B: { page: B.page, sub: 'school-b' } },
-        apiMs: 500 });
+        apiMs: 200 });
       await rec.start();
       await sleep(SETTLE_MS);
 
@@ -651,6 +661,17 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       };
       ev.meta = rec.meta;
       ev.timeline = rec.timeline(t0);
+      // 100 ms detail around every freeze of A or B in the window, to tell what caused it.
+      ev.freezes = {};
+      for (const n of ['A', 'B']) {
+        const s = rec.samplesBetween(n, w0, w1).filter((x) => x.v);
+        ev.freezes[n] = s.filter((x, i) => i > 0 && (x.v.freezeCount ?? 0) > (s[i - 1].v.freezeCount ?? 0))
+          .map((x) => ({ at: Math.round(x.t - t0), detail: rec.detail(n, x.t - 3000, x.t + 1000, t0) }));
+      }
+      // And around every time the SFU's estimate for B fell below what B was sent.
+      const api = rec.apiBetween(w0, w1);
+      ev.estimate_dips = api.filter((x, i) => i > 0 && x.subs.B?.estimate_bps < 0.8 * api[i - 1].subs.B?.estimate_bps)
+        .map((x) => ({ at: Math.round(x.t - t0), detail: rec.detail('B', x.t - 3000, x.t + 2000, t0) }));
       ev.relays = { A: await relays.A.stop(), B: await relays.B.stop() };
       saveEvidence();
       await h.screenshot(A.page, 'adaptive-A-1mbit');
@@ -660,7 +681,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         + `${x.fps} fps, ${x.video_kbps} kbit/s, frozen ${x.frozen_s} s (${pct(x.frozen_share)}, ${x.freezes} freezes), `
         + `audio concealed ${pct(x.audio_concealed_share)}, longest gap >= ${x.audio_gap_certain_ms} ms `
         + `(at most ${x.audio_gap_upper_ms} ms), choppy ${x.audio_choppy_ms} ms, `
-        + `interruptions ${x.audio_interruptions}, estimate ${m[n].sfu?.estimate_bps} allocated ${m[n].sfu?.allocated_bps}, `
+        + `interruptions ${x.audio_interruptions}, estimate ${m[n].sfu?.estimate_bps} allocated ${m[n].sfu?.allocated_bps} `
+        + `(dips refuted ${m[n].sfu?.dips_refuted}, confirmed ${m[n].sfu?.dips_confirmed}), `
         + `video jitter buffer target ${JSON.stringify([...new Set(rec.samplesBetween(n, w0, w1).map((s) => s.playout_ms))])} ms`;
       console.log(`[adaptive 1] window ${WINDOW_MS} ms after settling; B first on top ${ev.results.B_on_top_after_ms} ms after joining; `
         + `teacher layers ${JSON.stringify(ev.results.window.teacher)}`);
@@ -687,7 +709,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       // A: continuous audio.
       assert.ok(m.A.audio_samples_per_s >= MIN_AUDIO_RATE * m.B.audio_samples_per_s,
         `A played ${m.A.audio_samples_per_s} audio samples/s, B ${m.B.audio_samples_per_s}`);
-      assert.equal(m.A.audio_stalls, 0, `A: ${m.A.audio_stalls} 100 ms intervals without audio samples`);
+      assert.equal(m.A.audio_stalls, 0, `A: ${m.A.audio_stalls} 100 ms intervals without audio samples `
+        + `(${JSON.stringify(m.A.audio_stalls_at.map((x) => ({ t: x.t - t0, d: x.d })))})`);
       assert.ok(m.A.audio_gap_certain_ms <= MAX_AUDIO_GAP_MS,
         `A: audio concealed for at least ${m.A.audio_gap_certain_ms} ms in a row (at t=${m.A.audio_gap_certain_at - t0} ms)`);
       assertNoLongInterruption('A', m.A);
@@ -860,7 +883,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       assert.ok(r.C_whole.audio_gap_certain_ms <= MAX_AUDIO_GAP_MS,
         `C: audio concealed for at least ${r.C_whole.audio_gap_certain_ms} ms in a row (at t=${r.C_whole.audio_gap_certain_at - t0} ms), `
         + `want <= ${MAX_AUDIO_GAP_MS} ms`);
-      assert.equal(r.C_whole.audio_stalls, 0, `C: ${r.C_whole.audio_stalls} 100 ms intervals without audio samples`);
+      assert.equal(r.C_whole.audio_stalls, 0, `C: ${r.C_whole.audio_stalls} 100 ms intervals without audio samples `
+        + `(${JSON.stringify(r.C_whole.audio_stalls_at)})`);
       assertNoLongInterruption('C', r.C_whole);
       assert.deepEqual(r.D_layers, ['h'], 'D (clean link) stays on the top layer');
       // Untouched: the same bar as the lossy classroom of test 1 (a 2-core machine running five

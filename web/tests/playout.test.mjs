@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  playoutState, nextPlayout, targetForRtt, HOLD_MS, MAX_TARGET_MS, MIN_TARGET_MS, DEFAULT_RTT_MS,
+  playoutState, nextPlayout, targetForRtt, HOLD_MS, MAX_TARGET_MS, MIN_TARGET_MS, DEFAULT_RTT_MS, MARGIN_MS,
 } from '../js/playout.js';
 
 /** Feeds samples one second apart from t = 0; returns the target after each. */
@@ -24,31 +24,33 @@ test('a clean link keeps the browser default', () => {
 });
 
 test('loss asks for a buffer covering two repairs, bounded', () => {
-  assert.equal(targetForRtt(100), 300);
-  assert.equal(targetForRtt(10), MIN_TARGET_MS);
+  assert.equal(MARGIN_MS, 200);
+  assert.equal(targetForRtt(100), 400);
+  assert.equal(targetForRtt(10), 2 * 10 + MARGIN_MS);
+  assert.ok(MIN_TARGET_MS <= 2 * 10 + MARGIN_MS);
   assert.equal(targetForRtt(700), MAX_TARGET_MS); // satellite: capped
-  assert.equal(targetForRtt(null), 2 * DEFAULT_RTT_MS + 100);
+  assert.equal(targetForRtt(null), 2 * DEFAULT_RTT_MS + MARGIN_MS);
   const { out } = run([{ loss: 0, rttMs: 100 }, { loss: 0.02, rttMs: 100 }, { loss: 0, rttMs: 100 }]);
-  assert.deepEqual(out, [null, 300, 300]);
+  assert.deepEqual(out, [null, 400, 400]);
 });
 
 test('the buffer stays through quiet seconds and goes after the hold', () => {
   const quiet = Math.ceil(HOLD_MS / 1000) + 2;
   const { out } = run([{ loss: 0.03, rttMs: 120 }, ...Array.from({ length: quiet }, () => ({ loss: 0, rttMs: 120 }))]);
-  assert.equal(out[0], 340);
-  assert.equal(out[Math.floor(HOLD_MS / 1000)], 340, 'held for the whole minute');
+  assert.equal(out[0], 440);
+  assert.equal(out[Math.floor(HOLD_MS / 1000)], 440, 'held for the whole minute');
   assert.equal(out[out.length - 1], null, 'released after the hold');
 });
 
 test('round-trip noise does not move the playout point; a real change does', () => {
   const rtts = [100, 110, 95, 120, 105, 250, 220, 100];
   const { out } = run(rtts.map((rttMs) => ({ loss: 0.02, rttMs })));
-  assert.deepEqual(out, [300, 300, 300, 340, 340, 600, 600, 300]);
+  assert.deepEqual(out, [400, 400, 400, 440, 440, 700, 700, 400]);
 });
 
 test('an unknown round trip keeps the last one measured', () => {
   const { out } = run([{ loss: 0.02, rttMs: 100 }, { loss: 0.02, rttMs: null }, { loss: 0.02 }]);
-  assert.deepEqual(out, [300, 300, 300]);
+  assert.deepEqual(out, [400, 400, 400]);
 });
 
 test('loss below the threshold is not a lossy link', () => {

@@ -6,9 +6,11 @@
 //! fits; then the budget left raises tracks one by one, the most important to its best layer
 //! first (a readable blackboard beats a sharp face). What does not fit is paused.
 //!
-//! [`Allocator`] adds the time behaviour: it goes down as soon as the estimate no longer
-//! carries the current choice, and up only when the estimate clears the next choice by a
-//! margin and the current one has been held for a while, so it does not oscillate. A lesson
+//! [`Allocator`] adds the time behaviour: it goes down as soon as the estimate falls well short
+//! of the current choice, and after a short hold when it falls just short (time for a probe at
+//! the current rate to confirm the dip or refute it, see [`Decision::confirming`]); it goes up
+//! only when the estimate clears the next choice by a margin and the current one has been held
+//! for a while, so it does not oscillate. A lesson
 //! video that is flowing is not paused at once when the estimate dips under its lowest layer:
 //! it stays on that layer for a while first (see [`Tuning::pause_after`]).
 
@@ -153,9 +155,15 @@ pub struct Tuning {
     pub min_dwell: Duration,
     /// Going down: at once when the current choice exceeds the estimate by this factor...
     pub down_now: f64,
-    /// ... or when it exceeds the estimate at all for this long. Layer rates swing with
-    /// keyframes, and a single low estimate should not cost a classroom its picture.
+    /// ... or when it exceeds the estimate at all for this long while the estimate goes on
+    /// falling (the link's queue still building) ...
     pub down_after: Duration,
+    /// ... or for this long when the estimate has stopped falling. A single delay spike (a
+    /// busy PC, a Wi-Fi hiccup, a keyframe burst) makes GCC cut its estimate once to 85 % of
+    /// the rate the link was delivering, just under the layer it was carrying fine, and then
+    /// hold it; meanwhile the caller probes at the current rate ([`Decision::confirming`]),
+    /// which lifts the estimate back over the current choice when the link still carries it.
+    pub probe_hold: Duration,
     /// The most important flowing lesson video (courseware or the teacher's camera, by policy)
     /// is paused only after the estimate has been short of its lowest layer this long; until
     /// then it stays on that layer. On lossy rural links the estimate dips for seconds at a time, and a paused video
@@ -171,6 +179,7 @@ impl Default for Tuning {
             min_dwell: Duration::from_secs(4),
             down_now: 1.25,
             down_after: Duration::from_millis(400),
+            probe_hold: Duration::from_secs(1),
             pause_after: Duration::from_secs(5),
         }
     }
@@ -187,6 +196,29 @@ pub struct Decision {
     /// Rate of everything at its best, the eventual goal.
     pub desired_bps: u64,
     pub changed: bool,
+    /// The estimate is just short of the current choice, which is held for now (see
+    /// [`Tuning::down_after`]): the caller should probe at the current rate.
+    pub confirming: bool,
+}
+
+/// The bandwidth estimate as the allocator reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// What to share out and climb on: a rise counts here only once it has held.
+    pub share_bps: u64,
+    /// The estimator's latest word. The current choice is kept while it fits this: staying
+    /// needs less proof than climbing, and a probe that refutes a dip shows here first.
+    pub latest_bps: u64,
+}
+
+impl Reading {
+    /// One figure for both (an estimate without a separate latest reading).
+    pub fn steady(bps: u64) -> Self {
+        Reading {
+            share_bps: bps,
+            latest_bps: bps,
+        }
+    }
 }
 
 /// Per-subscriber allocation over time.
@@ -196,11 +228,16 @@ pub struct Allocator {
     tuning: Tuning,
     current: Option<Choice>,
     last_change: Option<Instant>,
-    over_since: Option<Instant>,
+    /// Since when the estimate has been short of the current choice, and its reading then.
+    over_since: Option<(Instant, u64)>,
     /// Since when the estimate has wanted a flowing lesson video paused.
     short_since: Option<Instant>,
     pauses: u64,
     changes: u64,
+    /// Whether the last decision was confirming a dip, and how the dips ended.
+    confirming: bool,
+    dips_refuted: u64,
+    dips_confirmed: u64,
 }
 
 impl Allocator {
@@ -214,6 +251,9 @@ impl Allocator {
             short_since: None,
             pauses: 0,
             changes: 0,
+            confirming: false,
+            dips_refuted: 0,
+            dips_confirmed: 0,
         }
     }
 
@@ -234,13 +274,32 @@ impl Allocator {
         self.changes
     }
 
+    /// Dips just under the current choice that ended with the choice kept (the estimate came
+    /// back) and with it given up.
+    pub fn dips(&self) -> (u64, u64) {
+        (self.dips_refuted, self.dips_confirmed)
+    }
+
     pub fn update(&mut self, now: Instant, estimate_bps: u64, tracks: &[TrackOffer]) -> Decision {
+        self.update_reading(now, Reading::steady(estimate_bps), tracks)
+    }
+
+    pub fn update_reading(
+        &mut self,
+        now: Instant,
+        reading: Reading,
+        tracks: &[TrackOffer],
+    ) -> Decision {
+        let estimate_bps = reading.share_bps;
+        // The latest word never reads lower than the shared figure.
+        let keep_bps = reading.latest_bps.max(estimate_bps);
         let fits_now = allocate(estimate_bps, tracks, self.policy);
         let with_margin = allocate(
             (estimate_bps as f64 / self.tuning.up_margin) as u64,
             tracks,
             self.policy,
         );
+        let mut confirming = false;
         let next = match &self.current {
             // First decision, or the tracks changed shape: start from what fits.
             None => fits_now,
@@ -254,20 +313,26 @@ impl Allocator {
                     .iter()
                     .zip(tracks)
                     .all(|((_, l), t)| l.is_none_or(|l| l <= t.max_layer));
-                let over = cur_rate > estimate_bps;
+                let over = cur_rate > keep_bps;
                 if over {
-                    self.over_since.get_or_insert(now);
+                    self.over_since.get_or_insert((now, keep_bps));
                 } else {
                     self.over_since = None;
                 }
-                let far_over = cur_rate as f64 > estimate_bps as f64 * self.tuning.down_now;
-                let long_over = self
-                    .over_since
-                    .is_some_and(|t| now.saturating_duration_since(t) >= self.tuning.down_after);
+                let far_over = cur_rate as f64 > keep_bps as f64 * self.tuning.down_now;
+                let long_over = self.over_since.is_some_and(|(t, then)| {
+                    let held = now.saturating_duration_since(t);
+                    // Within 3 % of where it was counts as stopped: readings jitter.
+                    let falling = (keep_bps as f64) < then as f64 * 0.97;
+                    held >= self.tuning.probe_hold || (falling && held >= self.tuning.down_after)
+                });
                 if !cur_still_valid || far_over || long_over || !cur_capped {
                     // Down (or a layer vanished).
                     self.over_since = None;
                     fits_now
+                } else if over {
+                    confirming = true;
+                    cur.clone()
                 } else if better(&with_margin, cur)
                     && self
                         .last_change
@@ -299,12 +364,22 @@ impl Allocator {
             .map(|t| (t.slot, t.best_within(u64::MAX, None).map(|x| x.0)))
             .collect();
         self.current = Some(next.clone());
+        let confirming = confirming && !changed;
+        if self.confirming && !confirming {
+            if changed {
+                self.dips_confirmed += 1;
+            } else {
+                self.dips_refuted += 1;
+            }
+        }
+        self.confirming = confirming;
         Decision {
             choice: next,
             allocated_bps,
             probe_bps,
             desired_bps: total(tracks, &best),
             changed,
+            confirming,
         }
     }
 }
@@ -567,6 +642,85 @@ mod tests {
         // While at the top, there is nothing left to probe for.
         assert_eq!(at(15.0).3, None);
         assert!(at(30.0).3.is_some());
+    }
+
+    /// GCC answers one delay spike by cutting its estimate to 85 % of the delivered rate: just
+    /// under the layer the link carried. The choice is held while a probe at the current rate
+    /// gets its chance; a refuted dip costs nothing, a confirmed one goes down after the hold,
+    /// and a deep one goes down at once.
+    #[test]
+    fn a_dip_just_under_the_current_choice_waits_for_a_probe() {
+        let t = lesson(2);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let top = [Some(0), Some(2), Some(0)];
+        let fresh = || {
+            let mut a = Allocator::new(Policy::Lecture, Tuning::default());
+            let d = a.update(at(0.0), 5000 * K, &t);
+            assert_eq!(layers(&d.choice), top);
+            (a, d.allocated_bps)
+        };
+        let cut = |rate: u64| (rate as f64 * 1.05 * 0.85) as u64;
+        let hold = Tuning::default().probe_hold.as_secs_f64();
+
+        // Refuted: the latest reading comes back over the choice before the hold ends (the
+        // shared figure still waits for its rise to hold); the choice never changed.
+        let (mut a, cur) = fresh();
+        let d = a.update(at(10.0), cut(cur), &t);
+        assert!(d.confirming, "a dip just under the choice asks for a probe");
+        assert_eq!(layers(&d.choice), top);
+        let d = a.update(at(10.5), cut(cur), &t);
+        assert!(d.confirming);
+        let back = Reading {
+            share_bps: cut(cur),
+            latest_bps: 3000 * K,
+        };
+        let d = a.update_reading(at(10.7), back, &t);
+        assert!(!d.confirming);
+        assert_eq!(layers(&d.choice), top);
+        let d = a.update_reading(at(12.0), back, &t);
+        assert_eq!(layers(&d.choice), top);
+        assert_eq!(a.changes(), 1, "only the first choice");
+        assert_eq!(a.dips(), (1, 0));
+
+        // Confirmed: still short when the hold ends, so down (to what fits) then, not before.
+        let (mut a, cur) = fresh();
+        let mut down_at = None;
+        for i in 0..20 {
+            let s = 10.0 + i as f64 * 0.1;
+            let d = a.update(at(s), cut(cur), &t);
+            if d.changed && down_at.is_none() {
+                down_at = Some(s);
+                assert!(!d.confirming);
+                assert!(d.allocated_bps <= cut(cur));
+            }
+        }
+        let down = down_at.expect("went down");
+        assert!(
+            (10.0 + hold - 0.1..=10.0 + hold + 0.05).contains(&down),
+            "down at {down:.1} s"
+        );
+        assert_eq!(a.dips(), (0, 1));
+
+        // Still falling (the queue building): down after the shorter wait.
+        let (mut a, cur) = fresh();
+        let mut down_at = None;
+        for i in 0..20 {
+            let s = 10.0 + i as f64 * 0.1;
+            let d = a.update(at(s), cut(cur) - i * 20 * K, &t);
+            if d.changed && down_at.is_none() {
+                down_at = Some(s);
+            }
+        }
+        let down = down_at.expect("went down");
+        let wait = Tuning::default().down_after.as_secs_f64();
+        assert!(down - 10.0 <= wait + 0.05, "down at {down:.1} s");
+
+        // Deep: at once, with no probe asked for.
+        let (mut a, cur) = fresh();
+        let d = a.update(at(10.0), cur * 7 / 10, &t);
+        assert!(d.changed && !d.confirming);
+        assert!(d.allocated_bps <= cur * 7 / 10);
     }
 
     #[test]

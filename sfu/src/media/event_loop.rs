@@ -32,7 +32,7 @@ use super::snapshot::*;
 use super::tcp_framing::{frame_into, Deframer};
 use super::{Command, LoopError, MediaHandle, PatchOutcome};
 use crate::auth::{Claims, Role};
-use crate::forward::allocator::{Allocator, Decision, Policy, TrackOffer, Tuning};
+use crate::forward::allocator::{Allocator, Decision, Policy, Reading, TrackOffer, Tuning};
 use crate::forward::dynacast::{Dynacast, HOLD_AFTER};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
@@ -54,6 +54,10 @@ const QUALITY_EVERY: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(200);
 /// How often an allocation probe toward a better choice is re-armed while none succeeds.
 const PROBE_REARM: Duration = Duration::from_secs(5);
+/// While the estimate is just short of the current choice, a probe at this multiple of its
+/// rate is asked for this often (str0m holds probes back while it still sees the delay rise).
+const CONFIRM_AIM: f64 = 1.3;
+const CONFIRM_REARM: Duration = Duration::from_millis(300);
 /// A session whose ICE went away is kept this long for the peer to come back.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(10);
 /// TCP connections that never carried a valid ICE check are closed after this.
@@ -154,8 +158,11 @@ struct Session {
     bwe_set: Option<(u64, u64)>,
     probe_armed_at: Instant,
     probe_bump: bool,
+    /// When a probe confirming the current choice was last asked for (see `CONFIRM_AIM`).
+    confirm_armed_at: Option<Instant>,
     /// Counts already added to the process-wide counters.
     reported_pauses: u64,
+    reported_dips: (u64, u64),
     reported_freezes: u64,
 }
 
@@ -199,6 +206,13 @@ impl Estimate {
             }
             _ => self.bps,
         }
+    }
+
+    /// The controller's latest word, fresh or not at all: what the current choice is kept on.
+    fn latest(&self, now: Instant) -> u64 {
+        self.raw
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= RAW_ESTIMATE_FRESH)
+            .map_or(self.bps, |(raw, _)| raw)
     }
 }
 
@@ -666,7 +680,11 @@ fn choose_targets(
         })
         .collect();
     s.allocator.set_policy(policy);
-    let d = s.allocator.update(now, est.for_allocation(now), &offers);
+    let reading = Reading {
+        share_bps: est.for_allocation(now),
+        latest_bps: est.latest(now),
+    };
+    let d = s.allocator.update_reading(now, reading, &offers);
     let mut targets: HashMap<Slot, Target> = slots.iter().map(|s| (*s, (None, None))).collect();
     for (slot, step) in &d.choice {
         let Some(st) = step.and_then(|i| ladders.get(slot)?.get(i).copied()) else {
@@ -1679,9 +1697,32 @@ impl MediaLoop {
                     s.probe_bump = !s.probe_bump;
                 }
                 let aim = if s.probe_bump { 1.30 } else { 1.20 };
-                let goal = d
+                let mut goal = d
                     .probe_bps
                     .map_or(d.allocated_bps, |p| (p as f64 * aim) as u64);
+                if d.confirming {
+                    // The estimate fell just short of what the link was carrying: probe at
+                    // the current rate before the allocator gives the choice up. str0m
+                    // probes on a rise of the desired rate that it sees at a timeout, and
+                    // drops one it cannot act on yet, so the rise is staged again now and then.
+                    goal = goal.max((min as f64 * CONFIRM_AIM) as u64);
+                    let due = s
+                        .confirm_armed_at
+                        .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_REARM);
+                    if due {
+                        s.confirm_armed_at = Some(now);
+                        s.rtc
+                            .bwe()
+                            .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
+                        if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
+                            debug!(session = %s.id, "timeout input failed: {e}");
+                        }
+                        s.bwe_set = None;
+                        debug!(session = %s.id, rate = min, estimate = ?s.estimate.map(|e| e.latest(now)), "probing to confirm a dip");
+                    }
+                } else {
+                    s.confirm_armed_at = None;
+                }
                 let want = (min, goal.max(min));
                 if s.bwe_set != Some(want) {
                     s.bwe_set = Some(want);
@@ -1903,6 +1944,17 @@ impl MediaLoop {
             m.allocation_pauses
                 .inc_by(pauses.saturating_sub(s.reported_pauses));
             s.reported_pauses = s.reported_pauses.max(pauses);
+            let (refuted, confirmed) = s.allocator.dips();
+            m.estimate_dips
+                .with_label_values(&["refuted"])
+                .inc_by(refuted.saturating_sub(s.reported_dips.0));
+            m.estimate_dips
+                .with_label_values(&["confirmed"])
+                .inc_by(confirmed.saturating_sub(s.reported_dips.1));
+            s.reported_dips = (
+                refuted.max(s.reported_dips.0),
+                confirmed.max(s.reported_dips.1),
+            );
         }
     }
 
@@ -2187,9 +2239,11 @@ impl MediaLoop {
             decision: None,
             bwe_set: None,
             reported_pauses: 0,
+            reported_dips: (0, 0),
             reported_freezes: 0,
             probe_armed_at: now,
             probe_bump: false,
+            confirm_armed_at: None,
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
@@ -2439,6 +2493,8 @@ impl MediaLoop {
                         desired_bps: s.decision.as_ref().map(|d| d.desired_bps),
                         pauses: s.allocator.pauses(),
                         allocation_changes: s.allocator.changes(),
+                        dips_refuted: s.allocator.dips().0,
+                        dips_confirmed: s.allocator.dips().1,
                         nacks: s.stats.nacks.values().sum(),
                         plis: s.stats.plis.values().sum(),
                         slots,

@@ -78,6 +78,10 @@ pub struct SubscriberInfo {
     /// Video tracks paused for lack of bandwidth, and allocation changes, since joining.
     pub pauses: u64,
     pub allocation_changes: u64,
+    /// Dips of the estimate just under the current choice, held while a probe checked them:
+    /// those the probe refuted (the choice kept) and those it confirmed (the choice given up).
+    pub dips_refuted: u64,
+    pub dips_confirmed: u64,
     pub nacks: u64,
     pub plis: u64,
     pub slots: Vec<SubscriberSlotInfo>,
