@@ -251,12 +251,18 @@ fn raw_caps(width: u32, height: u32, fps: u32) -> String {
     format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1")
 }
 
+/// Seconds between unrequested keyframes (see `video_encoder`).
+const KEYFRAME_EVERY_S: u32 = 20;
+
 fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
     // A short rate-control buffer (500 ms) makes the encoder follow a lowered target within
     // half a second when the link shrinks.
-    // Keyframes come mostly on request (PLI/FIR from the SFU); a periodic one bounds the
-    // wait of a viewer whose request was lost.
-    let key_dist = l.fps * 4;
+    // Keyframes come on request (PLI/FIR from the SFU); a periodic one bounds the wait of a
+    // viewer whose request was lost. Rarely: a top-layer keyframe is a burst of up to the
+    // rate-control buffer (half a second of video), and every burst makes the congestion
+    // controller see a queue and cut its estimate (every 4 s held it at ~3 Mbit/s on a 4 Mbit/s
+    // link).
+    let key_dist = l.fps * KEYFRAME_EVERY_S;
     match codec {
         VideoCodec::Vp8 => format!(
             "vp8enc name={name} deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} \

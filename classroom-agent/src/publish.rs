@@ -28,6 +28,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(4);
 /// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
 const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
 const PROBE_FOUND: f64 = 1.15;
+/// Padding fills the link up to this share of the estimate at most (see `probe_rates`).
+const PADDING_SHARE: f64 = 0.9;
 
 /// Frames queued between the encoders and the session thread.
 const QUEUE: usize = 256;
@@ -40,8 +42,11 @@ pub fn publisher_rtc(codec: VideoCodec, start_bps: u64, now: Instant) -> Rtc {
         .enable_vp8(codec == VideoCodec::Vp8)
         .enable_h264(codec == VideoCodec::H264)
         .enable_bwe(Some(Bitrate::bps(start_bps)))
-        // The latest estimate and round trip come with the stats (see `adapt::estimate`).
-        .set_stats_interval(Some(Duration::from_millis(500)))
+        // The latest estimate and round trip come with the stats (see `adapt::estimate`); the
+        // round trip is read from the SFU's receiver reports on our sender reports, so both
+        // go four times a second: a queue building on the school's link shows that soon.
+        .set_stats_interval(Some(Duration::from_millis(250)))
+        .set_rtcp_report_interval_video(Duration::from_millis(250))
         .build(now)
 }
 
@@ -211,13 +216,16 @@ impl Publisher {
         }
     }
 
-    /// The ladder's rates for the controller; while a queue is building on the link, padding
-    /// stops at the estimate (padding past it keeps a link that just fell full).
+    /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
+    /// whichever is lower, and a link kept at its estimate has no room left for the media's
+    /// own bursts (nor drains a queue): padding stops at `PADDING_SHARE` of the estimate, and
+    /// while a queue is building on the link there is none at all.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
         match self.filter.for_ladder(now) {
-            Some(e) if self.filter.queueing(now) => (minimum.min(e), desired),
-            _ => (minimum, desired),
+            _ if self.filter.queueing(now) => (0, desired),
+            Some(e) => (minimum.min((e as f64 * PADDING_SHARE) as u64), desired),
+            None => (minimum, desired),
         }
     }
 
