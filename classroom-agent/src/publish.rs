@@ -42,11 +42,8 @@ pub fn publisher_rtc(codec: VideoCodec, start_bps: u64, now: Instant) -> Rtc {
         .enable_vp8(codec == VideoCodec::Vp8)
         .enable_h264(codec == VideoCodec::H264)
         .enable_bwe(Some(Bitrate::bps(start_bps)))
-        // The latest estimate and round trip come with the stats (see `adapt::estimate`); the
-        // round trip is read from the SFU's receiver reports on our sender reports, so both
-        // go four times a second: a queue building on the school's link shows that soon.
+        // The latest estimate and round trip come with the stats (see `adapt::estimate`).
         .set_stats_interval(Some(Duration::from_millis(250)))
-        .set_rtcp_report_interval_video(Duration::from_millis(250))
         .build(now)
 }
 

@@ -122,14 +122,7 @@ pub const INITIAL_ESTIMATE_KBPS: u64 = 800;
 
 fn rtc_config(now: Instant, kind: SessionKind) -> Rtc {
     let bwe = (kind == SessionKind::Subscribe).then(|| Bitrate::kbps(INITIAL_ESTIMATE_KBPS));
-    let mut builder = Rtc::builder();
-    if kind == SessionKind::Publish {
-        // Receiver reports four times a second (str0m's default is one): a publisher reads its
-        // round trip from them, and a queue building on a school's uplink should show within
-        // a quarter of a second, not a second.
-        builder = builder.set_rtcp_report_interval_video(Duration::from_millis(250));
-    }
-    builder
+    Rtc::builder()
         .enable_bwe(bwe)
         // Viewers may take the voice with RFC 2198 redundancy (sent on lossy links).
         .enable_opus(true, kind == SessionKind::Subscribe)
