@@ -132,7 +132,7 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
-        padding_capped: false,
+        padding_off: false,
         last_probe: None,
     };
     Ok(Prepared {
@@ -157,8 +157,8 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     filter: EstimateFilter,
-    /// Whether the rates last given cap padding at the estimate (a queue was building).
-    padding_capped: bool,
+    /// Whether the rates last given turned padding off (a queue was building).
+    padding_off: bool,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
 }
@@ -201,7 +201,7 @@ impl Publisher {
         };
         self.stats.estimate_bps.store(e, Ordering::Relaxed);
         if self.ladder.on_estimate(e, now).is_some()
-            || self.filter.queueing(now) != self.padding_capped
+            || self.filter.queueing(now) != self.padding_off
         {
             self.apply_step(rtc, e, now);
         }
@@ -219,17 +219,18 @@ impl Publisher {
     /// while a queue is building on the link there is none at all.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
-        match self.filter.for_ladder(now) {
-            _ if self.filter.queueing(now) => (0, desired),
-            Some(e) => (minimum.min((e as f64 * PADDING_SHARE) as u64), desired),
-            None => (minimum, desired),
+        if self.filter.queueing(now) {
+            return (0, desired);
         }
+        let cap = self.filter.for_ladder(now);
+        let minimum = cap.map_or(minimum, |e| minimum.min((e as f64 * PADDING_SHARE) as u64));
+        (minimum, desired)
     }
 
     /// Puts the ladder's current step on the encoders and tells the congestion controller
     /// what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        self.padding_capped = self.filter.queueing(now);
+        self.padding_off = self.filter.queueing(now);
         let step = self.ladder.current();
         self.capture.apply(step);
         let (minimum, desired) = self.probe_rates(now);

@@ -205,18 +205,8 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
                 .zip(p["video"]["courseware"]["fps"].as_u64()),
         });
     }
-    let st = classroom.stop(Duration::from_secs(15));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "classroom exit {st:?}\n{}",
-        classroom.tail()
-    );
-    let st = teacher.stop(Duration::from_secs(15));
-    assert!(
-        st.is_some_and(|s| s.success()),
-        "teacher exit {st:?}\n{}",
-        teacher.tail()
-    );
+    stop_cleanly(&mut classroom, "classroom");
+    stop_cleanly(&mut teacher, "teacher");
     drop(guard);
 
     // The voice never stops: no gap over 1 s from 1 s before the drop to the end. (The issue

@@ -189,16 +189,13 @@ impl Estimate {
     /// estimate counts at once when it is lower, and when it is higher once two readings in a
     /// row say so (then the lower of the two); otherwise the average.
     fn for_allocation(&self, now: Instant) -> u64 {
-        let fresh = |x: Option<(u64, Instant)>| {
-            x.filter(|(_, at)| now.saturating_duration_since(*at) <= RAW_ESTIMATE_FRESH)
-        };
-        let Some((raw, at)) = fresh(self.raw) else {
+        let Some((raw, at)) = fresh(self.raw, now) else {
             return self.bps;
         };
         if raw <= self.bps {
             return raw;
         }
-        match fresh(self.raw_prev) {
+        match fresh(self.raw_prev, now) {
             Some((prev, prev_at))
                 if prev > self.bps && at.saturating_duration_since(prev_at) >= RAW_RISE_HELD =>
             {
@@ -210,10 +207,13 @@ impl Estimate {
 
     /// The controller's latest word, fresh or not at all: what the current choice is kept on.
     fn latest(&self, now: Instant) -> u64 {
-        self.raw
-            .filter(|(_, at)| now.saturating_duration_since(*at) <= RAW_ESTIMATE_FRESH)
-            .map_or(self.bps, |(raw, _)| raw)
+        fresh(self.raw, now).map_or(self.bps, |(raw, _)| raw)
     }
+}
+
+/// A raw estimate reading, unless it is older than [`RAW_ESTIMATE_FRESH`].
+fn fresh(reading: Option<(u64, Instant)>, now: Instant) -> Option<(u64, Instant)> {
+    reading.filter(|(_, at)| now.saturating_duration_since(*at) <= RAW_ESTIMATE_FRESH)
 }
 
 #[cfg(test)]
@@ -2477,6 +2477,7 @@ impl MediaLoop {
                         })
                         .collect();
                     slots.sort_by(|a, b| a.slot.cmp(&b.slot));
+                    let dips = s.allocator.dips();
                     subscribers.push(SubscriberInfo {
                         session: s.id.clone(),
                         sub: s.claims.sub.clone(),
@@ -2493,8 +2494,8 @@ impl MediaLoop {
                         desired_bps: s.decision.as_ref().map(|d| d.desired_bps),
                         pauses: s.allocator.pauses(),
                         allocation_changes: s.allocator.changes(),
-                        dips_refuted: s.allocator.dips().0,
-                        dips_confirmed: s.allocator.dips().1,
+                        dips_refuted: dips.0,
+                        dips_confirmed: dips.1,
                         nacks: s.stats.nacks.values().sum(),
                         plis: s.stats.plis.values().sum(),
                         slots,
