@@ -205,11 +205,14 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
             teacher.tail()
         );
     }
-    // The connection's stats come every second.
+    // The connection's stats come every second. With courseware, wait for the estimate to
+    // climb to the full courseware rung too: on a loaded machine that takes a few seconds.
     let mut status = Value::Null;
-    wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(30), || {
         status = agent_status(&teacher).unwrap_or(Value::Null);
+        let courseware = &status["publish"]["video"]["courseware"];
         status["publish"]["sent_bps"].as_u64() > Some(0)
+            && (!with_courseware || (courseware["width"] == 1280 && courseware["fps"] == 2))
     });
     eprintln!("teacher status: {status}");
     assert_eq!(status["role"], "teacher");
