@@ -197,6 +197,8 @@ pub struct EncodedFrame {
     pub pts_ns: u64,
     /// When the frame was captured, on the local monotonic clock.
     pub wallclock: Instant,
+    /// Whether it is a keyframe (always for audio).
+    pub keyframe: bool,
 }
 
 /// A session's frame queue and the waker of its thread.
@@ -251,6 +253,11 @@ fn raw_caps(width: u32, height: u32, fps: u32) -> String {
     format!("video/x-raw,format=I420,width={width},height={height},framerate={fps}/1")
 }
 
+/// A VP8 keyframe is at most this many average frames (percent of one): 200 ms of video at
+/// 30 fps. Uncapped, a 720p keyframe was a burst the congestion controller read as a queue and
+/// cut its estimate for; the picture sharpens over the next frames instead.
+const MAX_INTRA_PCT: u32 = 600;
+
 /// Seconds between unrequested keyframes (see `video_encoder`).
 const KEYFRAME_EVERY_S: u32 = 20;
 
@@ -268,7 +275,7 @@ fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
             "vp8enc name={name} deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} \
              lag-in-frames=0 keyframe-max-dist={key_dist} error-resilient=default \
              undershoot=95 buffer-size=500 buffer-initial-size=300 buffer-optimal-size=400 \
-             threads=2",
+             max-intra-bitrate={MAX_INTRA_PCT} threads=2",
             l.bitrate_bps
         ),
         VideoCodec::H264 => format!(
@@ -503,6 +510,7 @@ impl Capture {
                             data: map.as_slice().to_vec(),
                             pts_ns: pts.nseconds(),
                             wallclock,
+                            keyframe: !buf.flags().contains(gst::BufferFlags::DELTA_UNIT),
                         });
                         Ok(gst::FlowSuccess::Ok)
                     })

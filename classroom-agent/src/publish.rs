@@ -14,6 +14,7 @@ use str0m::{Event, Input, Rtc};
 
 use crate::adapt::estimate::EstimateFilter;
 use crate::adapt::ladder::{Ladder, LayerSetting, Step};
+use crate::adapt::overshoot::OvershootControl;
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
 use crate::frame::VideoCodec;
 use crate::peer::{Handler, PeerSocket, Prepared};
@@ -30,6 +31,12 @@ const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
 const PROBE_FOUND: f64 = 1.15;
 /// Padding fills the link up to this share of the estimate at most (see `probe_rates`).
 const PADDING_SHARE: f64 = 0.9;
+/// For `PADDING_QUIET` after the round trip last showed a queue, padding fills only this share:
+/// the link has just shown where its limit is, and padding up to 90 % of an estimate that creeps
+/// back over it pushed the 1 Mbit/s link into a saw-tooth of queues. (The estimate still grows:
+/// the controller allows up to 1.5 times what gets through.)
+const PADDING_SHARE_AFTER_QUEUE: f64 = 0.75;
+const PADDING_QUIET: Duration = Duration::from_secs(10);
 
 /// Frames queued between the encoders and the session thread.
 const QUEUE: usize = 256;
@@ -116,6 +123,22 @@ pub fn prepare(
         }
     }
     let (offer, pending) = api.apply().ok_or("nothing to offer")?;
+    let camera_layers = encoders
+        .iter()
+        .filter(|e| e.track == TrackKind::Camera)
+        .count();
+    let mut next_camera = 0;
+    let slots = encoders
+        .iter()
+        .map(|e| match e.track {
+            TrackKind::Audio => None,
+            TrackKind::Camera => {
+                next_camera += 1;
+                Some(next_camera - 1)
+            }
+            TrackKind::Courseware => Some(camera_layers),
+        })
+        .collect();
     let (tx, rx) = sync_channel(QUEUE);
     route.connect(tx, socket.waker());
     let handler = Publisher {
@@ -132,8 +155,11 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
-        padding_off: false,
+        padding_share: PADDING_SHARE,
+        last_queue: None,
         last_probe: None,
+        overshoot: OvershootControl::new(camera_layers + 1),
+        slots,
     };
     Ok(Prepared {
         rtc,
@@ -157,10 +183,16 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     filter: EstimateFilter,
-    /// Whether the rates last given turned padding off (a queue was building).
-    padding_off: bool,
+    /// The padding share of the rates last given (see `probe_rates`).
+    padding_share: f64,
+    /// When the round trip last showed a queue.
+    last_queue: Option<Instant>,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
+    /// Scales each video encoder's ask so that its output meets the plan.
+    overshoot: OvershootControl,
+    /// The ladder slot (camera layers, then courseware) of each encoder; `None` for audio.
+    slots: Vec<Option<usize>>,
 }
 
 /// The negotiated payload type for an encoder's codec. For H.264 the constrained baseline,
@@ -200,8 +232,11 @@ impl Publisher {
             return;
         };
         self.stats.estimate_bps.store(e, Ordering::Relaxed);
+        if self.filter.queueing(now) {
+            self.last_queue = Some(now);
+        }
         if self.ladder.on_estimate(e, now).is_some()
-            || self.filter.queueing(now) != self.padding_off
+            || self.padding_share(now) != self.padding_share
         {
             self.apply_step(rtc, e, now);
         }
@@ -213,26 +248,70 @@ impl Publisher {
         }
     }
 
+    /// How much of the estimate padding may fill now: nothing while a queue stands on the link,
+    /// less for `PADDING_QUIET` after.
+    fn padding_share(&self, now: Instant) -> f64 {
+        if self.filter.queueing(now) {
+            0.0
+        } else if self
+            .last_queue
+            .is_some_and(|t| now.saturating_duration_since(t) < PADDING_QUIET)
+        {
+            PADDING_SHARE_AFTER_QUEUE
+        } else {
+            PADDING_SHARE
+        }
+    }
+
     /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
     /// whichever is lower, and a link kept at its estimate has no room left for the media's
-    /// own bursts (nor drains a queue): padding stops at `PADDING_SHARE` of the estimate, and
-    /// while a queue is building on the link there is none at all.
+    /// own bursts (nor drains a queue): padding stops at a share of the estimate (see
+    /// `padding_share`).
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
-        if self.filter.queueing(now) {
+        let share = self.padding_share(now);
+        if share == 0.0 {
             return (0, desired);
         }
         let cap = self.filter.for_ladder(now);
-        let minimum = cap.map_or(minimum, |e| minimum.min((e as f64 * PADDING_SHARE) as u64));
+        let minimum = cap.map_or(minimum, |e| minimum.min((e as f64 * share) as u64));
         (minimum, desired)
+    }
+
+    /// Puts the ladder's current step on the encoders, each bitrate scaled by what its encoder
+    /// has been found to make of it.
+    fn apply_asks(&self) {
+        let mut asked = self.ladder.current().clone();
+        let n = asked.layers.len();
+        for (k, l) in asked
+            .layers
+            .iter_mut()
+            .chain(std::iter::once(&mut asked.courseware))
+            .enumerate()
+        {
+            if let (Some(l), Some(ask)) = (l.as_mut(), self.overshoot.ask(k)) {
+                l.bitrate_bps = ask.min(u32::MAX as u64) as u32;
+            }
+        }
+        debug_assert_eq!(n + 1, self.overshoot.scales().len());
+        self.capture.apply(&asked);
     }
 
     /// Puts the ladder's current step on the encoders and tells the congestion controller
     /// what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        self.padding_off = self.filter.queueing(now);
-        let step = self.ladder.current();
-        self.capture.apply(step);
+        self.padding_share = self.padding_share(now);
+        let step = self.ladder.current().clone();
+        let plans = step
+            .layers
+            .iter()
+            .chain(std::iter::once(&step.courseware))
+            .map(|l| l.map(|l| l.bitrate_bps as u64));
+        for (k, plan) in plans.enumerate() {
+            self.overshoot.plan(k, plan, now);
+        }
+        self.apply_asks();
+        let step = &step;
         let (minimum, desired) = self.probe_rates(now);
         rtc.bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
@@ -293,13 +372,35 @@ impl Handler for Publisher {
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                tracing::debug!(average_kbps = estimate.as_u64() / 1000, "bwe estimate");
                 self.filter.on_average(estimate.as_u64());
                 self.follow_estimate(rtc, now);
+            }
+            Event::MediaEgressStats(m) => {
+                tracing::debug!(
+                    mid = %m.mid,
+                    rid = ?m.rid,
+                    bytes = m.bytes,
+                    packets = m.packets,
+                    nacks = m.nacks,
+                    "egress"
+                );
             }
             Event::PeerStats(ps) => {
                 self.filter
                     .on_stats(ps.bwe_tx.map(|b| b.as_u64()), ps.rtt, now);
+                tracing::debug!(
+                    latest_kbps = ps.bwe_tx.map(|b| b.as_u64() / 1000),
+                    rtt_ms = ps.rtt.map(|r| r.as_millis() as u64),
+                    queueing = self.filter.queueing(now),
+                    bytes_tx = ps.peer_bytes_tx,
+                    "bwe"
+                );
                 self.follow_estimate(rtc, now);
+                if !self.overshoot.update(now).is_empty() {
+                    tracing::debug!(scales = ?self.overshoot.scales(), "encoder asks corrected");
+                    self.apply_asks();
+                }
             }
             _ => {}
         }
@@ -317,9 +418,16 @@ impl Handler for Publisher {
             since >= PROBE_EVERY
                 || (since >= PROBE_FOLLOW_UP && est as f64 >= at_est as f64 * PROBE_FOUND)
         });
+        // Never into a queue: a probe there only deepens it.
+        let due = due && !self.filter.queueing(now);
         if self.connected && self.ladder.index() + 1 < self.ladder.steps().len() && due {
             self.last_probe = Some((now, est));
             let (minimum, desired) = self.probe_rates(now);
+            tracing::debug!(
+                minimum_kbps = minimum / 1000,
+                desired_kbps = desired / 1000,
+                "probe re-armed"
+            );
             rtc.bwe()
                 .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
             // The probe controller compares with the desired rate it last took in, at its
@@ -348,7 +456,12 @@ impl Handler for Publisher {
             let time = MediaTime::new(rtp_ticks(f.pts_ns, rate), pt_frequency(rate));
             let len = f.data.len();
             match writer.write(pt, f.wallclock, time, f.data) {
-                Ok(()) => self.stats.add_frame(len),
+                Ok(()) => {
+                    self.stats.add_frame(len);
+                    if let Some(k) = self.slots[f.encoder] {
+                        self.overshoot.on_frame(k, len, f.keyframe, now);
+                    }
+                }
                 Err(e) => {
                     self.write_errors += 1;
                     if self.write_errors.is_power_of_two() {

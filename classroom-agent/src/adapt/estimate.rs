@@ -2,7 +2,8 @@
 //! after the school's link falls, the agent keeps sending the old rate into it for 2-3 s and
 //! fills the router's queue. The controller's latest estimate (from the stats) knows sooner but
 //! also dips on a steady link. So the latest counts when it is lower *and* the round trip shows
-//! a queue building (the link really fell); otherwise the average. Pure; time from the caller.
+//! a queue building (the link really fell); otherwise the average. While the queue stands, the
+//! ladder gets only part of it, so that the queue drains. Pure; time from the caller.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +14,12 @@ pub const FRESH: Duration = Duration::from_secs(2);
 pub const BASELINE_WINDOW: Duration = Duration::from_secs(30);
 /// A round trip this far above its floor means a queue is building on the link.
 pub const QUEUE_SIGNAL: Duration = Duration::from_millis(100);
+/// While a queue stands, the ladder gets less than the estimate, so that the queue drains:
+/// a share `1 - queue / DRAIN` of it, and at least `DRAIN_FLOOR`. The controller's estimate
+/// is what the link carries; sending all of it keeps a full queue full (the round trip stayed
+/// at a second for five seconds after a 4 -> 1 Mbit/s fall).
+pub const DRAIN: Duration = Duration::from_millis(1500);
+pub const DRAIN_FLOOR: f64 = 0.5;
 
 #[derive(Debug, Clone, Default)]
 pub struct EstimateFilter {
@@ -52,25 +59,33 @@ impl EstimateFilter {
         self.rtts.iter().map(|(_, r)| *r).min()
     }
 
+    /// How far the latest round trip is above its floor, when that shows a queue.
+    pub fn queue_delay(&self, now: Instant) -> Option<Duration> {
+        let (Some((rtt, at)), Some(floor)) = (self.rtt, self.rtt_floor()) else {
+            return None;
+        };
+        let q = rtt.saturating_sub(floor);
+        (now.saturating_duration_since(at) <= FRESH && q >= QUEUE_SIGNAL).then_some(q)
+    }
+
     /// Whether the latest round trip shows a queue building.
     pub fn queueing(&self, now: Instant) -> bool {
-        let (Some((rtt, at)), Some(floor)) = (self.rtt, self.rtt_floor()) else {
-            return false;
-        };
-        now.saturating_duration_since(at) <= FRESH && rtt >= floor + QUEUE_SIGNAL
+        self.queue_delay(now).is_some()
     }
 
     /// What the ladder follows now (`None` before the first estimate).
     pub fn for_ladder(&self, now: Instant) -> Option<u64> {
         let avg = self.average?;
+        let Some(queue) = self.queue_delay(now) else {
+            return Some(avg);
+        };
         let latest = self
             .latest
             .filter(|(_, at)| now.saturating_duration_since(*at) <= FRESH)
             .map(|(b, _)| b);
-        Some(match latest {
-            Some(l) if l < avg && self.queueing(now) => l,
-            _ => avg,
-        })
+        let e = latest.map_or(avg, |l| l.min(avg));
+        let share = (1.0 - queue.as_secs_f64() / DRAIN.as_secs_f64()).max(DRAIN_FLOOR);
+        Some((e as f64 * share) as u64)
     }
 }
 
@@ -98,13 +113,18 @@ mod tests {
             "a dip alone is not a drop"
         );
         // The link fell: the queue builds, the round trip grows, the latest estimate knows.
+        // A 150 ms queue leaves 90 % of it for the ladder.
         let t2 = t1 + 500 * MS;
-        f.on_stats(Some(1_100_000), Some(400 * MS), t2);
+        f.on_stats(Some(1_100_000), Some(200 * MS), t2);
         assert!(f.queueing(t2));
-        assert_eq!(f.for_ladder(t2), Some(1_100_000));
-        // A higher latest does not count: rises wait for the average.
-        f.on_stats(Some(5_000_000), Some(300 * MS), t2 + 500 * MS);
-        assert_eq!(f.for_ladder(t2 + 500 * MS), Some(4_000_000));
+        assert_eq!(f.queue_delay(t2), Some(150 * MS));
+        assert_eq!(f.for_ladder(t2), Some(990_000));
+        // A full second's queue leaves half, to drain it.
+        f.on_stats(Some(1_100_000), Some(1_050 * MS), t2 + 250 * MS);
+        assert_eq!(f.for_ladder(t2 + 250 * MS), Some(550_000));
+        // A higher latest does not count: rises wait for the average (less the drain share).
+        f.on_stats(Some(5_000_000), Some(200 * MS), t2 + 500 * MS);
+        assert_eq!(f.for_ladder(t2 + 500 * MS), Some(3_600_000));
         // Stale readings are not used.
         f.on_stats(Some(1_000_000), Some(400 * MS), t2 + 1_000 * MS);
         assert_eq!(f.for_ladder(t2 + 1_000 * MS + FRESH + MS), Some(4_000_000));
