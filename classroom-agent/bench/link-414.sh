@@ -5,7 +5,9 @@
 # wire per second (sent_bps), the estimate it follows, its ladder step and the round trip.
 #
 # usage: classroom-agent/bench/link-414.sh [RUNS]    (default 1; debug builds)
-# Prints per run, from the wire rate averaged over 2 s: when it was under 1 Mbit/s for good after
+# Prints per run, from the wire rate averaged over 2 s: when it first fell under 1 Mbit/s after
+# the drop, how often it was over 1 Mbit/s from 2 s after the drop, the queueing delay's 95th
+# percentile (round trip over its floor) from then, when it was under 1 Mbit/s for good after
 # the drop, its mean in the low period, the round trip's largest value from 10 s after the drop
 # to the recovery (queueing), and when it first reached 85 % of 4 Mbit/s after the recovery.
 set -euo pipefail
@@ -61,11 +63,20 @@ def avg2(i):
 low = [i for i, r in enumerate(rows) if drop < r[0] < back]
 over = [rows[i][0] for i in low if avg2(i) >= 1_000_000]
 under = (max(over) - drop) if over else 0.0
+first_under = next((rows[i][0] - drop for i in low if avg2(i) < 1_000_000), None)
+late = [i for i in low if rows[i][0] >= drop + 2]
+over_share = 100.0 * sum(1 for i in late if avg2(i) >= 1_000_000) / max(1, len(late))
+floor = min(r[4] for r in rows if r[4] > 0)
+q = sorted(max(0, rows[i][4] - floor) for i in low if rows[i][0] >= drop + 2)
+q95 = q[int(0.95 * (len(q) - 1))] if q else 0
 queue = max((rows[i][4] for i in low if rows[i][0] >= drop + 10), default=0)
 use_low = sum(rows[i][1] for i in low if rows[i][0] >= drop + 5) / max(1, sum(1 for i in low if rows[i][0] >= drop + 5))
 regain = next((rows[i][0] - back for i in range(len(rows)) if rows[i][0] > back and avg2(i) >= 0.85 * 4_000_000), None)
 steps = sorted({int(r[3]) for r in rows if r[0] > back})
-print(f"run {sys.argv[2]}: 2 s wire rate under 1 Mbit/s for good {under:.1f} s after the drop; "
+print(f"run {sys.argv[2]}: 2 s wire rate first under 1 Mbit/s {first_under if first_under is None else round(first_under, 1)} s "
+      f"after the drop, over it in {over_share:.0f} % of the samples from 2 s after it, queueing delay p95 {q95:.0f} ms "
+      f"(round trip over its {floor:.0f} ms floor) from 2 s after it; "
+      f"2 s wire rate under 1 Mbit/s for good {under:.1f} s after the drop; "
       f"low period {use_low / 1e6:.2f} Mbit/s from 5 s after it, round trip <= {queue:.0f} ms from 10 s after it; "
       f"85 % of 4 Mbit/s (2 s average) {'after %.1f s' % regain if regain is not None else 'not reached'} "
       f"after the recovery (steps after it: {steps})")

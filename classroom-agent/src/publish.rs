@@ -460,6 +460,9 @@ impl Handler for Publisher {
                     self.stats.add_frame(len);
                     if let Some(k) = self.slots[f.encoder] {
                         self.overshoot.on_frame(k, len, f.keyframe, now);
+                        if f.keyframe {
+                            tracing::debug!(layer = k, bytes = len, "keyframe sent");
+                        }
                     }
                 }
                 Err(e) => {

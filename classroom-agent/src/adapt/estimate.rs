@@ -2,8 +2,10 @@
 //! after the school's link falls, the agent keeps sending the old rate into it for 2-3 s and
 //! fills the router's queue. The controller's latest estimate (from the stats) knows sooner but
 //! also dips on a steady link. So the latest counts when it is lower *and* the round trip shows
-//! a queue building (the link really fell); otherwise the average. While the queue stands, the
-//! ladder gets only part of it, so that the queue drains. Pure; time from the caller.
+//! a queue building (the link really fell), or higher once it has held for a second (a probe
+//! found room: the average follows seconds later); otherwise the average. While a queue
+//! stands, the ladder gets only part of the estimate, so that the queue drains. Pure; time
+//! from the caller.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -20,11 +22,16 @@ pub const QUEUE_SIGNAL: Duration = Duration::from_millis(100);
 /// at a second for five seconds after a 4 -> 1 Mbit/s fall).
 pub const DRAIN: Duration = Duration::from_millis(1500);
 pub const DRAIN_FLOOR: f64 = 0.5;
+/// A latest estimate above the average counts once it has held this long: str0m's average
+/// took 3 s to follow a probe that had found a returned link (then the ladder's own dwell).
+pub const RISE_HELD: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Default)]
 pub struct EstimateFilter {
     average: Option<u64>,
     latest: Option<(u64, Instant)>,
+    /// Recent latest estimates, for a rise that has held.
+    latests: VecDeque<(Instant, u64)>,
     rtt: Option<(Duration, Instant)>,
     /// Recent round trips, for the floor.
     rtts: VecDeque<(Instant, Duration)>,
@@ -40,6 +47,15 @@ impl EstimateFilter {
     pub fn on_stats(&mut self, latest_bps: Option<u64>, rtt: Option<Duration>, now: Instant) {
         if let Some(b) = latest_bps {
             self.latest = Some((b, now));
+            self.latests.push_back((now, b));
+            // Keep one reading from before the window: it shows the window is covered.
+            while self
+                .latests
+                .get(1)
+                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RISE_HELD)
+            {
+                self.latests.pop_front();
+            }
         }
         if let Some(r) = rtt {
             self.rtt = Some((r, now));
@@ -73,11 +89,22 @@ impl EstimateFilter {
         self.queue_delay(now).is_some()
     }
 
+    /// The least latest estimate over the last `RISE_HELD`, when readings cover it.
+    fn held(&self, now: Instant) -> Option<u64> {
+        let (first, _) = self.latests.front()?;
+        let (last, _) = self.latests.back()?;
+        let covered = now.saturating_duration_since(*first) >= RISE_HELD
+            && now.saturating_duration_since(*last) <= FRESH;
+        covered
+            .then(|| self.latests.iter().map(|(_, b)| *b).min())
+            .flatten()
+    }
+
     /// What the ladder follows now (`None` before the first estimate).
     pub fn for_ladder(&self, now: Instant) -> Option<u64> {
         let avg = self.average?;
         let Some(queue) = self.queue_delay(now) else {
-            return Some(avg);
+            return Some(self.held(now).map_or(avg, |h| h.max(avg)));
         };
         let latest = self
             .latest
@@ -122,12 +149,38 @@ mod tests {
         // A full second's queue leaves half, to drain it.
         f.on_stats(Some(1_100_000), Some(1_050 * MS), t2 + 250 * MS);
         assert_eq!(f.for_ladder(t2 + 250 * MS), Some(550_000));
-        // A higher latest does not count: rises wait for the average (less the drain share).
+        // A higher latest does not count while a queue stands: the average (less the drain
+        // share).
         f.on_stats(Some(5_000_000), Some(200 * MS), t2 + 500 * MS);
         assert_eq!(f.for_ladder(t2 + 500 * MS), Some(3_600_000));
         // Stale readings are not used.
         f.on_stats(Some(1_000_000), Some(400 * MS), t2 + 1_000 * MS);
         assert_eq!(f.for_ladder(t2 + 1_000 * MS + FRESH + MS), Some(4_000_000));
+    }
+
+    #[test]
+    fn a_higher_latest_counts_once_it_has_held() {
+        let t0 = Instant::now();
+        let mut f = EstimateFilter::default();
+        f.on_average(1_000_000);
+        for i in 0..8 {
+            f.on_stats(Some(1_000_000), Some(50 * MS), t0 + 250 * MS * i);
+        }
+        // A probe found the link back at 3.5 Mbit/s; the average lags behind.
+        let t1 = t0 + 2_000 * MS;
+        f.on_stats(Some(3_500_000), Some(50 * MS), t1);
+        assert_eq!(f.for_ladder(t1), Some(1_000_000), "not held yet");
+        f.on_stats(Some(3_400_000), Some(50 * MS), t1 + 500 * MS);
+        assert_eq!(f.for_ladder(t1 + 500 * MS), Some(1_000_000));
+        f.on_stats(Some(3_600_000), Some(50 * MS), t1 + 1_000 * MS);
+        assert_eq!(
+            f.for_ladder(t1 + 1_000 * MS),
+            Some(3_400_000),
+            "the least of the second"
+        );
+        // A dip ends it: the least of the last second is the dip, and the average is higher.
+        f.on_stats(Some(900_000), Some(55 * MS), t1 + 1_250 * MS);
+        assert_eq!(f.for_ladder(t1 + 1_250 * MS), Some(1_000_000));
     }
 
     #[test]
