@@ -319,6 +319,8 @@ class Recorder {
       w: s.v?.frameWidth ?? 0,
       fps: s.v?.framesPerSecond ?? 0,
       frames: s.v?.framesDecoded ?? 0,
+      received: s.v?.framesReceived ?? null,
+      dropped: s.v?.framesDropped ?? null,
       freezes: s.v?.freezeCount ?? null,
       frozen_s: s.v?.totalFreezesDuration ?? null,
       v_bytes: s.v?.bytesReceived ?? 0,
