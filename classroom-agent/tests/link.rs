@@ -114,6 +114,8 @@ struct Sample {
     audio_packets: u64,
     /// The courseware's (width, frame rate) now, if it is sent.
     courseware: Option<(u64, u64)>,
+    /// The round trip the agent measures (0 before the first).
+    rtt_ms: u64,
 }
 
 #[test]
@@ -203,6 +205,7 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
             courseware: p["video"]["courseware"]["width"]
                 .as_u64()
                 .zip(p["video"]["courseware"]["fps"].as_u64()),
+            rtt_ms: p["rtt_ms"].as_u64().unwrap_or(0),
         });
     }
     stop_cleanly(&mut classroom, "classroom");
@@ -247,11 +250,12 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     let rate2 = |i: usize| rate_over(i, Duration::from_secs(2));
     for (i, s) in samples.iter().enumerate() {
         eprintln!(
-            "{:>6.2}s step {} estimate {:>5} kbps sent {:>5} kbps courseware {:?}",
+            "{:>6.2}s step {} estimate {:>5} kbps sent {:>5} kbps rtt {:>4} ms courseware {:?}",
             s.at.as_secs_f64(),
             s.step,
             s.estimate / 1000,
             rate(i).unwrap_or(0) / 1000,
+            s.rtt_ms,
             s.courseware
         );
     }
@@ -264,10 +268,11 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         "never at the top step before the drop"
     );
 
-    // The ladder steps down, and from 6 s after the drop the agent sends under 400 kbit/s (2 s
-    // averages) for the rest of the low period. (The issue asks 2 s. Detection waits for the link's
-    // queue to fill; the measured time is printed, the margin keeps the test steady on a
-    // loaded machine whose scheduling delays the delay-based estimator also sees.)
+    // The ladder steps down, and from 4 s after the drop the agent sends under 400 kbit/s (2 s
+    // averages) for the rest of the low period. (The issue asks 2 s; the measured time is
+    // printed, 1.4-1.9 s in five runs, one of them beside a busy loop. The margin keeps the
+    // test steady on a loaded machine whose scheduling delays the delay-based estimator also
+    // sees.)
     let low_period: Vec<usize> = (0..samples.len())
         .filter(|&i| samples[i].at > DROP && samples[i].at < RECOVER)
         .collect();
@@ -281,7 +286,7 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         .map_or(Duration::ZERO, |k| samples[low_period[k]].at - DROP);
     eprintln!("sending under the new capacity for good {settled:?} after the drop");
     for &i in &low_period {
-        if samples[i].at > DROP + Duration::from_secs(6) {
+        if samples[i].at > DROP + Duration::from_secs(4) {
             let r = rate2(i).unwrap();
             assert!(
                 r < 400_000,
@@ -290,6 +295,32 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
             );
         }
     }
+
+    // The queue the drop left on the link drains: from 6 s after the drop, the round trip is
+    // within 100 ms of its floor in 90 % of the samples (the issue: queueing delay back under
+    // 100 ms; single spikes are the loaded machine's scheduling, which the agent also sees).
+    let floor = samples
+        .iter()
+        .map(|s| s.rtt_ms)
+        .filter(|&r| r > 0)
+        .min()
+        .unwrap_or(0);
+    let mut queue: Vec<u64> = low_period
+        .iter()
+        .filter(|&&i| samples[i].at > DROP + Duration::from_secs(6) && samples[i].rtt_ms > 0)
+        .map(|&i| samples[i].rtt_ms - floor)
+        .collect();
+    queue.sort_unstable();
+    assert!(!queue.is_empty(), "no round trips in the low period");
+    let p90 = queue[(queue.len() - 1) * 9 / 10];
+    eprintln!(
+        "queueing delay from 6 s after the drop: p90 {p90} ms, max {:?} ms (floor {floor} ms)",
+        queue.last()
+    );
+    assert!(
+        p90 < 100,
+        "queueing delay p90 {p90} ms from 6 s after the drop (round trip floor {floor} ms): {queue:?}"
+    );
 
     // Courseware keeps its readable size and gives up frame rate: at full rate (5 fps) on
     // the top step, fewer frames but still 1280 wide on the 400 kbit/s link, and paused only
