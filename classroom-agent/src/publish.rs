@@ -282,18 +282,12 @@ impl Publisher {
     /// has been found to make of it.
     fn apply_asks(&self) {
         let mut asked = self.ladder.current().clone();
-        let n = asked.layers.len();
-        for (k, l) in asked
-            .layers
-            .iter_mut()
-            .chain(std::iter::once(&mut asked.courseware))
-            .enumerate()
-        {
+        debug_assert_eq!(asked.slots().count(), self.overshoot.scales().len());
+        for (k, l) in asked.slots_mut().enumerate() {
             if let (Some(l), Some(ask)) = (l.as_mut(), self.overshoot.ask(k)) {
                 l.bitrate_bps = ask.min(u32::MAX as u64) as u32;
             }
         }
-        debug_assert_eq!(n + 1, self.overshoot.scales().len());
         self.capture.apply(&asked);
     }
 
@@ -301,17 +295,11 @@ impl Publisher {
     /// what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
         self.padding_share = self.padding_share(now);
-        let step = self.ladder.current().clone();
-        let plans = step
-            .layers
-            .iter()
-            .chain(std::iter::once(&step.courseware))
-            .map(|l| l.map(|l| l.bitrate_bps as u64));
-        for (k, plan) in plans.enumerate() {
-            self.overshoot.plan(k, plan, now);
+        for (k, l) in self.ladder.current().slots().enumerate() {
+            self.overshoot.plan(k, l.map(|l| l.bitrate_bps as u64), now);
         }
         self.apply_asks();
-        let step = &step;
+        let step = self.ladder.current();
         let (minimum, desired) = self.probe_rates(now);
         rtc.bwe()
             .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));

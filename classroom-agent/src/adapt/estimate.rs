@@ -29,8 +29,7 @@ pub const RISE_HELD: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Default)]
 pub struct EstimateFilter {
     average: Option<u64>,
-    latest: Option<(u64, Instant)>,
-    /// Recent latest estimates, for a rise that has held.
+    /// Recent latest estimates, the newest last: for a rise that has held.
     latests: VecDeque<(Instant, u64)>,
     rtt: Option<(Duration, Instant)>,
     /// Recent round trips, for the floor.
@@ -46,7 +45,6 @@ impl EstimateFilter {
     /// The connection's stats: the controller's latest estimate and the round trip.
     pub fn on_stats(&mut self, latest_bps: Option<u64>, rtt: Option<Duration>, now: Instant) {
         if let Some(b) = latest_bps {
-            self.latest = Some((b, now));
             self.latests.push_back((now, b));
             // Keep one reading from before the window: it shows the window is covered.
             while self
@@ -81,7 +79,7 @@ impl EstimateFilter {
             return None;
         };
         let q = rtt.saturating_sub(floor);
-        (now.saturating_duration_since(at) <= FRESH && q >= QUEUE_SIGNAL).then_some(q)
+        (fresh(at, now) && q >= QUEUE_SIGNAL).then_some(q)
     }
 
     /// Whether the latest round trip shows a queue building.
@@ -93,8 +91,7 @@ impl EstimateFilter {
     fn held(&self, now: Instant) -> Option<u64> {
         let (first, _) = self.latests.front()?;
         let (last, _) = self.latests.back()?;
-        let covered = now.saturating_duration_since(*first) >= RISE_HELD
-            && now.saturating_duration_since(*last) <= FRESH;
+        let covered = now.saturating_duration_since(*first) >= RISE_HELD && fresh(*last, now);
         covered
             .then(|| self.latests.iter().map(|(_, b)| *b).min())
             .flatten()
@@ -107,13 +104,19 @@ impl EstimateFilter {
             return Some(self.held(now).map_or(avg, |h| h.max(avg)));
         };
         let latest = self
-            .latest
-            .filter(|(_, at)| now.saturating_duration_since(*at) <= FRESH)
-            .map(|(b, _)| b);
+            .latests
+            .back()
+            .filter(|(at, _)| fresh(*at, now))
+            .map(|(_, b)| *b);
         let e = latest.map_or(avg, |l| l.min(avg));
         let share = (1.0 - queue.as_secs_f64() / DRAIN.as_secs_f64()).max(DRAIN_FLOOR);
         Some((e as f64 * share) as u64)
     }
+}
+
+/// Whether a reading taken at `at` may still be used.
+fn fresh(at: Instant, now: Instant) -> bool {
+    now.saturating_duration_since(at) <= FRESH
 }
 
 #[cfg(test)]

@@ -47,13 +47,21 @@ pub struct Step {
 }
 
 impl Step {
-    pub fn total_bps(&self) -> u64 {
+    /// Every layer's setting in slot order: the camera layers, lowest first, then the
+    /// courseware (the order `adapt::overshoot` numbers its layers in).
+    pub fn slots(&self) -> impl Iterator<Item = &Option<LayerSetting>> {
+        self.layers.iter().chain(std::iter::once(&self.courseware))
+    }
+
+    /// As [`Step::slots`], to change them.
+    pub fn slots_mut(&mut self) -> impl Iterator<Item = &mut Option<LayerSetting>> {
         self.layers
-            .iter()
-            .chain(std::iter::once(&self.courseware))
-            .flatten()
-            .map(|l| l.bitrate_bps as u64)
-            .sum()
+            .iter_mut()
+            .chain(std::iter::once(&mut self.courseware))
+    }
+
+    pub fn total_bps(&self) -> u64 {
+        self.slots().flatten().map(|l| l.bitrate_bps as u64).sum()
     }
 
     pub fn is_paused(&self) -> bool {
