@@ -121,7 +121,16 @@ fn serve(db: &str, http: &str, cfg: scheduler::api::Config) -> Result<()> {
     });
     // A solve still running on a blocking thread is abandoned (its job is marked cancelled).
     rt.shutdown_timeout(Duration::from_secs(1));
-    res
+    if let Err(e) = &res {
+        eprintln!("Error: {e:?}");
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // Everything the service keeps is stored and closed by now. The process's exit handlers
+    // would tear down HiGHS's C++ statics under an abandoned solver thread still inside HiGHS:
+    // that crashed the process (SIGSEGV) after a SIGTERM during a solve. `_exit` skips them.
+    // SAFETY: ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(if res.is_ok() { 0 } else { 1 }) }
 }
 
 async fn shutdown_signal() {
