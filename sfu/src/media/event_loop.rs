@@ -1697,9 +1697,8 @@ impl MediaLoop {
                     s.probe_bump = !s.probe_bump;
                 }
                 let aim = if s.probe_bump { 1.30 } else { 1.20 };
-                let mut goal = d
-                    .probe_bps
-                    .map_or(d.allocated_bps, |p| (p as f64 * aim) as u64);
+                let latest = s.estimate.map(|e| e.latest(now));
+                let mut goal = crate::forward::allocator::probe_goal(d, latest, aim);
                 if d.confirming {
                     // The estimate fell just short of what the link was carrying: probe at
                     // the current rate before the allocator gives the choice up. str0m
