@@ -529,15 +529,16 @@ function teacherSummary(rec, from, to) {
  * it loses nothing of.
  */
 function upstreamFreezes(rec, name, from, to) {
+  const rowsOf = {};
   const stallsOf = {};
   const usualOf = {};
   for (const rid of ['l', 'm', 'h']) {
-    const rows = rec.teacherLayers.filter((x) => x.layers[rid]);
-    const fps = rows.map((x) => x.layers[rid].fps).sort((a, b) => a - b);
+    rowsOf[rid] = rec.teacherLayers.filter((x) => x.layers[rid]);
+    const fps = rowsOf[rid].map((x) => x.layers[rid].fps).sort((a, b) => a - b);
     usualOf[rid] = fps.length ? fps[fps.length >> 1] : 0;
-    stallsOf[rid] = rows.filter((x) => x.layers[rid].fps < 0.75 * usualOf[rid]);
+    stallsOf[rid] = rowsOf[rid].filter((x) => x.layers[rid].fps < 0.75 * usualOf[rid]);
   }
-  const rows = rec.teacherLayers.filter((x) => x.layers.h);
+  const rows = rowsOf.h;
   const usual = usualOf.h;
   const s = rec.samplesBetween(name, from, to).filter((x) => x.v);
   let upstream = 0;
@@ -670,6 +671,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       await rec.stop();
 
       const m = { A: measure(rec.samples.A, w0, w1), B: measure(rec.samples.B, w0, w1) };
+      const upA = upstreamFreezes(rec, 'A', w0, w1);
+      const upB = upstreamFreezes(rec, 'B', w0, w1);
       const layersSeen = (name) => [...new Set(rec.samplesBetween(name, w0, w1)
         .map((s) => rec.layerOfWidth(s.v?.frameWidth, s.t)))];
       m.A.layers = layersSeen('A');
@@ -688,8 +691,8 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         A_audio_concealed_share: m.A.audio_concealed_share, A_audio_gap_ms: [m.A.audio_gap_certain_ms, m.A.audio_gap_upper_ms],
         A_link_use_kbps: Math.round((m.A.sfu?.bitrate_bps || 0) / 1000), A_estimate_kbps: Math.round((m.A.sfu?.estimate_bps || 0) / 1000),
         B_layers: m.B.layers, B_frozen_share: m.B.frozen_share, B_freezes: m.B.freezes,
-        A_freezes_upstream: upstreamFreezes(rec, 'A', w0, w1).upstream,
-        B_freezes_upstream: upstreamFreezes(rec, 'B', w0, w1).upstream,
+        A_freezes_upstream: upA.upstream,
+        B_freezes_upstream: upB.upstream,
       };
       ev.meta = rec.meta;
       ev.timeline = rec.timeline(t0);
@@ -736,7 +739,6 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
         + `the top layer is ${top} wide`);
       assert.ok(m.A.frames_decoded >= WINDOW_MS / 1000 * 10, `A decoded only ${m.A.frames_decoded} frames in the window`);
       // A: no freeze the SFU caused, by the same rule as B and D (see upstreamFreezes).
-      const upA = upstreamFreezes(rec, 'A', w0, w1);
       ev.results.window.A.upstream = upA;
       assert.ok(ownFrozenShare(m.A, upA) < MAX_FROZEN_SHARE,
         `A frozen ${m.A.frozen_s} s of ${m.A.seconds} s (${pct(m.A.frozen_share)}, ${m.A.freezes} freezes, `
@@ -758,7 +760,6 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       assert.deepEqual(m.B.layers, ['h'], `B (5 Mbit/s) played layers ${JSON.stringify(m.B.layers)}, widths `
         + `${JSON.stringify(m.B.widths)} in the window (teacher's layers ${JSON.stringify(ev.results.window.teacher_widths)})`);
       // B: no freeze the SFU caused (see upstreamFreezes), and every frame of the top layer.
-      const upB = upstreamFreezes(rec, 'B', w0, w1);
       ev.results.window.B.upstream = upB;
       assert.ok(ownFrozenShare(m.B, upB) < MAX_FROZEN_SHARE,
         `B frozen ${m.B.frozen_s} s (${m.B.freezes} freezes, ${upB.upstream} of them, ${upB.upstream_s.toFixed(3)} s, `
