@@ -397,9 +397,9 @@ export class Harness {
   }
 
   /** A new context and page at `url`; `setup(context)` runs first (e.g. to add routes). */
-  async openPage(name, url, { media = false, setup = null } = {}) {
+  async openPage(name, url, { media = false, setup = null, viewport = { width: 1366, height: 768 } } = {}) {
     const context = await this.browser.newContext({
-      viewport: { width: 1366, height: 768 },
+      viewport,
       permissions: media ? ['camera', 'microphone'] : [],
     });
     if (setup) await setup(context);
