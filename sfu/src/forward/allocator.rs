@@ -8,7 +8,8 @@
 //!
 //! [`Allocator`] adds the time behaviour: it goes down as soon as the estimate falls well short
 //! of the current choice, and after a short hold when it falls just short (time for a probe at
-//! the current rate to confirm the dip or refute it, see [`Decision::confirming`]); it goes up
+//! the current rate to confirm the dip or refute it, see [`Decision::confirming`]; right after a
+//! move up, a deep fall gets the same hold, see [`Tuning::after_up`]); it goes up
 //! only when the estimate clears the next choice by a margin and the current one has been held
 //! for a while, so it does not oscillate. A lesson
 //! video that is flowing is not paused at once when the estimate dips under its lowest layer:
@@ -178,6 +179,12 @@ pub struct Tuning {
     /// hold it; meanwhile the caller probes at the current rate ([`Decision::confirming`]),
     /// which lifts the estimate back over the current choice when the link still carries it.
     pub probe_hold: Duration,
+    /// For this long after a move up, even a deep dip is held like a shallow one (for
+    /// [`Tuning::probe_hold`], while a probe at the current rate checks it). Right after a move
+    /// up the rate GCC measured as delivered is still the old, lower one, so a single delay
+    /// spike (the new layer's keyframe, a busy PC) cuts the estimate to 85 % of that: far
+    /// under the layer the probe had just proved, on a link that carries it.
+    pub after_up: Duration,
     /// The most important flowing lesson video (courseware or the teacher's camera, by policy)
     /// is paused only after the estimate has been short of its lowest layer this long; until
     /// then it stays on that layer. On lossy rural links the estimate dips for seconds at a time, and a paused video
@@ -194,6 +201,7 @@ impl Default for Tuning {
             down_now: 1.25,
             down_after: Duration::from_millis(400),
             probe_hold: Duration::from_secs(1),
+            after_up: Duration::from_secs(3),
             pause_after: Duration::from_secs(5),
         }
     }
@@ -242,6 +250,8 @@ pub struct Allocator {
     tuning: Tuning,
     current: Option<Choice>,
     last_change: Option<Instant>,
+    /// When the choice last moved up (see [`Tuning::after_up`]).
+    last_up: Option<Instant>,
     /// Since when the estimate has been short of the current choice, and its reading then.
     over_since: Option<(Instant, u64)>,
     /// Since when the estimate has wanted a flowing lesson video paused.
@@ -261,6 +271,7 @@ impl Allocator {
             tuning,
             current: None,
             last_change: None,
+            last_up: None,
             over_since: None,
             short_since: None,
             pauses: 0,
@@ -340,7 +351,10 @@ impl Allocator {
                     let falling = (keep_bps as f64) < then as f64 * 0.97;
                     held >= self.tuning.probe_hold || (falling && held >= self.tuning.down_after)
                 });
-                if !cur_still_valid || far_over || long_over || !cur_capped {
+                let just_up = self
+                    .last_up
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.tuning.after_up);
+                if !cur_still_valid || (far_over && !just_up) || long_over || !cur_capped {
                     // Down (or a layer vanished).
                     self.over_since = None;
                     fits_now
@@ -352,6 +366,7 @@ impl Allocator {
                         .last_change
                         .is_none_or(|t| now.saturating_duration_since(t) >= self.tuning.min_dwell)
                 {
+                    self.last_up = Some(now);
                     with_margin
                 } else {
                     cur.clone()
@@ -755,6 +770,71 @@ mod tests {
         let d = a.update(at(10.0), cur * 7 / 10, &t);
         assert!(d.changed && !d.confirming);
         assert!(d.allocated_bps <= cur * 7 / 10);
+    }
+
+    /// Right after a move up, GCC's delivered rate is still the old layer's: one delay spike
+    /// cuts the estimate far under the new layer. That is held for a probe like a shallow dip;
+    /// the same fall later, or one that lasts past the hold, goes down.
+    #[test]
+    fn a_deep_fall_right_after_a_move_up_waits_for_a_probe() {
+        let t = lesson(2);
+        let t0 = Instant::now();
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let top = [Some(0), Some(2), Some(0)];
+        let tuning = Tuning::default();
+        // On the middle layer at 1 Mbit/s, then up to the top once 5 Mbit/s has held.
+        let climbed = || {
+            let mut a = Allocator::new(Policy::Lecture, tuning);
+            let d = a.update(at(0.0), 1000 * K, &t);
+            assert_ne!(layers(&d.choice), top);
+            let low = d.allocated_bps;
+            let d = a.update(at(10.0), 5000 * K, &t);
+            assert_eq!(layers(&d.choice), top);
+            (a, low, d.allocated_bps)
+        };
+        // The collapse: 85 % of what the middle layer delivered.
+        let collapse = |low: u64| low * 85 / 100;
+
+        // Refuted by the probe within the hold: the top layer never left.
+        let (mut a, low, cur) = climbed();
+        assert!(collapse(low) * 5 < cur * 4, "a deep fall, not a dip");
+        let d = a.update(at(10.5), collapse(low), &t);
+        assert!(d.confirming && !d.changed);
+        assert_eq!(layers(&d.choice), top);
+        let back = Reading {
+            share_bps: collapse(low),
+            latest_bps: 4000 * K,
+        };
+        let d = a.update_reading(at(11.2), back, &t);
+        assert!(!d.confirming);
+        assert_eq!(layers(&d.choice), top);
+        assert_eq!(a.dips(), (1, 0));
+
+        // Not refuted: down when the hold ends.
+        let (mut a, low, _) = climbed();
+        let mut down_at = None;
+        for i in 0..20 {
+            let s = 10.5 + i as f64 * 0.1;
+            let d = a.update(at(s), collapse(low), &t);
+            if d.changed && down_at.is_none() {
+                down_at = Some(s);
+                assert!(d.allocated_bps <= collapse(low));
+            }
+        }
+        let down = down_at.expect("went down");
+        let hold = tuning.probe_hold.as_secs_f64();
+        assert!(
+            (10.5 + hold - 0.1..=10.5 + hold + 0.05).contains(&down),
+            "down at {down:.1} s"
+        );
+
+        // The same fall once the move up is old news: down at once.
+        let (mut a, low, _) = climbed();
+        let later = 10.0 + tuning.after_up.as_secs_f64() + 0.1;
+        let d = a.update(at(later), 5000 * K, &t);
+        assert_eq!(layers(&d.choice), top);
+        let d = a.update(at(later + 0.1), collapse(low), &t);
+        assert!(d.changed && !d.confirming);
     }
 
     #[test]
