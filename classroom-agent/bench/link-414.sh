@@ -4,7 +4,8 @@
 # 30 fps (3-layer VP8 simulcast, Opus). The agent's /status is read every 0.5 s: bytes on the
 # wire per second (sent_bps), the estimate it follows, its ladder step and the round trip.
 #
-# usage: classroom-agent/bench/link-414.sh [RUNS]    (default 1; debug builds)
+# usage: classroom-agent/bench/link-414.sh [RUNS]    (default 1; PROFILE=release for release
+#        builds, as a school runs them; debug by default)
 # Prints per run, from the wire rate averaged over 2 s: when it first fell under 1 Mbit/s after
 # the drop, how often it was over 1 Mbit/s from 2 s after the drop, the queueing delay's 95th
 # percentile (round trip over its floor) from then, when it was under 1 Mbit/s for good after
@@ -13,17 +14,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${1:-1}
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/debug}
+PROFILE=${PROFILE:-debug}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 OUT=${OUT:-target/link-414}
 mkdir -p "$OUT"
-cargo build -q -p sfu -p loadtest -p classroom-agent
+if [ "$PROFILE" = release ]; then
+  cargo build -q --release -p sfu -p loadtest -p classroom-agent
+else
+  cargo build -q -p sfu -p loadtest -p classroom-agent
+fi
 export CLASSROOM_SECRET=link-414-bench
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "4 -> 1 -> 4 Mbit/s at 20 s / 40 s; $(date -u +%FT%TZ); $(nproc) cores; load: $(uptime | sed 's/.*load average: //')"
+echo "4 -> 1 -> 4 Mbit/s at 20 s / 40 s; $PROFILE builds; $(date -u +%FT%TZ); $(nproc) cores; load: $(uptime | sed 's/.*load average: //')"
 for run in $(seq "$RUNS"); do
   http=$(free_port); media=$(free_port); status=$(free_port)
   "$BIN/sfu" serve --http "127.0.0.1:$http" --media-port "$media" >"$OUT/sfu-$run.log" 2>&1 &

@@ -315,11 +315,16 @@ impl Ladder {
 
     /// Rates for the congestion controller, total on the wire: `minimum` keeps the link
     /// filled toward the next step (padding while media falls short, so the estimate can
-    /// prove the step before video takes it), `desired` is the top step (capped).
+    /// prove the step before video takes it), `desired` is what the rise to the top step
+    /// needs, margin included (capped). Without the margin, probes stopped at the top step's
+    /// own rate, short of what the rise to it asks, and only the controller's slow additive
+    /// growth got there: 5-8 s on a 4 Mbit/s link that had come back.
     pub fn probe_rates(&self) -> (u64, u64) {
         let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
         let top = self.steps.last().map_or(0, Step::total_bps);
-        let desired = self.cap_bps.map_or(gross(top), |c| gross(top).min(c));
+        // A kbit/s over, so that rounding never leaves a probe that got there a hair short.
+        let top_rise = gross((top as f64 * UP_MARGIN) as u64) + 1_000;
+        let desired = self.cap_bps.map_or(top_rise, |c| top_rise.min(c));
         let next = self
             .steps
             .get(self.current + 1)
@@ -567,6 +572,24 @@ mod tests {
         let fps: Vec<u32> = s[1..].iter().map(|st| st.courseware.unwrap().fps).collect();
         assert_eq!(fps, vec![1, 2, 5]);
         assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
+    }
+
+    /// A probe that reaches the desired rate proves the rise to the top step.
+    #[test]
+    fn probes_reach_what_the_top_step_needs() {
+        let t0 = Instant::now();
+        let mut l = Ladder::new(teacher(), 1_000_000, None);
+        let (_, desired) = l.probe_rates();
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(20) {
+            t += Duration::from_millis(100);
+            l.on_estimate(desired, t);
+        }
+        assert_eq!(l.index(), l.steps().len() - 1, "on the top step");
+        // ...and on the top step, padding fills no further than the step itself.
+        let (min, _) = l.probe_rates();
+        let gross = ((l.current().total_bps() + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
+        assert_eq!(min, gross);
     }
 
     #[test]
