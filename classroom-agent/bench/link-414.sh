@@ -6,7 +6,8 @@
 #
 # usage: classroom-agent/bench/link-414.sh [RUNS]    (default 1; PROFILE=release for release
 #        builds, as a school runs them; debug by default)
-# Prints per run, from the wire rate averaged over 2 s: when it first fell under 1 Mbit/s after
+# Prints per run: when the agent's own 1 s wire rate (sent_bps) first fell under 1 Mbit/s after
+# the drop; then, from the wire rate averaged over 2 s: when it first fell under 1 Mbit/s after
 # the drop, how often it was over 1 Mbit/s from 2 s after the drop, the queueing delay's 95th
 # percentile (round trip over its floor) from then, when it was under 1 Mbit/s for good after
 # the drop, its mean in the low period, the round trip's largest value from 10 s after the drop
@@ -18,11 +19,11 @@ PROFILE=${PROFILE:-debug}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/$PROFILE}
 OUT=${OUT:-target/link-414}
 mkdir -p "$OUT"
-if [ "$PROFILE" = release ]; then
-  cargo build -q --release -p sfu -p loadtest -p classroom-agent
-else
-  cargo build -q -p sfu -p loadtest -p classroom-agent
-fi
+case "$PROFILE" in
+  release) cargo build -q --release -p sfu -p loadtest -p classroom-agent ;;
+  debug) cargo build -q -p sfu -p loadtest -p classroom-agent ;;
+  *) echo "PROFILE must be debug or release, not '$PROFILE'" >&2; exit 2 ;;
+esac
 export CLASSROOM_SECRET=link-414-bench
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PIDS=()
@@ -70,6 +71,8 @@ low = [i for i, r in enumerate(rows) if drop < r[0] < back]
 over = [rows[i][0] for i in low if avg2(i) >= 1_000_000]
 under = (max(over) - drop) if over else 0.0
 first_under = next((rows[i][0] - drop for i in low if avg2(i) < 1_000_000), None)
+# The agent's own sent_bps is a 1 s rate: the sample shows the second before it.
+first_under_1s = next((rows[i][0] - drop for i in low if rows[i][1] < 1_000_000), None)
 late = [i for i in low if rows[i][0] >= drop + 2]
 over_share = 100.0 * sum(1 for i in late if avg2(i) >= 1_000_000) / max(1, len(late))
 floor = min(r[4] for r in rows if r[4] > 0)
@@ -79,7 +82,8 @@ queue = max((rows[i][4] for i in low if rows[i][0] >= drop + 10), default=0)
 use_low = sum(rows[i][1] for i in low if rows[i][0] >= drop + 5) / max(1, sum(1 for i in low if rows[i][0] >= drop + 5))
 regain = next((rows[i][0] - back for i in range(len(rows)) if rows[i][0] > back and avg2(i) >= 0.85 * 4_000_000), None)
 steps = sorted({int(r[3]) for r in rows if r[0] > back})
-print(f"run {sys.argv[2]}: 2 s wire rate first under 1 Mbit/s {first_under if first_under is None else round(first_under, 1)} s "
+print(f"run {sys.argv[2]}: 1 s wire rate first under 1 Mbit/s "
+      f"{first_under_1s if first_under_1s is None else round(first_under_1s, 1)} s after the drop; 2 s wire rate first under 1 Mbit/s {first_under if first_under is None else round(first_under, 1)} s "
       f"after the drop, over it in {over_share:.0f} % of the samples from 2 s after it, queueing delay p95 {q95:.0f} ms "
       f"(round trip over its {floor:.0f} ms floor) from 2 s after it; "
       f"2 s wire rate under 1 Mbit/s for good {under:.1f} s after the drop; "

@@ -16,8 +16,9 @@
 // 1. A teacher page publishes 3-layer simulcast (about 150k/500k/1.5M). Classroom A behind
 //    1 Mbit/s down, 100 ms RTT, 2 % loss; classroom B behind 5 Mbit/s, 100 ms RTT, no loss (both
 //    1 Mbit/s up). After 15 s of settling (and B on the top layer), over a 30 s window: A plays a
-//    layer below the top one, frozen < 1 % of the time, with continuous audio (no concealment run
-//    over 200 ms, concealed share < 5 %, playout never stalls); B plays the top layer, decodes at
+//    layer below the top one, frozen < 1 % of the time (over 30 s: one short freeze at most),
+//    with continuous audio (no concealment run over 200 ms, concealed share < 5 %, playout never
+//    stalls); B plays the top layer, decodes at
 //    least 95 % of its frames and is frozen < 1 % of the time. For A and B alike, the time frozen
 //    from upstream does not count (see 2. on D: a freeze while the teacher's layer the classroom
 //    plays itself stalls). Chromium 156

@@ -321,15 +321,16 @@ impl Ladder {
     /// growth got there: 5-8 s on a 4 Mbit/s link that had come back.
     pub fn probe_rates(&self) -> (u64, u64) {
         let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
+        // What the rise to a step asks of the estimate; a kbit/s over, so that rounding never
+        // leaves a probe that got there a hair short.
+        let rise = |video: u64| gross((video as f64 * UP_MARGIN) as u64) + 1_000;
         let top = self.steps.last().map_or(0, Step::total_bps);
-        // A kbit/s over, so that rounding never leaves a probe that got there a hair short.
-        let top_rise = gross((top as f64 * UP_MARGIN) as u64) + 1_000;
-        let desired = self.cap_bps.map_or(top_rise, |c| top_rise.min(c));
+        let desired = self.cap_bps.map_or(rise(top), |c| rise(top).min(c));
         let next = self
             .steps
             .get(self.current + 1)
-            .map_or(top, |s| (s.total_bps() as f64 * UP_MARGIN) as u64);
-        (gross(next).min(desired), desired)
+            .map_or(gross(top), |s| rise(s.total_bps()));
+        (next.min(desired), desired)
     }
 }
 
@@ -586,6 +587,17 @@ mod tests {
             l.on_estimate(desired, t);
         }
         assert_eq!(l.index(), l.steps().len() - 1, "on the top step");
+        // Each step's minimum, reached, proves the rise to it.
+        for i in 0..l.steps().len() - 1 {
+            let mut below = Ladder::new(teacher(), 1_000_000, None);
+            below.current = i;
+            let (min, _) = below.probe_rates();
+            let next = below.steps()[i + 1].total_bps() as f64;
+            assert!(
+                below.budget(min) as f64 >= next * UP_MARGIN,
+                "step {i}: {min}"
+            );
+        }
         // ...and on the top step, padding fills no further than the step itself.
         let (min, _) = l.probe_rates();
         let gross = ((l.current().total_bps() + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;

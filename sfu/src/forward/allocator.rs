@@ -299,8 +299,8 @@ impl Allocator {
         self.changes
     }
 
-    /// Dips just under the current choice that ended with the choice kept (the estimate came
-    /// back) and with it given up.
+    /// Dips held for a probe (just under the current choice, or deep right after a move up)
+    /// that ended with the choice kept (the estimate came back) and with it given up.
     pub fn dips(&self) -> (u64, u64) {
         (self.dips_refuted, self.dips_confirmed)
     }
@@ -328,7 +328,10 @@ impl Allocator {
         let next = match &self.current {
             // First decision, or the tracks changed shape: start from what fits.
             None => fits_now,
-            Some(cur) if !same_tracks(cur, &fits_now) => fits_now,
+            Some(cur) if !same_tracks(cur, &fits_now) => {
+                self.last_up = None;
+                fits_now
+            }
             Some(cur) => {
                 let cur_still_valid = tracks.iter().zip(cur).all(|(t, (_, l))| {
                     l.is_none_or(|l| t.layers_bps.get(l).copied().flatten().is_some())
@@ -351,12 +354,17 @@ impl Allocator {
                     let falling = (keep_bps as f64) < then as f64 * 0.97;
                     held >= self.tuning.probe_hold || (falling && held >= self.tuning.down_after)
                 });
+                // The fall began soon after the move up (its hold runs on past `after_up`).
                 let just_up = self
-                    .last_up
-                    .is_some_and(|t| now.saturating_duration_since(t) < self.tuning.after_up);
+                    .over_since
+                    .zip(self.last_up)
+                    .is_some_and(|((t, _), up)| {
+                        t.saturating_duration_since(up) < self.tuning.after_up
+                    });
                 if !cur_still_valid || (far_over && !just_up) || long_over || !cur_capped {
                     // Down (or a layer vanished).
                     self.over_since = None;
+                    self.last_up = None;
                     fits_now
                 } else if over {
                     confirming = true;
@@ -827,6 +835,23 @@ mod tests {
             (10.5 + hold - 0.1..=10.5 + hold + 0.05).contains(&down),
             "down at {down:.1} s"
         );
+        // After that move down, still within `after_up` of the move up, a new deep fall is
+        // not held: the move up is spent.
+        let now_bps = a.update(at(12.0), collapse(low), &t).allocated_bps;
+        assert!(12.0 - 10.0 < tuning.after_up.as_secs_f64());
+        // (It would pause the camera, which `pause_after` holds on its lowest layer instead.)
+        let d = a.update(at(12.1), now_bps * 7 / 10, &t);
+        assert!(!d.confirming, "no probe asked for");
+
+        // A fall that begins just inside `after_up` gets the whole hold, past `after_up`.
+        let (mut a, low, _) = climbed();
+        let start = 10.0 + tuning.after_up.as_secs_f64() - 0.1;
+        let d = a.update(at(start), collapse(low), &t);
+        assert!(d.confirming && !d.changed);
+        let d = a.update(at(start + hold * 0.8), collapse(low), &t);
+        assert!(d.confirming && !d.changed, "held past after_up");
+        let d = a.update(at(start + hold + 0.05), collapse(low), &t);
+        assert!(d.changed && !d.confirming);
 
         // The same fall once the move up is old news: down at once.
         let (mut a, low, _) = climbed();
