@@ -232,10 +232,11 @@ impl Publisher {
             return;
         };
         self.stats.estimate_bps.store(e, Ordering::Relaxed);
-        if self.filter.queueing(now) {
+        let queueing = self.filter.queueing(now);
+        if queueing {
             self.last_queue = Some(now);
         }
-        if self.ladder.on_estimate(e, now).is_some()
+        if self.ladder.on_reading(e, queueing, now).is_some()
             || self.padding_share(now) != self.padding_share
         {
             self.apply_step(rtc, e, now);

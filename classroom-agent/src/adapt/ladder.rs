@@ -23,6 +23,10 @@ pub const UP_MARGIN: f64 = 1.1;
 pub const UP_DWELL: Duration = Duration::from_secs(2);
 /// No rise this soon after a fall: the link just showed where its limit is.
 pub const HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
+/// A fall that begins this soon after a rise, while the link shows no queue, waits
+/// `FALL_HOLD` before the ladder follows it (see [`Ladder::on_reading`]).
+pub const AFTER_UP: Duration = Duration::from_secs(3);
+pub const FALL_HOLD: Duration = Duration::from_secs(1);
 
 /// The last rung gives the top camera layer this much more than its size and frame rate call
 /// for (1280x720 at 30 fps: 1.66 -> 2.32 Mbit/s), at most `MAX_BOOSTED_BPS`.
@@ -227,6 +231,9 @@ pub struct Ladder {
     /// Since when the budget has allowed the next step.
     up_since: Option<Instant>,
     last_down: Option<Instant>,
+    last_up: Option<Instant>,
+    /// Since when a fall right after a rise has been held.
+    fall_since: Option<Instant>,
 }
 
 impl Ladder {
@@ -238,6 +245,8 @@ impl Ladder {
             cap_bps,
             up_since: None,
             last_down: None,
+            last_up: None,
+            fall_since: None,
         };
         l.current = l.fit(estimate_bps);
         l
@@ -269,15 +278,37 @@ impl Ladder {
         &self.steps
     }
 
-    /// Feeds an estimate; returns the new step when it changed.
+    /// Feeds an estimate; returns the new step when it changed. A fall is followed at once.
     pub fn on_estimate(&mut self, estimate_bps: u64, now: Instant) -> Option<&Step> {
+        self.on_reading(estimate_bps, true, now)
+    }
+
+    /// As [`Ladder::on_estimate`], knowing whether the round trip shows a queue on the link.
+    /// A fall that begins within [`AFTER_UP`] of a rise, with no queue, is held for
+    /// [`FALL_HOLD`]: the step just switched on starts with a keyframe, and the controller
+    /// answers that burst by cutting its estimate under the rate it measured before the rise
+    /// (courseware switched on at 1 fps on a 400 kbit/s link: the estimate fell from 281 to
+    /// 154 kbit/s, the slides paused, and the hold after a fall kept them off for 4 s). A real
+    /// fall of the link builds a queue, which ends the hold at once.
+    pub fn on_reading(&mut self, estimate_bps: u64, queueing: bool, now: Instant) -> Option<&Step> {
         let fit = self.fit(estimate_bps);
         if fit < self.current {
+            let since = *self.fall_since.get_or_insert(now);
+            let after_rise = self
+                .last_up
+                .is_some_and(|up| since.saturating_duration_since(up) < AFTER_UP);
+            if after_rise && !queueing && now.saturating_duration_since(since) < FALL_HOLD {
+                self.up_since = None;
+                return None;
+            }
             self.current = fit;
             self.up_since = None;
             self.last_down = Some(now);
+            self.last_up = None;
+            self.fall_since = None;
             return Some(&self.steps[self.current]);
         }
+        self.fall_since = None;
         let next = self.steps.get(self.current + 1)?;
         let room = self.budget(estimate_bps) as f64 >= next.total_bps() as f64 * UP_MARGIN;
         if !room {
@@ -308,6 +339,7 @@ impl Ladder {
                 .unwrap_or(self.current + 1);
             self.current = to;
             self.up_since = None;
+            self.last_up = Some(now);
             return Some(&self.steps[self.current]);
         }
         None
@@ -573,6 +605,50 @@ mod tests {
         let fps: Vec<u32> = s[1..].iter().map(|st| st.courseware.unwrap().fps).collect();
         assert_eq!(fps, vec![1, 2, 5]);
         assert!(s.windows(2).all(|w| w[0].total_bps() < w[1].total_bps()));
+    }
+
+    /// Right after a rise, a fall with no queue on the link waits `FALL_HOLD`; with a queue,
+    /// or once the rise is older than `AFTER_UP`, the ladder follows at once.
+    #[test]
+    fn a_fall_right_after_a_rise_is_held_unless_the_link_queues() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let risen = || {
+            let mut l = Ladder::new(teacher(), 300_000, None);
+            let start = l.index();
+            let mut ms = 0;
+            while l.index() == start {
+                ms += 100;
+                l.on_reading(600_000, false, at(ms));
+                assert!(ms < 10_000, "never rose");
+            }
+            (l, start, ms)
+        };
+        // Held, and followed once the hold is over.
+        let (mut l, start, up) = risen();
+        assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
+        assert!(l.on_reading(250_000, false, at(up + 1400)).is_none());
+        assert!(l.on_reading(250_000, false, at(up + 1500)).is_some());
+        assert!(l.index() <= start);
+        // The estimate comes back within the hold: nothing changed.
+        let (mut l, _, up) = risen();
+        let here = l.index();
+        assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
+        assert!(l.on_reading(600_000, false, at(up + 900)).is_none());
+        assert!(
+            l.on_reading(250_000, false, at(up + 1600)).is_none(),
+            "a new fall, a new hold"
+        );
+        assert_eq!(l.index(), here);
+        // A queue on the link: at once.
+        let (mut l, start, up) = risen();
+        assert!(l.on_reading(250_000, true, at(up + 500)).is_some());
+        assert!(l.index() <= start);
+        // Long after the rise: at once; and `on_estimate` never holds.
+        let (mut l, _, up) = risen();
+        assert!(l.on_reading(250_000, false, at(up + 3500)).is_some());
+        let (mut l, _, up) = risen();
+        assert!(l.on_estimate(250_000, at(up + 500)).is_some());
     }
 
     /// A probe that reaches the desired rate proves the rise to the top step.
