@@ -15,6 +15,7 @@ use str0m::{Event, Input, Rtc};
 use crate::adapt::estimate::EstimateFilter;
 use crate::adapt::ladder::{Ladder, LayerSetting, Step};
 use crate::adapt::overshoot::OvershootControl;
+use crate::adapt::padding;
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
 use crate::frame::VideoCodec;
 use crate::peer::{Handler, PeerSocket, Prepared};
@@ -29,14 +30,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(4);
 /// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
 const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
 const PROBE_FOUND: f64 = 1.15;
-/// Padding fills the link up to this share of the estimate at most (see `probe_rates`).
-const PADDING_SHARE: f64 = 0.9;
-/// For `PADDING_QUIET` after the round trip last showed a queue, padding fills only this share:
-/// the link has just shown where its limit is, and padding up to 90 % of an estimate that creeps
-/// back over it pushed the 1 Mbit/s link into a saw-tooth of queues. (The estimate still grows:
-/// the controller allows up to 1.5 times what gets through.)
-const PADDING_SHARE_AFTER_QUEUE: f64 = 0.75;
-const PADDING_QUIET: Duration = Duration::from_secs(10);
+/// A fall held right after a rise is probed for once the last probe is this old.
+const PROBE_CONFIRM: Duration = Duration::from_millis(600);
 
 /// Frames queued between the encoders and the session thread.
 const QUEUE: usize = 256;
@@ -155,8 +150,9 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
-        padding_share: PADDING_SHARE,
+        padding_share: padding::SHARE,
         last_queue: None,
+        room_since: None,
         last_probe: None,
         overshoot: OvershootControl::new(camera_layers + 1),
         slots,
@@ -187,6 +183,8 @@ pub struct Publisher {
     padding_share: f64,
     /// When the round trip last showed a queue.
     last_queue: Option<Instant>,
+    /// When a probe last found room (the estimate rose by `PROBE_FOUND` after it).
+    room_since: Option<Instant>,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
     /// Scales each video encoder's ask so that its output meets the plan.
@@ -236,6 +234,13 @@ impl Publisher {
         if queueing {
             self.last_queue = Some(now);
         }
+        // Room counts when a probe sent since the last queue raised the estimate.
+        let last_queue = self.last_queue;
+        if self.last_probe.is_some_and(|(t, at_est)| {
+            last_queue.is_none_or(|q| t > q) && e as f64 >= at_est as f64 * PROBE_FOUND
+        }) {
+            self.room_since = Some(now);
+        }
         if self.ladder.on_reading(e, queueing, now).is_some()
             || self.padding_share(now) != self.padding_share
         {
@@ -249,25 +254,19 @@ impl Publisher {
         }
     }
 
-    /// How much of the estimate padding may fill now: nothing while a queue stands on the link,
-    /// less for `PADDING_QUIET` after.
+    /// How much of the estimate padding may fill now (see [`padding::share`]).
     fn padding_share(&self, now: Instant) -> f64 {
-        if self.filter.queueing(now) {
-            0.0
-        } else if self
-            .last_queue
-            .is_some_and(|t| now.saturating_duration_since(t) < PADDING_QUIET)
-        {
-            PADDING_SHARE_AFTER_QUEUE
-        } else {
-            PADDING_SHARE
-        }
+        padding::share(
+            self.filter.queueing(now),
+            self.last_queue,
+            self.room_since,
+            now,
+        )
     }
 
     /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
-    /// whichever is lower, and a link kept at its estimate has no room left for the media's
-    /// own bursts (nor drains a queue): padding stops at a share of the estimate (see
-    /// `padding_share`).
+    /// whichever is lower; a queue on the link stops padding, and for a while after one it
+    /// fills only a share of the estimate (see `padding_share`), so that the queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
         let share = self.padding_share(now);
@@ -407,14 +406,24 @@ impl Handler for Publisher {
             since >= PROBE_EVERY
                 || (since >= PROBE_FOLLOW_UP && est as f64 >= at_est as f64 * PROBE_FOUND)
         });
+        let below_top = self.ladder.index() + 1 < self.ladder.steps().len();
+        // A fall the ladder holds right after a rise is checked at once: with no queue on the
+        // link, the controller cut its estimate on the new step's first burst, and it climbs
+        // back at its additive pace (1.6 -> 3.5 Mbit/s took 5 s on a 4 Mbit/s link, and the
+        // step was lost); a probe's result sets the estimate straight away.
+        let confirm = self.ladder.holding_fall()
+            && self
+                .last_probe
+                .is_none_or(|(t, _)| now.saturating_duration_since(t) >= PROBE_CONFIRM);
         // Never into a queue: a probe there only deepens it.
-        let due = due && !self.filter.queueing(now);
-        if self.connected && self.ladder.index() + 1 < self.ladder.steps().len() && due {
+        let due = (below_top && due || confirm) && !self.filter.queueing(now);
+        if self.connected && due {
             self.last_probe = Some((now, est));
             let (minimum, desired) = self.probe_rates(now);
             tracing::debug!(
                 minimum_kbps = minimum / 1000,
                 desired_kbps = desired / 1000,
+                confirm,
                 "probe re-armed"
             );
             rtc.bwe()

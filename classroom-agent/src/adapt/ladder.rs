@@ -24,9 +24,11 @@ pub const UP_DWELL: Duration = Duration::from_secs(2);
 /// No rise this soon after a fall: the link just showed where its limit is.
 pub const HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
 /// A fall that begins this soon after a rise, while the link shows no queue, waits
-/// `FALL_HOLD` before the ladder follows it (see [`Ladder::on_reading`]).
+/// `FALL_HOLD` before the ladder follows it (see [`Ladder::on_reading`]). The hold leaves
+/// time for a probe to answer and for the estimate it raises to count (the filter takes a
+/// higher estimate after a second).
 pub const AFTER_UP: Duration = Duration::from_secs(3);
-pub const FALL_HOLD: Duration = Duration::from_secs(1);
+pub const FALL_HOLD: Duration = Duration::from_millis(1500);
 
 /// The last rung gives the top camera layer this much more than its size and frame rate call
 /// for (1280x720 at 30 fps: 1.66 -> 2.32 Mbit/s), at most `MAX_BOOSTED_BPS`.
@@ -272,6 +274,12 @@ impl Ladder {
 
     pub fn index(&self) -> usize {
         self.current
+    }
+
+    /// Whether a fall right after a rise is being held (see [`Ladder::on_reading`]): the
+    /// caller probes to learn whether the link really fell.
+    pub fn holding_fall(&self) -> bool {
+        self.fall_since.is_some()
     }
 
     pub fn steps(&self) -> &[Step] {
@@ -626,15 +634,19 @@ mod tests {
         };
         // Held, and followed once the hold is over.
         let (mut l, start, up) = risen();
+        assert!(!l.holding_fall());
         assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
-        assert!(l.on_reading(250_000, false, at(up + 1400)).is_none());
-        assert!(l.on_reading(250_000, false, at(up + 1500)).is_some());
+        assert!(l.holding_fall(), "the caller probes");
+        assert!(l.on_reading(250_000, false, at(up + 1900)).is_none());
+        assert!(l.on_reading(250_000, false, at(up + 2000)).is_some());
+        assert!(!l.holding_fall());
         assert!(l.index() <= start);
         // The estimate comes back within the hold: nothing changed.
         let (mut l, _, up) = risen();
         let here = l.index();
         assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
         assert!(l.on_reading(600_000, false, at(up + 900)).is_none());
+        assert!(!l.holding_fall());
         assert!(
             l.on_reading(250_000, false, at(up + 1600)).is_none(),
             "a new fall, a new hold"

@@ -3,3 +3,4 @@
 pub mod estimate;
 pub mod ladder;
 pub mod overshoot;
+pub mod padding;
