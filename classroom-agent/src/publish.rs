@@ -381,6 +381,7 @@ impl Handler for Publisher {
                     latest_kbps = ps.bwe_tx.map(|b| b.as_u64() / 1000),
                     rtt_ms = ps.rtt.map(|r| r.as_millis() as u64),
                     queueing = self.filter.queueing(now),
+                    loss = ps.egress_loss_fraction,
                     bytes_tx = ps.peer_bytes_tx,
                     "bwe"
                 );
