@@ -27,9 +27,8 @@ pub const START_ESTIMATE_KBPS: u64 = 1000;
 
 /// How often to probe for more while below the top step.
 const PROBE_EVERY: Duration = Duration::from_secs(4);
-/// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
+/// After a probe found room (the estimate rose by `padding::FOUND`), the next one this soon.
 const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
-const PROBE_FOUND: f64 = 1.15;
 /// A fall held right after a rise is probed for once the last probe is this old.
 const PROBE_CONFIRM: Duration = Duration::from_millis(600);
 
@@ -152,7 +151,7 @@ pub fn prepare(
         filter: EstimateFilter::default(),
         padding_share: padding::SHARE,
         last_queue: None,
-        room_since: None,
+        room_seen: None,
         last_probe: None,
         overshoot: OvershootControl::new(camera_layers + 1),
         slots,
@@ -183,8 +182,8 @@ pub struct Publisher {
     padding_share: f64,
     /// When the round trip last showed a queue.
     last_queue: Option<Instant>,
-    /// When a probe last found room (the estimate rose by `PROBE_FOUND` after it).
-    room_since: Option<Instant>,
+    /// When a probe was last seen to have found room (see [`padding::found_room`]).
+    room_seen: Option<Instant>,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
     /// Scales each video encoder's ask so that its output meets the plan.
@@ -234,12 +233,8 @@ impl Publisher {
         if queueing {
             self.last_queue = Some(now);
         }
-        // Room counts when a probe sent since the last queue raised the estimate.
-        let last_queue = self.last_queue;
-        if self.last_probe.is_some_and(|(t, at_est)| {
-            last_queue.is_none_or(|q| t > q) && e as f64 >= at_est as f64 * PROBE_FOUND
-        }) {
-            self.room_since = Some(now);
+        if padding::found_room(self.last_probe, self.last_queue, e, now) {
+            self.room_seen = Some(now);
         }
         if self.ladder.on_reading(e, queueing, now).is_some()
             || self.padding_share(now) != self.padding_share
@@ -259,14 +254,15 @@ impl Publisher {
         padding::share(
             self.filter.queueing(now),
             self.last_queue,
-            self.room_since,
+            self.room_seen,
             now,
         )
     }
 
     /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
-    /// whichever is lower; a queue on the link stops padding, and for a while after one it
-    /// fills only a share of the estimate (see `padding_share`), so that the queue drains.
+    /// whichever is lower; padding is held to a share of the estimate (see [`padding::share`]):
+    /// 90 %, all of it from a probe that found room until the next queue, less for a while
+    /// after a queue and nothing during one, so that the media's bursts fit and a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
         let share = self.padding_share(now);
@@ -401,25 +397,32 @@ impl Handler for Publisher {
         // estimate can grow from what little is sent.
         // After a probe that found room, the next comes sooner: a link that came back is
         // climbed in doublings (str0m caps a probe at twice the estimate).
+        // And on any step, while the ladder holds a fall right after a rise (below).
         let est = self.filter.for_ladder(now).unwrap_or(0);
         let due = self.last_probe.is_none_or(|(t, at_est)| {
             let since = now.saturating_duration_since(t);
-            since >= PROBE_EVERY
-                || (since >= PROBE_FOLLOW_UP && est as f64 >= at_est as f64 * PROBE_FOUND)
+            since >= PROBE_EVERY || (since >= PROBE_FOLLOW_UP && padding::rose(at_est, est))
         });
         let below_top = self.ladder.index() + 1 < self.ladder.steps().len();
-        // A fall the ladder holds right after a rise is checked at once: with no queue on the
-        // link, the controller cut its estimate on the new step's first burst, and it climbs
-        // back at its additive pace (1.6 -> 3.5 Mbit/s took 5 s on a 4 Mbit/s link, and the
-        // step was lost); a probe's result sets the estimate straight away.
-        let confirm = self.ladder.holding_fall()
-            && self
-                .last_probe
-                .is_none_or(|(t, _)| now.saturating_duration_since(t) >= PROBE_CONFIRM);
+        // A fall the ladder holds right after a rise is checked at once, and again every
+        // `PROBE_CONFIRM` while held: with no queue on the link, the controller cut its
+        // estimate on the new step's first burst, and it climbs back at its additive pace
+        // (1.6 -> 3.5 Mbit/s took 5 s on a 4 Mbit/s link, and the step was lost); a probe's
+        // result sets the estimate straight away.
+        let confirm = self.ladder.holding_fall().is_some_and(|held| {
+            self.last_probe
+                .is_none_or(|(t, _)| t < held || now.saturating_duration_since(t) >= PROBE_CONFIRM)
+        });
         // Never into a queue: a probe there only deepens it.
-        let due = (below_top && due || confirm) && !self.filter.queueing(now);
+        let due = ((below_top && due) || confirm) && !self.filter.queueing(now);
         if self.connected && due {
-            self.last_probe = Some((now, est));
+            // A confirming probe is measured against the estimate before the cut, so that the
+            // controller's own climb back is not taken for room it found.
+            let at_est = match self.last_probe {
+                Some((_, before)) if confirm => before.max(est),
+                _ => est,
+            };
+            self.last_probe = Some((now, at_est));
             let (minimum, desired) = self.probe_rates(now);
             tracing::debug!(
                 minimum_kbps = minimum / 1000,

@@ -276,10 +276,10 @@ impl Ladder {
         self.current
     }
 
-    /// Whether a fall right after a rise is being held (see [`Ladder::on_reading`]): the
-    /// caller probes to learn whether the link really fell.
-    pub fn holding_fall(&self) -> bool {
-        self.fall_since.is_some()
+    /// Since when a fall right after a rise has been held, while it is (see
+    /// [`Ladder::on_reading`]): the caller probes to learn whether the link really fell.
+    pub fn holding_fall(&self) -> Option<Instant> {
+        self.fall_since
     }
 
     pub fn steps(&self) -> &[Step] {
@@ -634,19 +634,19 @@ mod tests {
         };
         // Held, and followed once the hold is over.
         let (mut l, start, up) = risen();
-        assert!(!l.holding_fall());
+        assert_eq!(l.holding_fall(), None);
         assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
-        assert!(l.holding_fall(), "the caller probes");
+        assert_eq!(l.holding_fall(), Some(at(up + 500)), "the caller probes");
         assert!(l.on_reading(250_000, false, at(up + 1900)).is_none());
         assert!(l.on_reading(250_000, false, at(up + 2000)).is_some());
-        assert!(!l.holding_fall());
+        assert_eq!(l.holding_fall(), None);
         assert!(l.index() <= start);
         // The estimate comes back within the hold: nothing changed.
         let (mut l, _, up) = risen();
         let here = l.index();
         assert!(l.on_reading(250_000, false, at(up + 500)).is_none());
         assert!(l.on_reading(600_000, false, at(up + 900)).is_none());
-        assert!(!l.holding_fall());
+        assert_eq!(l.holding_fall(), None);
         assert!(
             l.on_reading(250_000, false, at(up + 1600)).is_none(),
             "a new fall, a new hold"
@@ -656,9 +656,11 @@ mod tests {
         let (mut l, start, up) = risen();
         assert!(l.on_reading(250_000, true, at(up + 500)).is_some());
         assert!(l.index() <= start);
+        assert_eq!(l.holding_fall(), None);
         // Long after the rise: at once; and `on_estimate` never holds.
         let (mut l, _, up) = risen();
         assert!(l.on_reading(250_000, false, at(up + 3500)).is_some());
+        assert_eq!(l.holding_fall(), None);
         let (mut l, _, up) = risen();
         assert!(l.on_estimate(250_000, at(up + 500)).is_some());
     }
