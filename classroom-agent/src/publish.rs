@@ -151,7 +151,6 @@ pub fn prepare(
         filter: EstimateFilter::default(),
         padding_share: padding::SHARE,
         last_queue: None,
-        room_seen: None,
         last_probe: None,
         overshoot: OvershootControl::new(camera_layers + 1),
         slots,
@@ -182,8 +181,6 @@ pub struct Publisher {
     padding_share: f64,
     /// When the round trip last showed a queue.
     last_queue: Option<Instant>,
-    /// When a probe was last seen to have found room (see [`padding::found_room`]).
-    room_seen: Option<Instant>,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
     /// Scales each video encoder's ask so that its output meets the plan.
@@ -233,9 +230,6 @@ impl Publisher {
         if queueing {
             self.last_queue = Some(now);
         }
-        if padding::found_room(self.last_probe, self.last_queue, e, now) {
-            self.room_seen = Some(now);
-        }
         if self.ladder.on_reading(e, queueing, now).is_some()
             || self.padding_share(now) != self.padding_share
         {
@@ -251,18 +245,13 @@ impl Publisher {
 
     /// How much of the estimate padding may fill now (see [`padding::share`]).
     fn padding_share(&self, now: Instant) -> f64 {
-        padding::share(
-            self.filter.queueing(now),
-            self.last_queue,
-            self.room_seen,
-            now,
-        )
+        padding::share(self.filter.queueing(now), self.last_queue, now)
     }
 
     /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
     /// whichever is lower; padding is held to a share of the estimate (see [`padding::share`]):
-    /// 90 %, all of it from a probe that found room until the next queue, less for a while
-    /// after a queue and nothing during one, so that the media's bursts fit and a queue drains.
+    /// 90 %, less for a while after a queue and nothing during one, so that the media's bursts
+    /// fit and a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
         let share = self.padding_share(now);
@@ -417,7 +406,8 @@ impl Handler for Publisher {
         let due = ((below_top && due) || confirm) && !self.filter.queueing(now);
         if self.connected && due {
             // A confirming probe is measured against the estimate before the cut, so that the
-            // controller's own climb back is not taken for room it found.
+            // controller's own climb back is not taken for room it found (which brings the next
+            // probe sooner).
             let at_est = match self.last_probe {
                 Some((_, before)) if confirm => before.max(est),
                 _ => est,
