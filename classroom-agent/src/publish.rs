@@ -250,8 +250,8 @@ impl Publisher {
 
     /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
     /// whichever is lower; padding is held to a share of the estimate (see [`padding::share`]):
-    /// 90 %, less for a while after a queue and nothing during one, so that the media's bursts
-    /// fit and a queue drains.
+    /// all of it on a quiet link, less for a while after a queue and nothing during one, so that
+    /// a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
         let share = self.padding_share(now);
