@@ -1,6 +1,7 @@
 //! How much of the congestion controller's estimate padding may fill, and when a probe found
-//! room (then the agent probes again sooner). Padding keeps the link filled toward the ladder's next step, so that the estimate
-//! proves the step before video takes it. Pure; time from the caller.
+//! room (then the agent probes again sooner). Padding keeps the link filled toward the ladder's
+//! next step, so that the estimate proves the step before video takes it. Pure; time from the
+//! caller.
 //!
 //! The share is all of the estimate while the link shows no queue. The controller's estimate
 //! sits under a link's capacity (3.0-3.5 Mbit/s on a returned 4 Mbit/s link), so at 90 % of it
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 pub const SHARE: f64 = 1.0;
 /// For `QUIET` after the round trip last showed a queue, padding fills only this share: the link
 /// has just shown where its limit is, and padding up to 90 % of an estimate that creeps back over
-/// it pushed the 1 Mbit/s link into a saw-tooth of queues, and the media's bursts need room. (The estimate still grows: the
+/// it pushed the 1 Mbit/s link into a saw-tooth of queues. (The estimate still grows: the
 /// controller allows up to 1.5 times what gets through.)
 pub const SHARE_AFTER_QUEUE: f64 = 0.75;
 pub const QUIET: Duration = Duration::from_secs(10);
