@@ -6,7 +6,7 @@
 //! The share is all of the estimate while the link shows no queue. The controller's estimate
 //! sits under a link's capacity (3.0-3.5 Mbit/s on a returned 4 Mbit/s link), so at 90 % of it
 //! the wire stayed near 3 Mbit/s: on the 4 -> 1 -> 4 Mbit/s bench the 2 s wire rate reached
-//! 85 % of the returned link within 10 s in 2 of 12 runs at 90 %, and 7 of 12 at all of it, with
+//! 85 % of the returned link within 10 s in 2 of 12 runs at 90 %, and 8 of 16 at all of it, with
 //! the low period's queueing delay p95 at most 95 ms either way (BENCHMARKS.md, 2026-12-01).
 //! Tried and not kept: all of it only from a probe that found room until the next queue (5 of
 //! 10 runs, but that p95 over 100 ms in 3).
