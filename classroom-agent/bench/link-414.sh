@@ -92,7 +92,7 @@ over = [rows[i][0] for i in low if avg2(i) >= 1_000_000]
 under = (max(over) - drop) if over else 0.0
 first_under = next((rows[i][0] - drop for i in low if avg2(i) < 1_000_000), None)
 # The agent's own sent_bps is the rate over its last 0.25 s stats interval, sampled every ~0.8 s.
-first_under_1s = next((rows[i][0] - drop for i in low if rows[i][1] < 1_000_000), None)
+first_under_status = next((rows[i][0] - drop for i in low if rows[i][1] < 1_000_000), None)
 late = [i for i in low if rows[i][0] >= drop + 2]
 over_share = 100.0 * sum(1 for i in late if avg2(i) >= 1_000_000) / max(1, len(late))
 floor = min(r[4] for r in rows if r[4] > 0)
@@ -104,7 +104,7 @@ regain = next((rows[i][0] - back for i in range(len(rows)) if rows[i][0] > back 
 steps = sorted({int(r[3]) for r in rows if r[0] > back})
 half = "" if first_under_half is None else f"0.5 s wire rate (agent's log) first under 1 Mbit/s {first_under_half:.2f} s after the drop; "
 print(f"run {sys.argv[2]}: {half}0.25 s wire rate (status) first under 1 Mbit/s "
-      f"{first_under_1s if first_under_1s is None else round(first_under_1s, 1)} s after the drop; 2 s wire rate first under 1 Mbit/s {first_under if first_under is None else round(first_under, 1)} s "
+      f"{first_under_status if first_under_status is None else round(first_under_status, 1)} s after the drop; 2 s wire rate first under 1 Mbit/s {first_under if first_under is None else round(first_under, 1)} s "
       f"after the drop, over it in {over_share:.0f} % of the samples from 2 s after it, queueing delay p95 {q95:.0f} ms "
       f"(round trip over its {floor:.0f} ms floor) from 2 s after it; "
       f"2 s wire rate under 1 Mbit/s for good {under:.1f} s after the drop; "

@@ -27,8 +27,9 @@ pub const START_ESTIMATE_KBPS: u64 = 1000;
 
 /// How often to probe for more while below the top step.
 const PROBE_EVERY: Duration = Duration::from_secs(4);
-/// After a probe found room (the estimate rose by `padding::FOUND`), the next one this soon.
+/// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
 const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
+const PROBE_FOUND: f64 = 1.15;
 /// A fall held right after a rise is probed for once the last probe is this old.
 const PROBE_CONFIRM: Duration = Duration::from_millis(600);
 
@@ -390,7 +391,8 @@ impl Handler for Publisher {
         let est = self.filter.for_ladder(now).unwrap_or(0);
         let due = self.last_probe.is_none_or(|(t, at_est)| {
             let since = now.saturating_duration_since(t);
-            since >= PROBE_EVERY || (since >= PROBE_FOLLOW_UP && padding::rose(at_est, est))
+            since >= PROBE_EVERY
+                || (since >= PROBE_FOLLOW_UP && est as f64 >= at_est as f64 * PROBE_FOUND)
         });
         let below_top = self.ladder.index() + 1 < self.ladder.steps().len();
         // A fall the ladder holds right after a rise is checked at once, and again every

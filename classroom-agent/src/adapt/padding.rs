@@ -1,7 +1,6 @@
-//! How much of the congestion controller's estimate padding may fill, and when a probe found
-//! room (then the agent probes again sooner). Padding keeps the link filled toward the ladder's
-//! next step, so that the estimate proves the step before video takes it. Pure; time from the
-//! caller.
+//! How much of the congestion controller's estimate padding may fill. Padding keeps the link
+//! filled toward the ladder's next step, so that the estimate proves the step before video
+//! takes it. Pure; time from the caller.
 //!
 //! The share is all of the estimate while the link shows no queue. The controller's estimate
 //! sits under a link's capacity (3.0-3.5 Mbit/s on a returned 4 Mbit/s link), so at 90 % of it
@@ -21,14 +20,6 @@ pub const SHARE: f64 = 1.0;
 /// controller allows up to 1.5 times what gets through.)
 pub const SHARE_AFTER_QUEUE: f64 = 0.75;
 pub const QUIET: Duration = Duration::from_secs(10);
-
-/// A probe found room when the estimate rose this much over its value when the probe was asked.
-pub const FOUND: f64 = 1.15;
-
-/// Whether `after` is `FOUND` over `before`.
-pub fn rose(before_bps: u64, after_bps: u64) -> bool {
-    after_bps as f64 >= before_bps as f64 * FOUND
-}
 
 /// The share now. `queueing`: the round trip shows a queue now; `last_queue`: when it last did.
 pub fn share(queueing: bool, last_queue: Option<Instant>, now: Instant) -> f64 {
@@ -58,12 +49,5 @@ mod tests {
         // A queue 5 s ago: 75 % for 10 s, then all of it again.
         assert_eq!(share(false, Some(s(25)), s(30)), SHARE_AFTER_QUEUE);
         assert_eq!(share(false, Some(s(25)), s(36)), SHARE);
-    }
-
-    #[test]
-    fn room_is_a_rise_of_fifteen_percent() {
-        assert!(rose(1_000_000, 1_150_000));
-        assert!(!rose(1_000_000, 1_140_000));
-        assert!(rose(0, 0), "nothing before: any estimate is a rise");
     }
 }
