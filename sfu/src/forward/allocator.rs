@@ -168,7 +168,11 @@ pub struct Tuning {
     pub up_margin: f64,
     /// A choice is held at least this long before moving up again.
     pub min_dwell: Duration,
-    /// Going down: at once when the current choice exceeds the estimate by this factor...
+    /// Going down: at once when the current choice exceeds the estimate by this factor in
+    /// the latest two readings, the second no higher than the first by more than
+    /// [`HELD_FALL`]. After a capacity drop GCC's readings fall or stay; a spurious cut (one
+    /// delay spike from a busy PC) is often followed by a rising reading as the estimate
+    /// recovers or a probe lifts it, and is then held like a shallow dip instead...
     pub down_now: f64,
     /// ... or when it exceeds the estimate at all for this long while the estimate goes on
     /// falling (the link's queue still building) ...
@@ -207,6 +211,9 @@ impl Default for Tuning {
     }
 }
 
+/// A reading at most this much above the one before still counts as the fall holding.
+pub const HELD_FALL: f64 = 1.03;
+
 /// What the allocator decided at one update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -231,6 +238,9 @@ pub struct Reading {
     /// The estimator's latest word. The current choice is kept while it fits this: staying
     /// needs less proof than climbing, and a probe that refutes a dip shows here first.
     pub latest_bps: u64,
+    /// The estimator's word before the latest, when readings come often enough to compare
+    /// (see [`Tuning::down_now`]).
+    pub previous_bps: Option<u64>,
 }
 
 impl Reading {
@@ -239,6 +249,7 @@ impl Reading {
         Reading {
             share_bps: bps,
             latest_bps: bps,
+            previous_bps: None,
         }
     }
 }
@@ -347,7 +358,16 @@ impl Allocator {
                 } else {
                     self.over_since = None;
                 }
-                let far_over = cur_rate as f64 > keep_bps as f64 * self.tuning.down_now;
+                let far_under = |bps: u64| cur_rate as f64 > bps as f64 * self.tuning.down_now;
+                let far_over = far_under(keep_bps)
+                    && reading.previous_bps.is_none_or(|prev| {
+                        far_under(prev) && reading.latest_bps as f64 <= prev as f64 * HELD_FALL
+                    });
+                // The first deep reading waits for the next one with no probe: after a real
+                // drop the link's queue is already growing, and a probe's burst would sit in
+                // it ahead of the teacher's voice.
+                let first_deep = far_under(keep_bps)
+                    && reading.previous_bps.is_some_and(|prev| !far_under(prev));
                 let long_over = self.over_since.is_some_and(|(t, then)| {
                     let held = now.saturating_duration_since(t);
                     // Within 3 % of where it was counts as stopped: readings jitter.
@@ -367,7 +387,7 @@ impl Allocator {
                     self.last_up = None;
                     fits_now
                 } else if over {
-                    confirming = true;
+                    confirming = !first_deep;
                     cur.clone()
                 } else if better(&with_margin, cur)
                     && self
@@ -731,6 +751,7 @@ mod tests {
         let back = Reading {
             share_bps: cut(cur),
             latest_bps: 3000 * K,
+            previous_bps: None,
         };
         let d = a.update_reading(at(10.7), back, &t);
         assert!(!d.confirming);
@@ -778,6 +799,41 @@ mod tests {
         let d = a.update(at(10.0), cur * 7 / 10, &t);
         assert!(d.changed && !d.confirming);
         assert!(d.allocated_bps <= cur * 7 / 10);
+
+        // With readings to compare, a deep fall goes at once when the next reading holds it
+        // (a capacity drop: GCC's readings fall on), ...
+        let reading = |latest: u64, previous: u64| Reading {
+            share_bps: latest,
+            latest_bps: latest,
+            previous_bps: Some(previous),
+        };
+        let (mut a, cur) = fresh();
+        let first = reading(cur * 7 / 10, 5000 * K);
+        let d = a.update_reading(at(10.0), first, &t);
+        assert!(!d.changed, "one reading is not yet a held fall");
+        assert!(
+            !d.confirming,
+            "and no probe goes into a link that may be full"
+        );
+        let d = a.update_reading(at(10.2), reading(cur * 6 / 10, cur * 7 / 10), &t);
+        assert!(d.changed && !d.confirming);
+        assert!(d.allocated_bps <= cur * 6 / 10);
+        // ... and a flat one as well (within HELD_FALL) ...
+        let (mut a, cur) = fresh();
+        a.update_reading(at(10.0), first, &t);
+        let flat = (cur as f64 * 0.7 * (HELD_FALL - 0.01)) as u64;
+        let d = a.update_reading(at(10.2), reading(flat, cur * 7 / 10), &t);
+        assert!(d.changed);
+        // ... but one that rebounds (the estimate recovering, or a probe lifting it) is held
+        // like a shallow dip, and refuted when the reading comes back over the choice.
+        let (mut a, cur) = fresh();
+        a.update_reading(at(10.0), first, &t);
+        let d = a.update_reading(at(10.2), reading(cur * 8 / 10, cur * 7 / 10), &t);
+        assert!(!d.changed && d.confirming);
+        let d = a.update_reading(at(10.4), reading(cur * 2, cur * 8 / 10), &t);
+        assert!(!d.changed && !d.confirming);
+        assert_eq!(layers(&d.choice), top);
+        assert_eq!(a.dips(), (1, 0));
     }
 
     /// Right after a move up, GCC's delivered rate is still the old layer's: one delay spike
@@ -812,6 +868,7 @@ mod tests {
         let back = Reading {
             share_bps: collapse(low),
             latest_bps: 4000 * K,
+            previous_bps: None,
         };
         let d = a.update_reading(at(11.2), back, &t);
         assert!(!d.confirming);

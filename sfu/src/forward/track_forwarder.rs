@@ -47,6 +47,9 @@ pub struct TrackForwarder {
     max_tid: Option<u8>,
     /// Highest temporal layer being passed now.
     tid_now: Option<u8>,
+    /// The target is a smaller layer: until its keyframe, pass only the current source's base
+    /// temporal layer.
+    bridging: bool,
     /// The picture being forwarded or left out: (source, picture id, forwarded).
     picture: Option<(SourceId, u16, bool)>,
 }
@@ -66,8 +69,18 @@ impl TrackForwarder {
             keyframe_freezes: 0,
             max_tid: None,
             tid_now: None,
+            bridging: false,
             picture: None,
         }
+    }
+
+    /// Whether the target is a smaller layer than the current one. Until the target's keyframe
+    /// arrives, only the current source's base temporal layer is passed: a switch down follows
+    /// a capacity drop, and the whole current layer meanwhile keeps the link's queue growing
+    /// (and the voice behind it late). Its base layer is a fraction of its rate at a lower
+    /// frame rate, with no keyframe needed.
+    pub fn set_bridging(&mut self, down: bool) {
+        self.bridging = down;
     }
 
     /// Pass temporal layers up to `max` (`None`: all).
@@ -176,8 +189,13 @@ impl TrackForwarder {
             _ => {}
         }
         // A new picture: fewer layers at once, more only from a base-layer picture.
-        self.tid_now = match (self.tid_now, self.max_tid) {
-            _ if tid == 0 => self.max_tid,
+        let max_tid = if self.bridging && self.waiting_for_keyframe().is_some() {
+            Some(0)
+        } else {
+            self.max_tid
+        };
+        self.tid_now = match (self.tid_now, max_tid) {
+            _ if tid == 0 => max_tid,
             (Some(now), Some(max)) => Some(now.min(max)),
             (None, max) => max,
             (Some(now), None) => Some(now),
@@ -383,6 +401,43 @@ mod tests {
         // Sequence numbers never skip.
         let seqs: Vec<u64> = up.iter().map(|x| x.0).collect();
         assert_eq!(seqs, (16..24).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn a_switch_down_passes_only_the_base_layer_until_the_keyframe() {
+        let t0 = Instant::now();
+        let mut f = TrackForwarder::new(90_000, 0);
+        f.set_target(Some(SourceId(1)), t0);
+        // One packet per picture of the current layer (source 1), L1T3.
+        let passed = |f: &mut TrackForwarder, pids: std::ops::Range<u16>| -> Vec<u16> {
+            pids.filter(|&pid| {
+                f.on_packet(tl(pid as u64, pid, l1t3(pid), true, pid == 0), t0)
+                    .is_some()
+            })
+            .collect()
+        };
+        assert_eq!(passed(&mut f, 0..4), vec![0, 1, 2, 3]);
+        // Down to source 2: its keyframe is awaited, and meanwhile only TID 0 of source 1.
+        f.set_target(Some(SourceId(2)), t0);
+        f.set_bridging(true);
+        assert_eq!(passed(&mut f, 4..12), vec![4, 8]);
+        // Source 2's keyframe: the switch, with all of its layers.
+        let mut key = tl(100, 50, 0, true, true);
+        key.source = SourceId(2);
+        assert!(f.on_packet(key, t0).is_some());
+        assert_eq!(f.current(), Some(SourceId(2)));
+        let mut next = tl(101, 51, 2, true, false);
+        next.source = SourceId(2);
+        assert!(
+            f.on_packet(next, t0).is_some(),
+            "TID 2 of the new layer passes"
+        );
+        // Bridging only applies while a keyframe is awaited: with none awaited, an up switch
+        // or no switch at all leaves the layers as they were.
+        let mut f = TrackForwarder::new(90_000, 0);
+        f.set_target(Some(SourceId(1)), t0);
+        f.set_bridging(true);
+        assert_eq!(passed(&mut f, 0..4), vec![0, 1, 2, 3]);
     }
 
     #[test]

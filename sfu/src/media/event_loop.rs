@@ -23,7 +23,7 @@ use str0m::media::{KeyframeRequestKind, Mid, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, Ssrc, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use super::batch_io::{self, RecvBatch};
 use super::demux;
@@ -171,43 +171,65 @@ struct Estimate {
     /// str0m's estimate event: averaged over a few seconds.
     bps: u64,
     twcc: bool,
-    /// The controller's own latest estimate (from the stats tick) and when it was read, and
-    /// the reading before it.
-    raw: Option<(u64, Instant)>,
-    raw_prev: Option<(u64, Instant)>,
+    /// The controller's own latest estimates (from the stats ticks) and when they were read,
+    /// newest first.
+    raw: [Option<(u64, Instant)>; RAW_KEPT],
 }
 
 /// A raw estimate older than this is not used.
 const RAW_ESTIMATE_FRESH: Duration = Duration::from_secs(2);
-/// Two raw readings at least this far apart, both above the average, confirm a rise.
+/// Two raw readings at least this long apart, both above the average, confirm a rise.
 const RAW_RISE_HELD: Duration = Duration::from_millis(400);
+/// Raw readings kept: enough to span [`RAW_RISE_HELD`] at the stats interval.
+const RAW_KEPT: usize = 4;
 
 impl Estimate {
+    fn new(bps: u64, twcc: bool) -> Self {
+        Estimate {
+            bps,
+            twcc,
+            raw: [None; RAW_KEPT],
+        }
+    }
+
+    fn push_raw(&mut self, bps: u64, at: Instant) {
+        self.raw.rotate_right(1);
+        self.raw[0] = Some((bps, at));
+    }
+
     /// What the allocator shares. The average lags the controller by seconds both ways: after
     /// a capacity drop the link's queue fills meanwhile, and after a recovery (a probe that
     /// found the room) the classroom waits on a smaller layer. So the controller's latest
-    /// estimate counts at once when it is lower, and when it is higher once two readings in a
-    /// row say so (then the lower of the two); otherwise the average.
+    /// estimate counts at once when it is lower, and when it is higher once the reading
+    /// [`RAW_RISE_HELD`] before it says so too (then the lower of the two); otherwise the
+    /// average.
     fn for_allocation(&self, now: Instant) -> u64 {
-        let Some((raw, at)) = fresh(self.raw, now) else {
+        let Some((raw, at)) = fresh(self.raw[0], now) else {
             return self.bps;
         };
         if raw <= self.bps {
             return raw;
         }
-        match fresh(self.raw_prev, now) {
-            Some((prev, prev_at))
-                if prev > self.bps && at.saturating_duration_since(prev_at) >= RAW_RISE_HELD =>
-            {
-                raw.min(prev)
-            }
+        // The newest reading at least RAW_RISE_HELD before this one.
+        let held = self.raw[1..]
+            .iter()
+            .filter_map(|r| fresh(*r, now))
+            .find(|(_, t)| at.saturating_duration_since(*t) >= RAW_RISE_HELD);
+        match held {
+            Some((prev, _)) if prev > self.bps => raw.min(prev),
             _ => self.bps,
         }
     }
 
     /// The controller's latest word, fresh or not at all: what the current choice is kept on.
     fn latest(&self, now: Instant) -> u64 {
-        fresh(self.raw, now).map_or(self.bps, |(raw, _)| raw)
+        fresh(self.raw[0], now).map_or(self.bps, |(raw, _)| raw)
+    }
+
+    /// The controller's word before the latest, when both are fresh.
+    fn previous(&self, now: Instant) -> Option<u64> {
+        fresh(self.raw[0], now)?;
+        fresh(self.raw[1], now).map(|(raw, _)| raw)
     }
 }
 
@@ -223,39 +245,64 @@ mod estimate_tests {
     #[test]
     fn the_allocator_follows_the_controller_down_at_once_and_up_when_held() {
         let t0 = Instant::now();
-        let t1 = t0 + Duration::from_millis(500);
-        let e = |raw: Option<(u64, Instant)>, raw_prev: Option<(u64, Instant)>| Estimate {
-            bps: 2_000_000,
-            twcc: true,
-            raw,
-            raw_prev,
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Raw readings (value, ms after t0), oldest first; the average is 2M.
+        let e = |readings: &[(u64, u64)]| {
+            let mut e = Estimate::new(2_000_000, true);
+            for &(v, at) in readings {
+                e.push_raw(v, ms(at));
+            }
+            e
         };
-        assert_eq!(e(None, None).for_allocation(t1), 2_000_000);
+        assert_eq!(e(&[]).for_allocation(ms(500)), 2_000_000);
         // A capacity drop: the controller already says 700k, the average still 2M.
-        assert_eq!(e(Some((700_000, t1)), None).for_allocation(t1), 700_000);
+        assert_eq!(e(&[(700_000, 500)]).for_allocation(ms(500)), 700_000);
         // One reading above the average is not enough to go up...
-        assert_eq!(e(Some((3_000_000, t1)), None).for_allocation(t1), 2_000_000);
+        assert_eq!(e(&[(3_000_000, 500)]).for_allocation(ms(500)), 2_000_000);
         assert_eq!(
-            e(Some((3_000_000, t1)), Some((1_900_000, t0))).for_allocation(t1),
+            e(&[(1_900_000, 0), (3_000_000, 500)]).for_allocation(ms(500)),
             2_000_000
         );
-        // ... two in a row are (the lower of them)...
+        // ... two RAW_RISE_HELD apart are (the lower of them)...
         assert_eq!(
-            e(Some((3_000_000, t1)), Some((2_600_000, t0))).for_allocation(t1),
+            e(&[(2_600_000, 0), (3_000_000, 500)]).for_allocation(ms(500)),
             2_600_000
         );
-        // ... unless they came too close together.
-        let close = t0 + RAW_RISE_HELD - Duration::from_millis(1);
+        // ... the newest one that far back counts, not those between...
         assert_eq!(
-            e(Some((3_000_000, close)), Some((2_600_000, t0))).for_allocation(close),
+            e(&[
+                (1_500_000, 0),
+                (2_400_000, 200),
+                (2_900_000, 300),
+                (3_000_000, 700)
+            ])
+            .for_allocation(ms(700)),
+            2_900_000
+        );
+        // ... and not one closer than that.
+        let held = RAW_RISE_HELD.as_millis() as u64;
+        assert_eq!(
+            e(&[(2_600_000, 0), (3_000_000, held - 1)]).for_allocation(ms(held - 1)),
             2_000_000
         );
+        assert_eq!(
+            e(&[(1_800_000, 0), (2_600_000, 200), (3_000_000, 400)]).for_allocation(ms(400)),
+            2_000_000
+        );
+        // The reading before the latest, for the allocator to see whether a fall holds.
+        assert_eq!(
+            e(&[(900_000, 0), (700_000, 200)]).previous(ms(200)),
+            Some(900_000)
+        );
+        assert_eq!(e(&[(700_000, 200)]).previous(ms(200)), None);
         // A reading older than RAW_ESTIMATE_FRESH no longer counts.
-        let later = t1 + RAW_ESTIMATE_FRESH + Duration::from_millis(1);
-        assert_eq!(
-            e(Some((700_000, t1)), None).for_allocation(later),
-            2_000_000
-        );
+        let later = 500 + RAW_ESTIMATE_FRESH.as_millis() as u64 + 1;
+        assert_eq!(e(&[(700_000, 500)]).for_allocation(ms(later)), 2_000_000);
+        // Only RAW_KEPT readings count: at 100 ms apart the four kept span 300 ms, and the
+        // one 400 ms back has been pushed out.
+        assert_eq!(RAW_KEPT, 4);
+        let readings: Vec<(u64, u64)> = (0..=4).map(|i| (3_000_000, i * 100)).collect();
+        assert_eq!(e(&readings).for_allocation(ms(400)), 2_000_000);
     }
 }
 
@@ -364,6 +411,8 @@ enum Work {
     Rtp(u64, RtpPacket),
     KeyframeRequest(u64, Mid, KeyframeRequestKind),
     Connected(u64),
+    /// A subscriber's estimate fell under its allocation: re-run its allocator.
+    Reallocate(u64),
 }
 
 /// Datagrams waiting to be sent, per UDP endpoint, and framed TCP packets.
@@ -581,23 +630,17 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             }
         }
         Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) if s.video_twcc => {
-            s.estimate = Some(Estimate {
-                bps: estimate.as_u64(),
-                twcc: true,
-                raw: s.estimate.and_then(|e| e.raw),
-                raw_prev: s.estimate.and_then(|e| e.raw_prev),
-            });
+            let mut e = Estimate::new(estimate.as_u64(), true);
+            if let Some(prev) = s.estimate {
+                e.raw = prev.raw;
+            }
+            s.estimate = Some(e);
         }
         // REMB only counts for receivers that give no transport-wide feedback.
         Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. })
             if !s.estimate.is_some_and(|e| e.twcc) =>
         {
-            s.estimate = Some(Estimate {
-                bps: estimate.as_u64(),
-                twcc: false,
-                raw: None,
-                raw_prev: None,
-            });
+            s.estimate = Some(Estimate::new(estimate.as_u64(), false));
         }
         Event::PeerStats(st) => {
             let now = st.timestamp;
@@ -620,8 +663,16 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
                 s.stats.loss = st.ingress_loss_fraction.or(s.stats.loss);
             }
             if let (Some(raw), Some(e)) = (st.bwe_tx, s.estimate.as_mut().filter(|e| e.twcc)) {
-                e.raw_prev = e.raw;
-                e.raw = Some((raw.as_u64(), now));
+                e.push_raw(raw.as_u64(), now);
+                trace!(session = %s.id, raw = raw.as_u64(), avg = e.bps, allocated = ?s.decision.as_ref().map(|d| d.allocated_bps), "raw estimate");
+                // A fall under what the allocator gave out is acted on now, not at the next
+                // tick: every 100 ms the link's queue grows is more of the voice played late.
+                if s.decision
+                    .as_ref()
+                    .is_some_and(|d| raw.as_u64() < d.allocated_bps)
+                {
+                    work.push_back(Work::Reallocate(s.key));
+                }
             }
         }
         _ => {}
@@ -631,6 +682,105 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
 /// What a slot should forward: a source (simulcast layer) and its highest temporal layer
 /// (`None`: all).
 type Target = (Option<SourceId>, Option<u8>);
+
+/// Re-evaluate which layer one subscriber's slots follow; collect the switches that wait on
+/// a keyframe into `wants`.
+fn update_subscriber(
+    s: &mut Session,
+    room: &Room,
+    outbox: &mut Outbox,
+    work: &mut VecDeque<Work>,
+    metrics: &Metrics,
+    now: Instant,
+    wants: &mut Vec<(Slot, SourceId)>,
+) {
+    let targets = choose_targets(s, &room.program, room.policy, now);
+    // Nothing on offer (the teacher reconnecting, a relay healing): leave the estimator
+    // as it was rather than aim it at zero, so the picture comes back at its old rate.
+    let idle = s
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.desired_bps == 0 && d.probe_bps.is_none());
+    if let Some(d) = s.decision.as_ref().filter(|_| !idle) {
+        // Keep the link no fuller than the media (padding to a layer the link cannot
+        // carry is what freezes rural classrooms), but aim the estimator past the next
+        // better choice by the allocator's margin so a probe can prove it. str0m probes
+        // when the desired rate rises, so the aim alternates every few seconds to
+        // re-arm a probe that found nothing.
+        let min = d.allocated_bps;
+        if now.saturating_duration_since(s.probe_armed_at) >= PROBE_REARM {
+            s.probe_armed_at = now;
+            s.probe_bump = !s.probe_bump;
+        }
+        let aim = if s.probe_bump { 1.30 } else { 1.20 };
+        let latest = s.estimate.map(|e| e.latest(now));
+        let mut goal = crate::forward::allocator::probe_goal(d, latest, aim);
+        if d.confirming {
+            // The estimate fell just short of what the link was carrying: probe at
+            // the current rate before the allocator gives the choice up. str0m
+            // probes on a rise of the desired rate that it sees at a timeout, and
+            // drops one it cannot act on yet, so the rise is staged again now and then.
+            goal = goal.max((min as f64 * CONFIRM_AIM) as u64);
+            let due = s
+                .confirm_armed_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_REARM);
+            if due {
+                s.confirm_armed_at = Some(now);
+                s.rtc
+                    .bwe()
+                    .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
+                if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
+                    debug!(session = %s.id, "timeout input failed: {e}");
+                }
+                s.bwe_set = None;
+                debug!(session = %s.id, rate = min, estimate = ?s.estimate.map(|e| e.latest(now)), "probing to confirm a dip");
+            }
+        } else {
+            s.confirm_armed_at = None;
+        }
+        let want = (min, goal.max(min));
+        if s.bwe_set != Some(want) {
+            s.bwe_set = Some(want);
+            s.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(want.0), Bitrate::bps(want.1));
+            drain(s, outbox, work, metrics);
+        }
+    }
+    for (slot, out) in s.out.iter_mut() {
+        let (desired, max_tid) = targets.get(slot).copied().unwrap_or((None, None));
+        out.desired = desired;
+        out.forwarder.set_temporal(max_tid);
+        // A slot with nothing on screen yet does not wait for a layer the publisher
+        // was told to stop: it starts on what flows while dynacast resumes the other.
+        let target = match desired {
+            Some(d) if out.forwarder.current().is_none() => room
+                .program
+                .source(*slot)
+                .and_then(|src| src.flowing_instead_of(d, now))
+                .or(desired),
+            other => other,
+        };
+        if out.forwarder.target() != target {
+            out.forwarder.set_target(target, now);
+        }
+        let down = room.program.source(*slot).is_some_and(|src| {
+            let index =
+                |x: Option<SourceId>| x.and_then(|x| src.layers.iter().position(|l| l.source == x));
+            matches!(
+                (index(target), index(out.forwarder.current())),
+                (Some(t), Some(c)) if t < c
+            )
+        });
+        out.forwarder.set_bridging(down);
+        // Audio switches on any packet; only video waits for (and asks for) keyframes.
+        if s.connected && !slot.is_audio() {
+            if let Some(src) = out.forwarder.waiting_for_keyframe() {
+                wants.push((*slot, src));
+            }
+        }
+    }
+}
 
 /// The source each of a subscriber's slots should follow: the allocator's choice once the
 /// subscriber has a bandwidth estimate, else the preferred flowing layer.
@@ -683,6 +833,7 @@ fn choose_targets(
     let reading = Reading {
         share_bps: est.for_allocation(now),
         latest_bps: est.latest(now),
+        previous_bps: est.previous(now),
     };
     let d = s.allocator.update_reading(now, reading, &offers);
     let mut targets: HashMap<Slot, Target> = slots.iter().map(|s| (*s, (None, None))).collect();
@@ -1209,6 +1360,7 @@ impl MediaLoop {
                     self.subscriber_keyframe_request(from, mid, kind)
                 }
                 Work::Connected(key) => self.on_connected(key),
+                Work::Reallocate(key) => self.reallocate(key),
             }
         }
     }
@@ -1678,84 +1830,52 @@ impl MediaLoop {
             if s.kind != SessionKind::Subscribe {
                 continue;
             }
-            let targets = choose_targets(s, &room.program, room.policy, now);
-            // Nothing on offer (the teacher reconnecting, a relay healing): leave the estimator
-            // as it was rather than aim it at zero, so the picture comes back at its old rate.
-            let idle = s
-                .decision
-                .as_ref()
-                .is_some_and(|d| d.desired_bps == 0 && d.probe_bps.is_none());
-            if let Some(d) = s.decision.as_ref().filter(|_| !idle) {
-                // Keep the link no fuller than the media (padding to a layer the link cannot
-                // carry is what freezes rural classrooms), but aim the estimator past the next
-                // better choice by the allocator's margin so a probe can prove it. str0m probes
-                // when the desired rate rises, so the aim alternates every few seconds to
-                // re-arm a probe that found nothing.
-                let min = d.allocated_bps;
-                if now.saturating_duration_since(s.probe_armed_at) >= PROBE_REARM {
-                    s.probe_armed_at = now;
-                    s.probe_bump = !s.probe_bump;
-                }
-                let aim = if s.probe_bump { 1.30 } else { 1.20 };
-                let latest = s.estimate.map(|e| e.latest(now));
-                let mut goal = crate::forward::allocator::probe_goal(d, latest, aim);
-                if d.confirming {
-                    // The estimate fell just short of what the link was carrying: probe at
-                    // the current rate before the allocator gives the choice up. str0m
-                    // probes on a rise of the desired rate that it sees at a timeout, and
-                    // drops one it cannot act on yet, so the rise is staged again now and then.
-                    goal = goal.max((min as f64 * CONFIRM_AIM) as u64);
-                    let due = s
-                        .confirm_armed_at
-                        .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_REARM);
-                    if due {
-                        s.confirm_armed_at = Some(now);
-                        s.rtc
-                            .bwe()
-                            .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
-                        if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
-                            debug!(session = %s.id, "timeout input failed: {e}");
-                        }
-                        s.bwe_set = None;
-                        debug!(session = %s.id, rate = min, estimate = ?s.estimate.map(|e| e.latest(now)), "probing to confirm a dip");
-                    }
-                } else {
-                    s.confirm_armed_at = None;
-                }
-                let want = (min, goal.max(min));
-                if s.bwe_set != Some(want) {
-                    s.bwe_set = Some(want);
-                    s.rtc
-                        .bwe()
-                        .set_bitrate(Bitrate::bps(want.0), Bitrate::bps(want.1));
-                    drain(s, &mut self.outbox, &mut self.work, &self.metrics);
-                }
-            }
-            for (slot, out) in s.out.iter_mut() {
-                let (desired, max_tid) = targets.get(slot).copied().unwrap_or((None, None));
-                out.desired = desired;
-                out.forwarder.set_temporal(max_tid);
-                // A slot with nothing on screen yet does not wait for a layer the publisher
-                // was told to stop: it starts on what flows while dynacast resumes the other.
-                let target = match desired {
-                    Some(d) if out.forwarder.current().is_none() => room
-                        .program
-                        .source(*slot)
-                        .and_then(|src| src.flowing_instead_of(d, now))
-                        .or(desired),
-                    other => other,
-                };
-                if out.forwarder.target() != target {
-                    out.forwarder.set_target(target, now);
-                }
-                // Audio switches on any packet; only video waits for (and asks for) keyframes.
-                if s.connected && !slot.is_audio() {
-                    if let Some(src) = out.forwarder.waiting_for_keyframe() {
-                        wants.push((*slot, src));
-                    }
-                }
-            }
+            update_subscriber(
+                s,
+                room,
+                &mut self.outbox,
+                &mut self.work,
+                &self.metrics,
+                now,
+                &mut wants,
+            );
         }
+        self.request_wanted_keyframes(room_name, wants, now);
+    }
+
+    /// One subscriber's allocation, re-run between ticks (its estimate fell).
+    fn reallocate(&mut self, key: u64) {
+        let now = Instant::now();
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        let Some(room) = self
+            .rooms
+            .get(&s.room)
+            .filter(|_| s.kind == SessionKind::Subscribe)
+        else {
+            return;
+        };
+        let mut wants = vec![];
+        update_subscriber(
+            s,
+            room,
+            &mut self.outbox,
+            &mut self.work,
+            &self.metrics,
+            now,
+            &mut wants,
+        );
+        let room_name = s.room.clone();
+        self.request_wanted_keyframes(&room_name, wants, now);
+    }
+
+    fn request_wanted_keyframes(
+        &mut self,
+        room_name: &str,
+        mut wants: Vec<(Slot, SourceId)>,
+        now: Instant,
+    ) {
         wants.sort();
         wants.dedup();
         for (slot, src) in wants {

@@ -128,9 +128,14 @@ fn rtc_config(now: Instant, kind: SessionKind) -> Rtc {
         .enable_opus(true, kind == SessionKind::Subscribe)
         .set_ice_lite(true)
         .set_rtp_mode(true)
-        // Twice a second: the stats tick also carries the controller's latest estimate, which
-        // the allocator follows down without waiting for the averaged estimate event.
-        .set_stats_interval(Some(Duration::from_millis(500)))
+        // A viewer's stats tick also carries the controller's latest estimate, which the
+        // allocator follows down without waiting for the averaged estimate event: after a
+        // capacity drop every tick of delay is more of the link's queue built.
+        .set_stats_interval(Some(if kind == SessionKind::Subscribe {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_millis(500)
+        }))
         // Packets kept for answering NACKs; the age limit is set per stream below.
         .set_send_buffer_video(4096)
         .set_send_buffer_audio(512)
