@@ -269,8 +269,8 @@ pub struct Allocator {
     short_since: Option<Instant>,
     pauses: u64,
     changes: u64,
-    /// Whether the last decision was confirming a dip, and how the dips ended.
-    confirming: bool,
+    /// Whether the last decision held a dip, and how the dips ended.
+    holding: bool,
     dips_refuted: u64,
     dips_confirmed: u64,
 }
@@ -287,7 +287,7 @@ impl Allocator {
             short_since: None,
             pauses: 0,
             changes: 0,
-            confirming: false,
+            holding: false,
             dips_refuted: 0,
             dips_confirmed: 0,
         }
@@ -335,6 +335,8 @@ impl Allocator {
             tracks,
             self.policy,
         );
+        // Held over the estimate (a dip being checked), and whether to probe meanwhile.
+        let mut holding = false;
         let mut confirming = false;
         let next = match &self.current {
             // First decision, or the tracks changed shape: start from what fits.
@@ -365,7 +367,7 @@ impl Allocator {
                     });
                 // The first deep reading waits for the next one with no probe: after a real
                 // drop the link's queue is already growing, and a probe's burst would sit in
-                // it ahead of the teacher's voice.
+                // it ahead of the teacher's voice. It still counts as holding a dip.
                 let first_deep = far_under(keep_bps)
                     && reading.previous_bps.is_some_and(|prev| !far_under(prev));
                 let long_over = self.over_since.is_some_and(|(t, then)| {
@@ -387,6 +389,7 @@ impl Allocator {
                     self.last_up = None;
                     fits_now
                 } else if over {
+                    holding = true;
                     confirming = !first_deep;
                     cur.clone()
                 } else if better(&with_margin, cur)
@@ -421,15 +424,16 @@ impl Allocator {
             .map(|t| (t.slot, t.best_within(u64::MAX, None).map(|x| x.0)))
             .collect();
         self.current = Some(next.clone());
-        let confirming = confirming && !changed;
-        if self.confirming && !confirming {
+        let holding = holding && !changed;
+        let confirming = confirming && holding;
+        if self.holding && !holding {
             if changed {
                 self.dips_confirmed += 1;
             } else {
                 self.dips_refuted += 1;
             }
         }
-        self.confirming = confirming;
+        self.holding = holding;
         Decision {
             choice: next,
             allocated_bps,
@@ -834,6 +838,15 @@ mod tests {
         assert!(!d.changed && !d.confirming);
         assert_eq!(layers(&d.choice), top);
         assert_eq!(a.dips(), (1, 0));
+        // A shallow dip that deepens and holds is counted once, as confirmed.
+        let (mut a, cur) = fresh();
+        let d = a.update_reading(at(10.0), reading(cut(cur), 5000 * K), &t);
+        assert!(d.confirming);
+        let d = a.update_reading(at(10.2), reading(cur * 7 / 10, cut(cur)), &t);
+        assert!(!d.changed && !d.confirming);
+        let d = a.update_reading(at(10.4), reading(cur * 6 / 10, cur * 7 / 10), &t);
+        assert!(d.changed);
+        assert_eq!(a.dips(), (0, 1));
     }
 
     /// Right after a move up, GCC's delivered rate is still the old layer's: one delay spike

@@ -75,10 +75,10 @@ impl TrackForwarder {
     }
 
     /// Whether the target is a smaller layer than the current one. Until the target's keyframe
-    /// arrives, only the current source's base temporal layer is passed: a switch down follows
-    /// a capacity drop, and the whole current layer meanwhile keeps the link's queue growing
-    /// (and the voice behind it late). Its base layer is a fraction of its rate at a lower
-    /// frame rate, with no keyframe needed.
+    /// arrives, only the current source's base temporal layer is passed: a switch down mostly
+    /// follows a capacity drop, and the whole current layer meanwhile keeps the link's queue
+    /// growing (and the voice behind it late). Its base layer is a fraction of its rate at a
+    /// lower frame rate, with no keyframe needed. Sources without temporal layer ids pass whole.
     pub fn set_bridging(&mut self, down: bool) {
         self.bridging = down;
     }

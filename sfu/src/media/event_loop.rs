@@ -684,7 +684,7 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
 type Target = (Option<SourceId>, Option<u8>);
 
 /// Re-evaluate which layer one subscriber's slots follow; collect the switches that wait on
-/// a keyframe into `wants`.
+/// a keyframe into `wants`. Returns whether any slot's target changed.
 fn update_subscriber(
     s: &mut Session,
     room: &Room,
@@ -693,7 +693,8 @@ fn update_subscriber(
     metrics: &Metrics,
     now: Instant,
     wants: &mut Vec<(Slot, SourceId)>,
-) {
+) -> bool {
+    let mut changed = false;
     let targets = choose_targets(s, &room.program, room.policy, now);
     // Nothing on offer (the teacher reconnecting, a relay healing): leave the estimator
     // as it was rather than aim it at zero, so the picture comes back at its old rate.
@@ -763,6 +764,7 @@ fn update_subscriber(
         };
         if out.forwarder.target() != target {
             out.forwarder.set_target(target, now);
+            changed = true;
         }
         let down = room.program.source(*slot).is_some_and(|src| {
             let index =
@@ -780,6 +782,7 @@ fn update_subscriber(
             }
         }
     }
+    changed
 }
 
 /// The source each of a subscriber's slots should follow: the allocator's choice once the
@@ -1857,7 +1860,7 @@ impl MediaLoop {
             return;
         };
         let mut wants = vec![];
-        update_subscriber(
+        let changed = update_subscriber(
             s,
             room,
             &mut self.outbox,
@@ -1866,8 +1869,12 @@ impl MediaLoop {
             now,
             &mut wants,
         );
-        let room_name = s.room.clone();
-        self.request_wanted_keyframes(&room_name, wants, now);
+        // While the allocator holds a dip this runs on every stats tick: the room-wide
+        // keyframe and dynacast pass only when a target moved.
+        if changed {
+            let room_name = s.room.clone();
+            self.request_wanted_keyframes(&room_name, wants, now);
+        }
     }
 
     fn request_wanted_keyframes(
