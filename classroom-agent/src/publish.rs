@@ -29,6 +29,7 @@ pub const START_ESTIMATE_KBPS: u64 = 1000;
 const PROBE_EVERY: Duration = Duration::from_secs(4);
 /// After a probe found room (the estimate rose by `PROBE_FOUND`), the next one this soon.
 const PROBE_FOLLOW_UP: Duration = Duration::from_secs(1);
+/// A probe found room when the estimate rose this much over its value when it was asked.
 const PROBE_FOUND: f64 = 1.15;
 /// A fall held right after a rise is probed for once the last probe is this old.
 const PROBE_CONFIRM: Duration = Duration::from_millis(600);

@@ -361,15 +361,15 @@ impl Allocator {
                     self.over_since = None;
                 }
                 let far_under = |bps: u64| cur_rate as f64 > bps as f64 * self.tuning.down_now;
-                let far_over = far_under(keep_bps)
+                let deep = far_under(keep_bps);
+                let far_over = deep
                     && reading.previous_bps.is_none_or(|prev| {
                         far_under(prev) && reading.latest_bps as f64 <= prev as f64 * HELD_FALL
                     });
                 // The first deep reading waits for the next one with no probe: after a real
                 // drop the link's queue is already growing, and a probe's burst would sit in
                 // it ahead of the teacher's voice. It still counts as holding a dip.
-                let first_deep = far_under(keep_bps)
-                    && reading.previous_bps.is_some_and(|prev| !far_under(prev));
+                let first_deep = deep && reading.previous_bps.is_some_and(|prev| !far_under(prev));
                 let long_over = self.over_since.is_some_and(|(t, then)| {
                     let held = now.saturating_duration_since(t);
                     // Within 3 % of where it was counts as stopped: readings jitter.

@@ -752,12 +752,11 @@ fn update_subscriber(
         let (desired, max_tid) = targets.get(slot).copied().unwrap_or((None, None));
         out.desired = desired;
         out.forwarder.set_temporal(max_tid);
+        let source = room.program.source(*slot);
         // A slot with nothing on screen yet does not wait for a layer the publisher
         // was told to stop: it starts on what flows while dynacast resumes the other.
         let target = match desired {
-            Some(d) if out.forwarder.current().is_none() => room
-                .program
-                .source(*slot)
+            Some(d) if out.forwarder.current().is_none() => source
                 .and_then(|src| src.flowing_instead_of(d, now))
                 .or(desired),
             other => other,
@@ -766,7 +765,7 @@ fn update_subscriber(
             out.forwarder.set_target(target, now);
             changed = true;
         }
-        let down = room.program.source(*slot).is_some_and(|src| {
+        let down = source.is_some_and(|src| {
             let index =
                 |x: Option<SourceId>| x.and_then(|x| src.layers.iter().position(|l| l.source == x));
             matches!(
@@ -1822,18 +1821,48 @@ impl MediaLoop {
     /// Re-evaluate which layer every subscriber of the room follows; request keyframes for
     /// the switches that wait on one.
     fn update_room(&mut self, room_name: &str, now: Instant) {
-        let Some(room) = self.rooms.get(room_name) else {
+        let (wants, _) = self.update_subscribers(room_name, None, now);
+        self.request_wanted_keyframes(room_name, wants, now);
+    }
+
+    /// One subscriber's allocation, re-run between ticks (its estimate fell).
+    fn reallocate(&mut self, key: u64) {
+        let now = Instant::now();
+        let Some(room_name) = self.sessions.get(&key).map(|s| s.room.clone()) else {
             return;
         };
+        let (wants, changed) = self.update_subscribers(&room_name, Some(key), now);
+        // While the allocator holds a dip this runs on every stats tick: the room-wide
+        // keyframe and dynacast pass only when a target moved.
+        if changed {
+            self.request_wanted_keyframes(&room_name, wants, now);
+        }
+    }
+
+    /// Runs [`update_subscriber`] for the room's subscribers (`only` one of them, if given):
+    /// the switches that wait on a keyframe, and whether any slot's target moved.
+    fn update_subscribers(
+        &mut self,
+        room_name: &str,
+        only: Option<u64>,
+        now: Instant,
+    ) -> (Vec<(Slot, SourceId)>, bool) {
         let mut wants = vec![];
+        let mut changed = false;
+        let Some(room) = self.rooms.get(room_name) else {
+            return (wants, changed);
+        };
         for &key in &room.members {
+            if only.is_some_and(|k| k != key) {
+                continue;
+            }
             let Some(s) = self.sessions.get_mut(&key) else {
                 continue;
             };
             if s.kind != SessionKind::Subscribe {
                 continue;
             }
-            update_subscriber(
+            changed |= update_subscriber(
                 s,
                 room,
                 &mut self.outbox,
@@ -1843,38 +1872,7 @@ impl MediaLoop {
                 &mut wants,
             );
         }
-        self.request_wanted_keyframes(room_name, wants, now);
-    }
-
-    /// One subscriber's allocation, re-run between ticks (its estimate fell).
-    fn reallocate(&mut self, key: u64) {
-        let now = Instant::now();
-        let Some(s) = self.sessions.get_mut(&key) else {
-            return;
-        };
-        let Some(room) = self
-            .rooms
-            .get(&s.room)
-            .filter(|_| s.kind == SessionKind::Subscribe)
-        else {
-            return;
-        };
-        let mut wants = vec![];
-        let changed = update_subscriber(
-            s,
-            room,
-            &mut self.outbox,
-            &mut self.work,
-            &self.metrics,
-            now,
-            &mut wants,
-        );
-        // While the allocator holds a dip this runs on every stats tick: the room-wide
-        // keyframe and dynacast pass only when a target moved.
-        if changed {
-            let room_name = s.room.clone();
-            self.request_wanted_keyframes(&room_name, wants, now);
-        }
+        (wants, changed)
     }
 
     fn request_wanted_keyframes(
