@@ -43,7 +43,7 @@ for run in $(seq "$RUNS"); do
   "$BIN/link-relay" --target "127.0.0.1:$media" --up-kbps 4000 --down-kbps 20000 --rtt-ms 40 \
     --schedule "20s:up=1000,40s:up=4000" --duration 65s >"$OUT/relay-$run.out" 2>"$OUT/relay-$run.log" &
   PIDS+=($!)
-  t0=$(date +%s.%N)
+  t0=$(date +%s.%N); echo "$t0" >"$OUT/t0-$run"
   for _ in $(seq 100); do [ -s "$OUT/relay-$run.out" ] && break; sleep 0.05; done
   via=$(head -1 "$OUT/relay-$run.out")
   token=$("$BIN/sfu" token --room bench --role teacher --sub bench)

@@ -16,6 +16,7 @@ use crate::adapt::estimate::EstimateFilter;
 use crate::adapt::ladder::{Ladder, LayerSetting, Step};
 use crate::adapt::overshoot::OvershootControl;
 use crate::adapt::padding;
+use crate::adapt::pin::{self, PinWatch};
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
 use crate::frame::VideoCodec;
 use crate::peer::{Handler, PeerSocket, Prepared};
@@ -154,6 +155,8 @@ pub fn prepare(
         padding_share: padding::SHARE,
         last_queue: None,
         last_probe: None,
+        minimum_given: 0,
+        pin: PinWatch::default(),
         overshoot: OvershootControl::new(camera_layers + 1),
         slots,
     };
@@ -183,6 +186,10 @@ pub struct Publisher {
     padding_share: f64,
     /// When the round trip last showed a queue.
     last_queue: Option<Instant>,
+    /// The minimum rate last given to the controller.
+    minimum_given: u64,
+    /// Watches for an estimate that stopped moving (see [`PinWatch`]).
+    pin: PinWatch,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
     /// Scales each video encoder's ask so that its output meets the plan.
@@ -236,6 +243,8 @@ impl Publisher {
             || self.padding_share(now) != self.padding_share
         {
             self.apply_step(rtc, e, now);
+        } else if self.connected {
+            self.refresh_minimum(rtc, now);
         }
     }
 
@@ -250,19 +259,30 @@ impl Publisher {
         padding::share(self.filter.queueing(now), self.last_queue, now)
     }
 
-    /// The ladder's rates for the controller. str0m pads up to the minimum or the estimate,
-    /// whichever is lower; padding is held to a share of the estimate (see [`padding::share`]):
-    /// all of it on a quiet link, less for a while after a queue and nothing during one, so that
-    /// a queue drains.
+    /// The ladder's rates for the controller. str0m pads up to the minimum or its estimate,
+    /// whichever is lower; padding is held to a share of the estimate (see
+    /// [`padding::share`] and [`padding::minimum`]): all of it on a quiet link, less for a
+    /// while after a queue and nothing during one, so that a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (minimum, desired) = self.ladder.probe_rates();
-        let share = self.padding_share(now);
-        if share == 0.0 {
-            return (0, desired);
-        }
-        let cap = self.filter.for_ladder(now);
-        let minimum = cap.map_or(minimum, |e| minimum.min((e as f64 * share) as u64));
+        let minimum = padding::minimum(minimum, self.padding_share(now), self.filter.latest(now));
         (minimum, desired)
+    }
+
+    /// Gives the controller its rates and remembers the minimum given.
+    fn set_rates(&mut self, rtc: &mut Rtc, minimum: u64, desired: u64) {
+        rtc.bwe()
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+        self.minimum_given = minimum;
+    }
+
+    /// Gives the controller the minimum again when a share of the newest estimate moved it;
+    /// the desired rate stays, so this asks for no probe.
+    fn refresh_minimum(&mut self, rtc: &mut Rtc, now: Instant) {
+        let (minimum, desired) = self.probe_rates(now);
+        if padding::changed(self.minimum_given, minimum) {
+            self.set_rates(rtc, minimum, desired);
+        }
     }
 
     /// Puts the ladder's current step on the encoders, each bitrate scaled by what its encoder
@@ -286,10 +306,9 @@ impl Publisher {
             self.overshoot.plan(k, l.map(|l| l.bitrate_bps as u64), now);
         }
         self.apply_asks();
-        let step = self.ladder.current();
         let (minimum, desired) = self.probe_rates(now);
-        rtc.bwe()
-            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+        self.set_rates(rtc, minimum, desired);
+        let step = self.ladder.current();
         self.stats
             .ladder_step
             .store(self.ladder.index() as u64, Ordering::Relaxed);
@@ -364,6 +383,20 @@ impl Handler for Publisher {
             Event::PeerStats(ps) => {
                 self.filter
                     .on_stats(ps.bwe_tx.map(|b| b.as_u64()), ps.rtt, now);
+                if let Some(latest) = ps.bwe_tx.map(|b| b.as_u64()) {
+                    let quiet = !self.filter.queueing(now)
+                        && ps.egress_loss_fraction.unwrap_or(0.0) <= pin::QUIET_LOSS;
+                    let (_, wanted) = self.ladder.probe_rates();
+                    if let Some(from) = self.pin.on_reading(latest, quiet, wanted, now) {
+                        tracing::info!(
+                            estimate_kbps = from / 1000,
+                            wanted_kbps = wanted / 1000,
+                            "bwe: estimate pinned with no queue or loss; restarting the controller"
+                        );
+                        self.stats.bwe_restarts.fetch_add(1, Ordering::Relaxed);
+                        rtc.bwe().reset(Bitrate::bps(from));
+                    }
+                }
                 tracing::debug!(
                     latest_kbps = ps.bwe_tx.map(|b| b.as_u64() / 1000),
                     rtt_ms = ps.rtt.map(|r| r.as_millis() as u64),
@@ -430,8 +463,7 @@ impl Handler for Publisher {
             if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!("probe re-arm: {e}");
             }
-            rtc.bwe()
-                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
+            self.set_rates(rtc, minimum, desired);
         }
         while let Ok(f) = self.rx.try_recv() {
             if !self.connected {

@@ -16,6 +16,9 @@ pub struct SessionStats {
     pub frames: AtomicU64,
     pub bytes: AtomicU64,
     pub keyframes_requested: AtomicU64,
+    /// Restarts of the congestion controller from a pinned estimate (publish only; see
+    /// `adapt::pin`).
+    pub bwe_restarts: AtomicU64,
     /// The congestion controller's latest estimate of the uplink (publish only).
     pub estimate_bps: AtomicU64,
     /// The adaptation ladder's step and the video rate it sets (publish only).
@@ -69,6 +72,7 @@ impl SessionStats {
             "frames": self.frames.load(Ordering::Relaxed),
             "bytes": self.bytes.load(Ordering::Relaxed),
             "keyframes_requested": self.keyframes_requested.load(Ordering::Relaxed),
+            "bwe_restarts": self.bwe_restarts.load(Ordering::Relaxed),
             "estimate_bps": self.estimate_bps.load(Ordering::Relaxed),
             "ladder_step": self.ladder_step.load(Ordering::Relaxed),
             "video_target_bps": self.video_target_bps.load(Ordering::Relaxed),
@@ -152,7 +156,7 @@ impl AgentStatus {
             &'static str,
             fn(&SessionStats) -> u64,
         );
-        let series: [Series; 13] = [
+        let series: [Series; 14] = [
             (
                 "connected",
                 "gauge",
@@ -194,6 +198,12 @@ impl AgentStatus {
                 "counter",
                 "keyframe requests received (publish) or sent (play)",
                 |s| s.keyframes_requested.load(Ordering::Relaxed),
+            ),
+            (
+                "bwe_restarts_total",
+                "counter",
+                "congestion controller restarts from a pinned estimate (publish)",
+                |s| s.bwe_restarts.load(Ordering::Relaxed),
             ),
             (
                 "estimate_bps",

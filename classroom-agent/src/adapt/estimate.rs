@@ -82,6 +82,15 @@ impl EstimateFilter {
         (fresh(at, now) && q >= QUEUE_SIGNAL).then_some(q)
     }
 
+    /// The controller's newest estimate, while fresh. Padding is measured against it: the
+    /// controller itself pads no further, and the averaged estimate lags a rise by seconds.
+    pub fn latest(&self, now: Instant) -> Option<u64> {
+        self.latests
+            .back()
+            .filter(|(at, _)| fresh(*at, now))
+            .map(|(_, b)| *b)
+    }
+
     /// Whether the latest round trip shows a queue building.
     pub fn queueing(&self, now: Instant) -> bool {
         self.queue_delay(now).is_some()
@@ -103,12 +112,7 @@ impl EstimateFilter {
         let Some(queue) = self.queue_delay(now) else {
             return Some(self.held(now).map_or(avg, |h| h.max(avg)));
         };
-        let latest = self
-            .latests
-            .back()
-            .filter(|(at, _)| fresh(*at, now))
-            .map(|(_, b)| *b);
-        let e = latest.map_or(avg, |l| l.min(avg));
+        let e = self.latest(now).map_or(avg, |l| l.min(avg));
         let share = (1.0 - queue.as_secs_f64() / DRAIN.as_secs_f64()).max(DRAIN_FLOOR);
         Some((e as f64 * share) as u64)
     }

@@ -354,11 +354,15 @@ impl Ladder {
     }
 
     /// Rates for the congestion controller, total on the wire: `minimum` keeps the link
-    /// filled toward the next step (padding while media falls short, so the estimate can
-    /// prove the step before video takes it), `desired` is what the rise to the top step
+    /// filled (padding while media falls short, so the estimate can prove the steps above
+    /// before video takes them): below the top step toward everything the rise to the top
+    /// asks, on it no further than the step itself; `desired` is what the rise to the top step
     /// needs, margin included (capped). Without the margin, probes stopped at the top step's
     /// own rate, short of what the rise to it asks, and only the controller's slow additive
-    /// growth got there: 5-8 s on a 4 Mbit/s link that had come back.
+    /// growth got there: 5-8 s on a 4 Mbit/s link that had come back. The controller pads no
+    /// further than its own estimate, so below the top the wire follows the estimate; filling
+    /// only toward the next step held a returned 4 Mbit/s link at 1.3-1.6 Mbit/s on the wire
+    /// while the estimate said 2.2-2.9, one step's dwell after another.
     pub fn probe_rates(&self) -> (u64, u64) {
         let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
         // What the rise to a step asks of the estimate; a kbit/s over, so that rounding never
@@ -366,11 +370,9 @@ impl Ladder {
         let rise = |video: u64| gross((video as f64 * UP_MARGIN) as u64) + 1_000;
         let top = self.steps.last().map_or(0, Step::total_bps);
         let desired = self.cap_bps.map_or(rise(top), |c| rise(top).min(c));
-        let next = self
-            .steps
-            .get(self.current + 1)
-            .map_or(gross(top), |s| rise(s.total_bps()));
-        (next.min(desired), desired)
+        let on_top = self.current + 1 >= self.steps.len();
+        let minimum = if on_top { gross(top) } else { desired };
+        (minimum.min(desired), desired)
     }
 }
 

@@ -4,3 +4,4 @@ pub mod estimate;
 pub mod ladder;
 pub mod overshoot;
 pub mod padding;
+pub mod pin;
