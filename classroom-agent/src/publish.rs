@@ -383,19 +383,24 @@ impl Handler for Publisher {
             Event::PeerStats(ps) => {
                 self.filter
                     .on_stats(ps.bwe_tx.map(|b| b.as_u64()), ps.rtt, now);
-                if let Some(latest) = ps.bwe_tx.map(|b| b.as_u64()) {
-                    let quiet = !self.filter.queueing(now)
-                        && ps.egress_loss_fraction.unwrap_or(0.0) <= pin::QUIET_LOSS;
-                    let (_, wanted) = self.ladder.probe_rates();
-                    if let Some(from) = self.pin.on_reading(latest, quiet, wanted, now) {
-                        tracing::info!(
-                            estimate_kbps = from / 1000,
-                            wanted_kbps = wanted / 1000,
-                            "bwe: estimate pinned with no queue or loss; restarting the controller"
-                        );
-                        self.stats.bwe_restarts.fetch_add(1, Ordering::Relaxed);
-                        rtc.bwe().reset(Bitrate::bps(from));
-                    }
+                // Quiet: connected, feedback in the last second (str0m reports no loss
+                // fraction without it, and an estimate does not move without feedback), no
+                // loss and no queue.
+                let quiet = self.connected
+                    && !self.filter.queueing(now)
+                    && ps
+                        .egress_loss_fraction
+                        .is_some_and(|l| l <= pin::QUIET_LOSS);
+                let (_, wanted) = self.ladder.probe_rates();
+                let latest = ps.bwe_tx.map(|b| b.as_u64());
+                if let Some(from) = self.pin.on_reading(latest, quiet, wanted, now) {
+                    tracing::info!(
+                        estimate_kbps = from / 1000,
+                        wanted_kbps = wanted / 1000,
+                        "bwe: estimate pinned with no queue or loss; restarting the controller"
+                    );
+                    self.stats.bwe_restarts.fetch_add(1, Ordering::Relaxed);
+                    rtc.bwe().reset(Bitrate::bps(from));
                 }
                 tracing::debug!(
                     latest_kbps = ps.bwe_tx.map(|b| b.as_u64() / 1000),
@@ -456,10 +461,10 @@ impl Handler for Publisher {
                 confirm,
                 "probe re-armed"
             );
-            rtc.bwe()
-                .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(minimum));
+            let low = probe_from(desired, est);
+            rtc.bwe().set_bitrate(Bitrate::bps(low), Bitrate::bps(low));
             // The probe controller compares with the desired rate it last took in, at its
-            // timeout: let it take in the lower one, so the rise below is seen as one.
+            // timeout: let it take in a lower one, so the rise below is seen as one.
             if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
                 tracing::debug!("probe re-arm: {e}");
             }
@@ -503,9 +508,29 @@ impl Handler for Publisher {
     }
 }
 
+/// The desired rate a re-armed probe first drops to: under `desired` (str0m probes on a rise
+/// of the desired rate only; below the top step the minimum is the desired rate itself), and
+/// no higher than the estimate, so that the padding it allows for that moment adds nothing.
+fn probe_from(desired: u64, estimate: u64) -> u64 {
+    (desired / 2).min(estimate)
+}
+
 fn pt_frequency(rate: u32) -> str0m::media::Frequency {
     match rate {
         48_000 => str0m::media::Frequency::FORTY_EIGHT_KHZ,
         _ => str0m::media::Frequency::NINETY_KHZ,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_re_armed_probe_drops_the_desired_rate_under_itself_first() {
+        // Below the top step the minimum is the desired rate: the drop must still be a drop.
+        assert_eq!(probe_from(3_730_000, 2_500_000), 1_865_000);
+        assert_eq!(probe_from(3_730_000, 900_000), 900_000);
+        assert!(probe_from(3_730_000, 10_000_000) < 3_730_000);
     }
 }

@@ -679,16 +679,14 @@ mod tests {
             l.on_estimate(desired, t);
         }
         assert_eq!(l.index(), l.steps().len() - 1, "on the top step");
-        // Each step's minimum, reached, proves the rise to it.
+        // Below the top, padding fills toward everything the rise to the top asks (so that
+        // reached, it proves every rise on the way).
         for i in 0..l.steps().len() - 1 {
             let mut below = Ladder::new(teacher(), 1_000_000, None);
             below.current = i;
-            let (min, _) = below.probe_rates();
+            assert_eq!(below.probe_rates(), (desired, desired), "step {i}");
             let next = below.steps()[i + 1].total_bps() as f64;
-            assert!(
-                below.budget(min) as f64 >= next * UP_MARGIN,
-                "step {i}: {min}"
-            );
+            assert!(below.budget(desired) as f64 >= next * UP_MARGIN, "step {i}");
         }
         // ...and on the top step, padding fills no further than the step itself.
         let (min, _) = l.probe_rates();

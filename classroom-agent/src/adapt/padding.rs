@@ -35,20 +35,18 @@ pub fn share(queueing: bool, last_queue: Option<Instant>, now: Instant) -> f64 {
 
 /// The minimum rate for the controller (it pads up to that, never over its own estimate):
 /// the ladder's `wanted`, held to `share` of the controller's newest estimate (`latest`). The
-/// caller refreshes it with every reading, since a capped minimum given once lags a climbing
-/// estimate. With all of it allowed, `wanted` as it is: the controller's own cap follows its
+/// caller gives it again whenever that moves it by 5 %, since a capped minimum given once lags a
+/// climbing estimate. With all of it allowed, `wanted` as it is: the controller's own cap follows its
 /// estimate between readings. (Tried: the lower of the newest and the averaged estimate after
 /// a queue. The average lags a returned link by seconds, and single round-trip spikes from
 /// keyframes count as queues: 85 % of a returned 4 Mbit/s link came in 1 of 4 runs within
 /// 10 s, against 4 of 4 with the newest.)
 pub fn minimum(wanted: u64, share: f64, latest: Option<u64>) -> u64 {
-    if share <= 0.0 {
-        return 0;
-    }
     if share >= SHARE {
         return wanted;
     }
-    latest.map_or(wanted, |e| wanted.min((e as f64 * share) as u64))
+    // Held to a share of nothing known (no fresh reading after a queue): no padding.
+    latest.map_or(0, |e| wanted.min((e as f64 * share.max(0.0)) as u64))
 }
 
 /// Whether a new minimum differs enough from the one given to tell the controller again.
@@ -69,7 +67,7 @@ mod tests {
         let after = SHARE_AFTER_QUEUE;
         assert_eq!(minimum(3_730_000, after, Some(2_000_000)), 1_500_000);
         assert_eq!(minimum(1_000_000, after, Some(2_000_000)), 1_000_000);
-        assert_eq!(minimum(3_730_000, after, None), 3_730_000);
+        assert_eq!(minimum(3_730_000, after, None), 0);
         // In a queue: none.
         assert_eq!(minimum(3_730_000, 0.0, Some(2_000_000)), 0);
     }

@@ -4,44 +4,76 @@
 //! count) its loss-based stage caps the estimate at the best probe result of the last minute
 //! and calls the link loss-limited, and in that state it sends no probe. On the 4 -> 1 -> 4
 //! Mbit/s bench the estimate stayed at 1,115 kbit/s for the 25 s after the link came back, with
-//! the ladder asking for 3.7 Mbit/s. Restarting the controller from its estimate clears that
-//! cap and probes at once. Pure; time from the caller.
+//! the ladder asking for 3.7 Mbit/s. Restarting the controller from its estimate
+//! (`Bwe::reset`) clears that cap: the new controller probes at once, at 3 and 6 times the
+//! estimate (at most twice the desired rate), in bursts of 15 ms. A restart that finds no room
+//! doubles the wait before the next, so a link that really is that slow is not probed over
+//! and over. Pure; time from the caller.
 
 use std::time::{Duration, Instant};
 
-/// The same estimate this long on a quiet link is a pin: a working controller moves its
-/// estimate with every feedback (0.2-0.5 s), up or down.
+/// The same estimate this long on a quiet link is a pin. A working controller moves its
+/// estimate with nearly every feedback (0.2-0.5 s); its delay-based hold state keeps it flat
+/// only until the next feedback that shows no overuse.
 pub const PIN_HELD: Duration = Duration::from_secs(3);
 /// A pin restarts the controller only while what the ladder wants is this far above it.
 pub const WANTED_OVER: f64 = 1.2;
-/// At most one restart this often, so that a link that really is full is not probed over
-/// and over.
+/// The least wait between restarts; doubled after each restart that found no room, up to
+/// `MAX_GAP`.
 pub const RESTART_GAP: Duration = Duration::from_secs(15);
+pub const MAX_GAP: Duration = Duration::from_secs(120);
+/// A restart found room when the estimate this long after it is `FOUND` times what it was.
+pub const JUDGED_AFTER: Duration = Duration::from_secs(2);
+pub const FOUND: f64 = 1.15;
 /// Reported loss above this is not a quiet link.
 pub const QUIET_LOSS: f32 = 0.01;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PinWatch {
     /// The estimate that has not moved, and since when.
     held: Option<(u64, Instant)>,
     last_restart: Option<Instant>,
+    /// The last restart's estimate, until it is judged.
+    judging: Option<u64>,
+    gap: Duration,
+}
+
+impl Default for PinWatch {
+    fn default() -> Self {
+        PinWatch {
+            held: None,
+            last_restart: None,
+            judging: None,
+            gap: RESTART_GAP,
+        }
+    }
 }
 
 impl PinWatch {
-    /// One reading of the controller: its newest estimate, whether the link is quiet (no
-    /// queue, no loss), and what the ladder wants. Returns the rate to restart the controller
-    /// from when it is pinned.
+    /// One reading of the controller: its newest estimate (`None` when the stats had none),
+    /// whether the link is quiet (feedback arriving, no queue, no loss), and what the ladder
+    /// wants. Returns the rate to restart the controller from when it is pinned.
     pub fn on_reading(
         &mut self,
-        estimate: u64,
+        estimate: Option<u64>,
         quiet: bool,
         wanted: u64,
         now: Instant,
     ) -> Option<u64> {
-        if !quiet {
+        if let (Some(from), Some(at), Some(e)) = (self.judging, self.last_restart, estimate) {
+            if now.saturating_duration_since(at) >= JUDGED_AFTER {
+                self.judging = None;
+                self.gap = if e as f64 >= from as f64 * FOUND {
+                    RESTART_GAP
+                } else {
+                    (self.gap * 2).min(MAX_GAP)
+                };
+            }
+        }
+        let Some(estimate) = estimate.filter(|_| quiet) else {
             self.held = None;
             return None;
-        }
+        };
         let since = match self.held {
             Some((e, t)) if e == estimate => t,
             _ => {
@@ -53,12 +85,13 @@ impl PinWatch {
             && wanted as f64 > estimate as f64 * WANTED_OVER
             && self
                 .last_restart
-                .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_GAP);
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.gap);
         if !pinned {
             return None;
         }
         self.held = None;
         self.last_restart = Some(now);
+        self.judging = Some(estimate);
         Some(estimate)
     }
 }
@@ -80,14 +113,14 @@ mod tests {
     ) -> (Vec<u64>, Instant) {
         let mut out = vec![];
         for _ in 0..n {
-            out.extend(w.on_reading(estimate, quiet, 3_730_000, t));
+            out.extend(w.on_reading(Some(estimate), quiet, 3_730_000, t));
             t += TICK;
         }
         (out, t)
     }
 
     #[test]
-    fn an_estimate_held_on_a_quiet_link_restarts_the_controller_once() {
+    fn a_restart_that_found_room_leaves_the_least_gap_before_the_next() {
         let mut w = PinWatch::default();
         let t0 = Instant::now();
         // 2.75 s at one value: not yet.
@@ -96,12 +129,36 @@ mod tests {
         // The 13th reading is 3 s after the first.
         let (r, t) = feed(&mut w, 1_115_000, true, 1, t);
         assert_eq!(r, vec![1_115_000]);
-        // Pinned again right away: not within the restart gap...
-        let (r, t) = feed(&mut w, 1_115_000, true, 40, t);
+        let restart = t - TICK;
+        // The restart found room (2 Mbit/s), and the estimate sticks there: pinned again, but
+        // not before `RESTART_GAP`...
+        let (r, t) = feed(&mut w, 2_000_000, true, 59, t);
         assert!(r.is_empty(), "{r:?}");
-        // ...but after it.
-        let (r, _) = feed(&mut w, 1_115_000, true, 30, t);
-        assert_eq!(r, vec![1_115_000]);
+        assert_eq!(t, restart + RESTART_GAP);
+        // ...and at once after it.
+        let (r, _) = feed(&mut w, 2_000_000, true, 1, t);
+        assert_eq!(r, vec![2_000_000]);
+    }
+
+    #[test]
+    fn restarts_that_find_nothing_wait_twice_as_long_each_time() {
+        let mut w = PinWatch::default();
+        let t0 = Instant::now();
+        let (r, mut t) = feed(&mut w, 800_000, true, 13, t0);
+        assert_eq!(r.len(), 1);
+        let mut last = t - TICK;
+        for gap in [30, 60, 120, 120] {
+            let gap = Duration::from_secs(gap);
+            // The link really is that slow: the estimate stays where it was.
+            let n = (gap.as_millis() / TICK.as_millis()) as u32;
+            let (r, next) = feed(&mut w, 800_000, true, n - 1, t);
+            assert!(r.is_empty(), "restarted within {gap:?}: {r:?}");
+            let (r, next) = feed(&mut w, 800_000, true, 1, next);
+            assert_eq!(r.len(), 1, "no restart after {gap:?}");
+            assert_eq!(next - TICK - last, gap);
+            last = next - TICK;
+            t = next;
+        }
     }
 
     #[test]
@@ -111,25 +168,35 @@ mod tests {
         let mut w = PinWatch::default();
         let mut t = t0;
         for i in 0..40u64 {
-            assert_eq!(w.on_reading(2_000_000 + i % 2, true, 3_730_000, t), None);
+            assert_eq!(
+                w.on_reading(Some(2_000_000 + i % 2), true, 3_730_000, t),
+                None
+            );
             t += TICK;
         }
-        // A queue or loss in between starts the count again.
+        // A queue or loss in between, or a reading without an estimate (no feedback), starts
+        // the count again.
         let mut w = PinWatch::default();
         let (r, t) = feed(&mut w, 1_115_000, true, 10, t0);
         assert!(r.is_empty());
         let (r, t) = feed(&mut w, 1_115_000, false, 1, t);
         assert!(r.is_empty());
-        let (r, t) = feed(&mut w, 1_115_000, true, 12, t);
+        let (r, t) = feed(&mut w, 1_115_000, true, 10, t);
+        assert!(r.is_empty(), "{r:?}");
+        assert_eq!(w.on_reading(None, true, 3_730_000, t), None);
+        let (r, t) = feed(&mut w, 1_115_000, true, 12, t + TICK);
         assert!(r.is_empty(), "{r:?}");
         let (r, _) = feed(&mut w, 1_115_000, true, 1, t);
         assert_eq!(r.len(), 1);
-        // The ladder wants no more than the estimate gives (within `WANTED_OVER`).
+        // The ladder wants no more than `WANTED_OVER` times the estimate.
         let mut w = PinWatch::default();
         let mut t = t0;
+        let at_most = (3_730_000.0 / WANTED_OVER).ceil() as u64;
         for _ in 0..40 {
-            assert_eq!(w.on_reading(3_400_000, true, 3_730_000, t), None);
+            assert_eq!(w.on_reading(Some(at_most), true, 3_730_000, t), None);
             t += TICK;
         }
+        let (r, _) = feed(&mut w, at_most - 1_000, true, 13, t);
+        assert_eq!(r.len(), 1, "just over the margin");
     }
 }
