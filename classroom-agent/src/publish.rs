@@ -152,7 +152,6 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
-        padding_share: padding::SHARE,
         last_queue: None,
         last_probe: None,
         minimum_given: 0,
@@ -182,8 +181,6 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     filter: EstimateFilter,
-    /// The padding share of the rates last given (see `probe_rates`).
-    padding_share: f64,
     /// When the round trip last showed a queue.
     last_queue: Option<Instant>,
     /// The minimum rate last given to the controller.
@@ -239,11 +236,10 @@ impl Publisher {
         if queueing {
             self.last_queue = Some(now);
         }
-        if self.ladder.on_reading(e, queueing, now).is_some()
-            || self.padding_share(now) != self.padding_share
-        {
+        if self.ladder.on_reading(e, queueing, now).is_some() {
             self.apply_step(rtc, e, now);
         } else if self.connected {
+            // A change of the padding share moves the minimum, and is given here too.
             self.refresh_minimum(rtc, now);
         }
     }
@@ -301,7 +297,6 @@ impl Publisher {
     /// Puts the ladder's current step on the encoders and tells the congestion controller
     /// what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        self.padding_share = self.padding_share(now);
         for (k, l) in self.ladder.current().slots().enumerate() {
             self.overshoot.plan(k, l.map(|l| l.bitrate_bps as u64), now);
         }
@@ -381,8 +376,8 @@ impl Handler for Publisher {
                 );
             }
             Event::PeerStats(ps) => {
-                self.filter
-                    .on_stats(ps.bwe_tx.map(|b| b.as_u64()), ps.rtt, now);
+                let latest = ps.bwe_tx.map(|b| b.as_u64());
+                self.filter.on_stats(latest, ps.rtt, now);
                 // Quiet: connected, feedback in the last second (str0m reports no loss
                 // fraction without it, and an estimate does not move without feedback), no
                 // loss and no queue.
@@ -392,7 +387,6 @@ impl Handler for Publisher {
                         .egress_loss_fraction
                         .is_some_and(|l| l <= pin::QUIET_LOSS);
                 let (_, wanted) = self.ladder.probe_rates();
-                let latest = ps.bwe_tx.map(|b| b.as_u64());
                 if let Some(from) = self.pin.on_reading(latest, quiet, wanted, now) {
                     tracing::info!(
                         estimate_kbps = from / 1000,
@@ -403,7 +397,7 @@ impl Handler for Publisher {
                     rtc.bwe().reset(Bitrate::bps(from));
                 }
                 tracing::debug!(
-                    latest_kbps = ps.bwe_tx.map(|b| b.as_u64() / 1000),
+                    latest_kbps = latest.map(|b| b / 1000),
                     rtt_ms = ps.rtt.map(|r| r.as_millis() as u64),
                     queueing = self.filter.queueing(now),
                     loss = ps.egress_loss_fraction,
