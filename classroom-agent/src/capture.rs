@@ -3,7 +3,7 @@
 //! restarts across reconnects.
 
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use gstreamer as gst;
@@ -733,6 +733,61 @@ impl Capture {
 impl Drop for Capture {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Puts steps on the pipeline from a thread of its own, newest first. Setting an encoder's
+/// bitrate waits for the frame it is encoding (vp8enc holds its lock through a frame), and on a
+/// busy classroom PC, its encoders niced, that took up to 0.3 s: the session thread, which set
+/// it, sent nothing meanwhile, and the congestion controller read the stall as a queue and cut
+/// its estimate (every stall of the 4 -> 1 -> 4 Mbit/s bench followed an encoder change).
+pub struct StepApplier {
+    shared: Arc<ApplierShared>,
+}
+
+#[derive(Default)]
+struct ApplierShared {
+    /// The step to apply next (a newer one replaces it), and whether to stop.
+    next: Mutex<(Option<Step>, bool)>,
+    wake: Condvar,
+}
+
+impl StepApplier {
+    pub fn spawn(capture: Arc<Capture>) -> std::io::Result<StepApplier> {
+        let shared = Arc::new(ApplierShared::default());
+        let inner = shared.clone();
+        std::thread::Builder::new()
+            .name("encoder-steps".into())
+            .spawn(move || loop {
+                let step = {
+                    let guard = inner.next.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut guard = inner
+                        .wake
+                        .wait_while(guard, |(step, stop)| step.is_none() && !*stop)
+                        .unwrap_or_else(|e| e.into_inner());
+                    if guard.1 {
+                        return;
+                    }
+                    guard.0.take()
+                };
+                if let Some(step) = step {
+                    capture.apply(&step);
+                }
+            })?;
+        Ok(StepApplier { shared })
+    }
+
+    /// Asks for `step` to be applied; returns at once.
+    pub fn apply(&self, step: Step) {
+        self.shared.next.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(step);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for StepApplier {
+    fn drop(&mut self) {
+        self.shared.next.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.shared.wake.notify_one();
     }
 }
 

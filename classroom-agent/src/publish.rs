@@ -13,11 +13,12 @@ use str0m::media::{Direction, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, Sim
 use str0m::{Event, Input, Rtc};
 
 use crate::adapt::estimate::EstimateFilter;
-use crate::adapt::ladder::{Ladder, LayerSetting, Step};
+use crate::adapt::ladder::{self, Ladder, LayerSetting, Step};
 use crate::adapt::overshoot::OvershootControl;
 use crate::adapt::padding;
 use crate::adapt::pin::{self, PinWatch};
-use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, TrackKind};
+use crate::adapt::stretch::{self, Stretch};
+use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, StepApplier, TrackKind};
 use crate::frame::VideoCodec;
 use crate::peer::{Handler, PeerSocket, Prepared};
 use crate::status::SessionStats;
@@ -136,6 +137,7 @@ pub fn prepare(
             TrackKind::Courseware => Some(camera_layers),
         })
         .collect();
+    let applier = StepApplier::spawn(capture.clone()).map_err(|e| format!("thread: {e}"))?;
     let (tx, rx) = sync_channel(QUEUE);
     route.connect(tx, socket.waker());
     let handler = Publisher {
@@ -147,6 +149,7 @@ pub fn prepare(
         pts: vec![None; encoders.len()],
         encoders,
         capture,
+        applier,
         stats,
         connected: false,
         write_errors: 0,
@@ -156,6 +159,7 @@ pub fn prepare(
         last_probe: None,
         minimum_given: 0,
         pin: PinWatch::default(),
+        stretch: Stretch::default(),
         overshoot: OvershootControl::new(camera_layers + 1),
         slots,
     };
@@ -176,6 +180,8 @@ pub struct Publisher {
     pts: Vec<Option<Pt>>,
     encoders: Vec<EncoderInfo>,
     capture: Arc<Capture>,
+    /// Puts the plan on the encoders without holding up this thread.
+    applier: StepApplier,
     stats: Arc<SessionStats>,
     connected: bool,
     write_errors: u64,
@@ -187,6 +193,8 @@ pub struct Publisher {
     minimum_given: u64,
     /// Watches for an estimate that stopped moving (see [`PinWatch`]).
     pin: PinWatch,
+    /// The top camera layer's share of spare room on the top step (see [`Stretch`]).
+    stretch: Stretch,
     /// When the last probe was asked for, and the estimate then.
     last_probe: Option<(Instant, u64)>,
     /// Scales each video encoder's ask so that its output meets the plan.
@@ -236,7 +244,14 @@ impl Publisher {
         if queueing {
             self.last_queue = Some(now);
         }
-        if self.ladder.on_reading(e, queueing, now).is_some() {
+        let stepped = self.ladder.on_reading(e, queueing, now).is_some();
+        let want = if self.ladder.on_top() && !queueing {
+            stretch::target(self.ladder.current(), self.ladder.budget(e))
+        } else {
+            None
+        };
+        let stretched = self.stretch.update(want, now);
+        if stepped || stretched {
             self.apply_step(rtc, e, now);
         } else if self.connected {
             // A change of the padding share moves the minimum, and is given here too.
@@ -260,7 +275,12 @@ impl Publisher {
     /// [`padding::share`] and [`padding::minimum`]): all of it on a quiet link, less for a
     /// while after a queue and nothing during one, so that a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
-        let (minimum, desired) = self.ladder.probe_rates();
+        let (mut minimum, mut desired) = self.ladder.probe_rates();
+        if self.ladder.on_top() {
+            // A stretched top layer is a bigger step: the link is kept filled for it too.
+            minimum = minimum.max(ladder::gross(self.plan().total_bps()));
+            desired = desired.max(minimum);
+        }
         let minimum = padding::minimum(minimum, self.padding_share(now), self.filter.latest(now));
         (minimum, desired)
     }
@@ -281,29 +301,36 @@ impl Publisher {
         }
     }
 
-    /// Puts the ladder's current step on the encoders, each bitrate scaled by what its encoder
-    /// has been found to make of it.
+    /// What the encoders are to make now: the ladder's step, its top layer stretched on the
+    /// top step.
+    fn plan(&self) -> Step {
+        let given = self.stretch.given().filter(|_| self.ladder.on_top());
+        stretch::apply(self.ladder.current(), given)
+    }
+
+    /// Puts the plan on the encoders, each bitrate scaled by what its encoder has been found
+    /// to make of it.
     fn apply_asks(&self) {
-        let mut asked = self.ladder.current().clone();
+        let mut asked = self.plan();
         debug_assert_eq!(asked.slots().count(), self.overshoot.scales().len());
         for (k, l) in asked.slots_mut().enumerate() {
             if let (Some(l), Some(ask)) = (l.as_mut(), self.overshoot.ask(k)) {
                 l.bitrate_bps = ask.min(u32::MAX as u64) as u32;
             }
         }
-        self.capture.apply(&asked);
+        self.applier.apply(asked);
     }
 
-    /// Puts the ladder's current step on the encoders and tells the congestion controller
-    /// what to probe for.
+    /// Puts the plan (the ladder's step, stretched on the top step) on the encoders and tells
+    /// the congestion controller what to probe for.
     fn apply_step(&mut self, rtc: &mut Rtc, estimate_bps: u64, now: Instant) {
-        for (k, l) in self.ladder.current().slots().enumerate() {
+        let step = self.plan();
+        for (k, l) in step.slots().enumerate() {
             self.overshoot.plan(k, l.map(|l| l.bitrate_bps as u64), now);
         }
         self.apply_asks();
         let (minimum, desired) = self.probe_rates(now);
         self.set_rates(rtc, minimum, desired);
-        let step = self.ladder.current();
         self.stats
             .ladder_step
             .store(self.ladder.index() as u64, Ordering::Relaxed);
@@ -321,7 +348,7 @@ impl Publisher {
             None => "off".into(),
         };
         let layers: Vec<String> = step.layers.iter().map(show).collect();
-        self.stats.set_video(step);
+        self.stats.set_video(&step);
         tracing::info!(
             step = self.ladder.index(),
             estimate_kbps = estimate_bps / 1000,

@@ -116,6 +116,9 @@ struct Sample {
     courseware: Option<(u64, u64)>,
     /// The round trip the agent measures (0 before the first).
     rtt_ms: u64,
+    /// Everything on the wire to the SFU (media, padding, retransmissions), over the agent's
+    /// last stats interval.
+    wire_bps: u64,
 }
 
 #[test]
@@ -206,6 +209,7 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
                 .as_u64()
                 .zip(p["video"]["courseware"]["fps"].as_u64()),
             rtt_ms: p["rtt_ms"].as_u64().unwrap_or(0),
+            wire_bps: p["sent_bps"].as_u64().unwrap_or(0),
         });
     }
     stop_cleanly(&mut classroom, "classroom");
@@ -365,6 +369,17 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         .map(|s| s.step)
         .max();
     eprintln!("highest step within 8 s of the recovery: {back:?} (top {top})");
+    // The wire rate (padding counts: the test pattern's encoders make less than they are
+    // asked) over 1 s, sampled every 250 ms.
+    let wire: Vec<(Duration, u64)> = samples
+        .windows(4)
+        .map(|w| (w[3].at, w.iter().map(|s| s.wire_bps).sum::<u64>() / 4))
+        .collect();
+    let regained = wire
+        .iter()
+        .find(|(at, r)| *at > RECOVER && *r >= 1_275_000)
+        .map(|(at, _)| *at - RECOVER);
+    eprintln!("wire rate at 85 % of 1.5 Mbit/s after the recovery: {regained:?}");
 }
 
 /// Issue 5, item 6: after a link outage the agent restarts ICE on the same WHIP session (RFC

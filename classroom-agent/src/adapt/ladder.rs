@@ -224,6 +224,12 @@ fn switched_on(from: &Step, to: &Step) -> usize {
     cams + (from.courseware.is_none() && to.courseware.is_some()) as usize
 }
 
+/// What the estimate must be for a budget of `video_bps` (the inverse of [`Ladder::budget`]
+/// without a cap): the voice and the headroom added.
+pub fn gross(video_bps: u64) -> u64 {
+    ((video_bps + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64
+}
+
 /// Picks the step for the current estimate, with hysteresis.
 #[derive(Debug, Clone)]
 pub struct Ladder {
@@ -284,6 +290,11 @@ impl Ladder {
 
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// Whether the ladder is on its top step.
+    pub fn on_top(&self) -> bool {
+        self.current + 1 >= self.steps.len()
     }
 
     /// Feeds an estimate; returns the new step when it changed. A fall is followed at once.
@@ -364,14 +375,12 @@ impl Ladder {
     /// only toward the next step held a returned 4 Mbit/s link at 1.3-1.6 Mbit/s on the wire
     /// while the estimate said 2.2-2.9, one step's dwell after another.
     pub fn probe_rates(&self) -> (u64, u64) {
-        let gross = |video: u64| ((video + AUDIO_RESERVE_BPS) as f64 / HEADROOM) as u64;
         // What the rise to a step asks of the estimate; a kbit/s over, so that rounding never
         // leaves a probe that got there a hair short.
         let rise = |video: u64| gross((video as f64 * UP_MARGIN) as u64) + 1_000;
         let top = self.steps.last().map_or(0, Step::total_bps);
         let desired = self.cap_bps.map_or(rise(top), |c| rise(top).min(c));
-        let on_top = self.current + 1 >= self.steps.len();
-        let minimum = if on_top { gross(top) } else { desired };
+        let minimum = if self.on_top() { gross(top) } else { desired };
         (minimum.min(desired), desired)
     }
 }

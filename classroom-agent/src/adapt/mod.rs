@@ -5,3 +5,4 @@ pub mod ladder;
 pub mod overshoot;
 pub mod padding;
 pub mod pin;
+pub mod stretch;

@@ -8,7 +8,10 @@
 //! (`Bwe::reset`) clears that cap: the new controller probes at once, at 3 and 6 times the
 //! estimate (at most twice the desired rate), in bursts of 15 ms. A restart that finds no room
 //! doubles the wait before the next, so a link that really is that slow is not probed over
-//! and over. Pure; time from the caller.
+//! and over; but a pin at an estimate well above the one that restart found nothing at is news
+//! (the link changed since), and waits only the least gap: a restart that found nothing on the
+//! bench's 1 Mbit/s period held the next one back for 30 s, and the estimate stayed pinned at
+//! 1,055 kbit/s for 14 s after the link came back. Pure; time from the caller.
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,8 @@ pub struct PinWatch {
     /// The last restart's estimate, until it is judged.
     judging: Option<u64>,
     gap: Duration,
+    /// The estimate of the last restart that found no room, while the wait is doubled.
+    futile: Option<u64>,
 }
 
 impl Default for PinWatch {
@@ -45,6 +50,7 @@ impl Default for PinWatch {
             last_restart: None,
             judging: None,
             gap: RESTART_GAP,
+            futile: None,
         }
     }
 }
@@ -63,11 +69,13 @@ impl PinWatch {
         if let (Some(from), Some(at), Some(e)) = (self.judging, self.last_restart, estimate) {
             if now.saturating_duration_since(at) >= JUDGED_AFTER {
                 self.judging = None;
-                self.gap = if e as f64 >= from as f64 * FOUND {
-                    RESTART_GAP
+                if e as f64 >= from as f64 * FOUND {
+                    self.gap = RESTART_GAP;
+                    self.futile = None;
                 } else {
-                    (self.gap * 2).min(MAX_GAP)
-                };
+                    self.gap = (self.gap * 2).min(MAX_GAP);
+                    self.futile = Some(from);
+                }
             }
         }
         let Some(estimate) = estimate.filter(|_| quiet) else {
@@ -81,11 +89,15 @@ impl PinWatch {
                 return None;
             }
         };
+        let moved_on = self
+            .futile
+            .is_some_and(|f| estimate as f64 >= f as f64 * FOUND);
+        let gap = if moved_on { RESTART_GAP } else { self.gap };
         let pinned = now.saturating_duration_since(since) >= PIN_HELD
             && wanted as f64 > estimate as f64 * WANTED_OVER
             && self
                 .last_restart
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.gap);
+                .is_none_or(|t| now.saturating_duration_since(t) >= gap);
         if !pinned {
             return None;
         }
@@ -159,6 +171,31 @@ mod tests {
             last = next - TICK;
             t = next;
         }
+    }
+
+    #[test]
+    fn a_pin_well_above_the_futile_restart_waits_only_the_least_gap() {
+        let mut w = PinWatch::default();
+        let t0 = Instant::now();
+        // Pinned at 800 kbit/s on a slow link: the restart finds nothing.
+        let (r, t) = feed(&mut w, 800_000, true, 13, t0);
+        assert_eq!(r.len(), 1);
+        let restart = t - TICK;
+        // Still there past the least gap: the wait is doubled for a pin at that estimate…
+        let (r, t) = feed(&mut w, 800_000, true, 59, t);
+        assert!(r.is_empty(), "{r:?}");
+        let (r, t) = feed(&mut w, 800_000, true, 4, t);
+        assert!(r.is_empty(), "{r:?}");
+        // …and for one only a little above it…
+        let (r, t) = feed(&mut w, 900_000, true, 13, t);
+        assert!(r.is_empty(), "{r:?}");
+        // …but a pin at 1.15 times it (the link came back, the controller got stuck higher)
+        // restarts as soon as it has held `PIN_HELD`.
+        let (r, t) = feed(&mut w, 1_055_000, true, 12, t);
+        assert!(r.is_empty(), "{r:?}");
+        let (r, t) = feed(&mut w, 1_055_000, true, 1, t);
+        assert_eq!(r, vec![1_055_000]);
+        assert!(t - restart < RESTART_GAP * 2, "{:?}", t - restart);
     }
 
     #[test]

@@ -227,12 +227,20 @@ fn build_and_solve(
     if let Ok(opts) = std::env::var("SCHEDULER_HIGHS_OPTS") {
         for kv in opts.split(',').filter(|s| !s.is_empty()) {
             if let Some((k, v)) = kv.split_once('=') {
-                if let Ok(i) = v.parse::<i32>() {
-                    hm.set_option(k, i);
+                // A name HiGHS rejects (or a value of the wrong type) is skipped, not a panic.
+                let set = if let Ok(i) = v.parse::<i32>() {
+                    hm.try_set_option(k, i)
                 } else if let Ok(f) = v.parse::<f64>() {
-                    hm.set_option(k, f);
+                    hm.try_set_option(k, f)
                 } else {
-                    hm.set_option(k, v);
+                    hm.try_set_option(k, v)
+                };
+                if set.is_err() {
+                    tracing::warn!(
+                        option = k,
+                        value = v,
+                        "SCHEDULER_HIGHS_OPTS: HiGHS rejected this option"
+                    );
                 }
             }
         }
