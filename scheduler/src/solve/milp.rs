@@ -257,6 +257,20 @@ fn build_and_solve(
         .try_solve()
         .map_err(|e| MilpError::Highs(format!("{e:?}")))?;
     let status = solved.status();
+    // After these HiGHS leaves its solution info unset, and the highs crate panics reading it
+    // (seen with `write_model_file` in SCHEDULER_HIGHS_OPTS: the model is written, not solved).
+    if matches!(
+        status,
+        HighsModelStatus::NotSet
+            | HighsModelStatus::LoadError
+            | HighsModelStatus::ModelError
+            | HighsModelStatus::PresolveError
+            | HighsModelStatus::SolveError
+            | HighsModelStatus::PostsolveError
+            | HighsModelStatus::ModelEmpty
+    ) {
+        return Err(MilpError::Highs(format!("no solution ({status:?})")));
+    }
     let have = solved.primal_solution_status() == highs::HighsSolutionStatus::Feasible;
     if !have {
         return Err(MilpError::Highs(format!("no solution ({status:?})")));
