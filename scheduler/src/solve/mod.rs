@@ -124,8 +124,8 @@ pub fn solve(
     let deadline = started + opts.time_limit.saturating_sub(margin);
     let threads = rayon::current_num_threads().max(1);
     // Two passes over the counties: coverage everywhere first (it dominates the objective),
-    // then with whatever time is left the lower terms where coverage is proven, and coverage
-    // again where it is not.
+    // then with whatever time is left the lower terms (where coverage is not proven, at the
+    // coverage found).
     for pass in 0..2 {
         // Coverage may use up to 90 % of the limit; the lower terms get the rest.
         let pass_end = if pass == 0 {
@@ -157,10 +157,12 @@ pub fn solve(
                     } else if proven {
                         improve_lower(&mut part, &w, budget, spare);
                     } else if part.cover_ub.is_finite() {
-                        // Coverage still open: it outweighs everything below, so the time goes
-                        // to the search for it.
-                        let ub = part.cover_ub;
-                        search_cover(&mut part, &w, ub, Instant::now(), budget);
+                        // Coverage still open. This pass's share (0.3-0.5 s a county on the
+                        // province preset) is too short for the coverage search: its whole
+                        // model needs seconds of root cuts before its bound moves, and on the
+                        // province it found nothing here. Fewer lessons at the coverage found
+                        // do lower the objective (8-18 lessons a county in that time).
+                        fewer_lessons(&mut part, &w, budget);
                     }
                     schedule.finish(id);
                     tracing::debug!(county = %part.inst.name, pass, ?budget, took = ?began.elapsed(), "county done");
@@ -293,8 +295,7 @@ fn improve_cover(part: &mut Part, w: &Weights, budget: Duration, pass_end: Insta
 }
 
 /// The search for a plan that reaches the coverage bound `cover_ub`, then the whole model for a
-/// better bound; sets the county's bound. Runs again in the second pass for counties whose
-/// coverage is still unproven (from their best plan, with the time the lower terms do not need).
+/// better bound; sets the county's bound.
 fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, budget: Duration) {
     let w1 = Weights::coverage_only();
     let mut best_cover = part.inst.cover(&part.assignment);
@@ -362,10 +363,81 @@ fn search_cover(part: &mut Part, w: &Weights, mut cover_ub: f64, t0: Instant, bu
     tracing::debug!(county = %part.inst.name, rows = r.rows, cols = r.cols, optimal = r.optimal, milp_bound = r.bound, cover = part.inst.cover(&part.assignment), cover_ub, budget = ?budget, "coverage solved");
 }
 
+/// The lower terms' neighbourhood searches with coverage held at the plan's (not proven
+/// optimal); the county's bound stays as the coverage search left it.
+fn fewer_lessons(part: &mut Part, w: &Weights, budget: Duration) {
+    if budget < Duration::from_millis(100) {
+        return;
+    }
+    let cover = part.inst.cover(&part.assignment);
+    let w2 = Weights { unmet: 0.0, ..*w };
+    let a = lower_search(
+        &part.inst,
+        &w2,
+        &part.assignment,
+        cover,
+        Instant::now(),
+        budget,
+        1.0,
+        3,
+        0.1,
+    );
+    let cost = part.inst.cost(&a, w);
+    tracing::debug!(county = %part.inst.name, before = part.objective, after = cost, "fewer lessons at the coverage found");
+    if cost < part.objective {
+        part.objective = cost;
+        part.assignment = a;
+    }
+}
+
+/// Plans for the lower terms `w2` with weighted coverage held at `cover`: each piece (subject
+/// and grade) alone, then bundles of pieces whose point classes meet and nearby points. `end` is
+/// the share of `budget` (from `t0`) the searches may use, `per_hood` each bundle's limit: short,
+/// so that a pass over all bundles completes (on the county preset one took 16-37 s with 1.7-3.4 s
+/// each, none with 11 s).
+#[allow(clippy::too_many_arguments)]
+fn lower_search(
+    inst: &Instance,
+    w2: &Weights,
+    start: &Assignment,
+    cover: f64,
+    t0: Instant,
+    budget: Duration,
+    end: f64,
+    piece_passes: usize,
+    per_hood: f64,
+) -> Assignment {
+    let pieces = lns::pieces(inst);
+    let a = lns::search(
+        inst,
+        w2,
+        start,
+        &pieces,
+        Some(cover),
+        f64::NEG_INFINITY,
+        t0 + budget.mul_f64(end * 0.6),
+        budget.mul_f64(0.05).max(Duration::from_millis(500)),
+        piece_passes,
+    );
+    let mut hoods = lns::bundles(inst, &pieces, 1000);
+    hoods.extend(lns::nearby(inst, 500));
+    lns::search(
+        inst,
+        w2,
+        &a,
+        &hoods,
+        Some(cover),
+        f64::NEG_INFINITY,
+        t0 + budget.mul_f64(end),
+        budget.mul_f64(per_hood).max(Duration::from_millis(500)),
+        5,
+    )
+}
+
 /// Second solve: the lower terms, with the proven-optimal coverage held. With a spare thread
 /// (fewer counties than threads: the county preset) the whole model works on the bound on it for
 /// the whole budget while the neighbourhood searches run here; otherwise the searches take the
-/// first half and the whole model the rest.
+/// first half and the whole model the rest (all of a share under 3 s).
 fn improve_lower(part: &mut Part, w: &Weights, budget: Duration, spare: bool) {
     let best_cover = part.inst.cover(&part.assignment);
     if part.cover_ub > best_cover + 0.5 || budget < Duration::from_millis(100) {
@@ -376,35 +448,17 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration, spare: bool) {
     part.bound = -w.unmet * best_cover + lmin;
     let w2 = Weights { unmet: 0.0, ..*w };
     let inst = &part.inst;
-    // Plans: each piece (subject and grade) alone, then bundles of pieces whose point classes
-    // meet and nearby points, all with the coverage held. `end` is the share of the budget the
-    // searches may use, `per_hood` each bundle's limit: short, so that a pass over all bundles
-    // completes (on the county preset one took 16-37 s with 1.7-3.4 s each, none with 11 s).
     let search = |start: &Assignment, end: f64, piece_passes: usize, per_hood: f64| {
-        let pieces = lns::pieces(inst);
-        let a = lns::search(
+        lower_search(
             inst,
             &w2,
             start,
-            &pieces,
-            Some(best_cover),
-            f64::NEG_INFINITY,
-            t0 + budget.mul_f64(end * 0.6),
-            budget.mul_f64(0.05).max(Duration::from_millis(500)),
+            best_cover,
+            t0,
+            budget,
+            end,
             piece_passes,
-        );
-        let mut hoods = lns::bundles(inst, &pieces, 1000);
-        hoods.extend(lns::nearby(inst, 500));
-        lns::search(
-            inst,
-            &w2,
-            &a,
-            &hoods,
-            Some(best_cover),
-            f64::NEG_INFINITY,
-            t0 + budget.mul_f64(end),
-            budget.mul_f64(per_hood).max(Duration::from_millis(500)),
-            5,
+            per_hood,
         )
     };
     let (a, r2) = if spare {
@@ -417,17 +471,23 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration, spare: bool) {
             let r2 = bound
                 .join()
                 .unwrap_or_else(|_| Err(milp::MilpError::Highs("solver thread panicked".into())));
-            (a, r2)
+            (a, Some(r2))
         })
     } else {
-        let a = search(&part.assignment, 0.5, 3, 0.1);
-        let r2 = milp::solve(
-            inst,
-            &w2,
-            &a,
-            budget.saturating_sub(t0.elapsed()),
-            Some(best_cover),
-        );
+        // The whole model needs seconds for its root LP on a province county; in the 0.3-0.5 s
+        // a county gets there in a minute it ended with no bound in every county (measured), so
+        // a short share goes to the searches alone.
+        let whole = budget >= Duration::from_secs(3);
+        let a = search(&part.assignment, if whole { 0.5 } else { 1.0 }, 3, 0.1);
+        let r2 = whole.then(|| {
+            milp::solve(
+                inst,
+                &w2,
+                &a,
+                budget.saturating_sub(t0.elapsed()),
+                Some(best_cover),
+            )
+        });
         (a, r2)
     };
     let cost = part.inst.cost(&a, w);
@@ -436,7 +496,8 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration, spare: bool) {
         part.assignment = a;
     }
     match r2 {
-        Ok(r2) => {
+        None => {}
+        Some(Ok(r2)) => {
             let mut a = r2.assignment;
             part.inst.tidy(&mut a);
             let cost = part.inst.cost(&a, w);
@@ -449,7 +510,7 @@ fn improve_lower(part: &mut Part, w: &Weights, budget: Duration, spare: bool) {
             }
             part.bound = -w.unmet * best_cover + r2.bound.max(lmin);
         }
-        Err(e) => tracing::warn!(county = %part.inst.name, "lower terms not improved: {e}"),
+        Some(Err(e)) => tracing::warn!(county = %part.inst.name, "lower terms not improved: {e}"),
     }
     part.optimal = part.objective - part.bound < 0.5;
 }
