@@ -1,5 +1,7 @@
 //! Solver plans for generated presets pass the independent validator; the county is optimal.
 
+mod common;
+
 use std::time::Duration;
 
 use scheduler::generate::{generate, Preset};
@@ -50,14 +52,6 @@ fn county_plan_is_valid_and_coverage_optimal() {
     // Every unmet period says why.
     assert!(plan.unmet.iter().all(|u| !u.reasons.is_empty()));
     // Greedy alone is feasible but not better.
-    let greedy = solve(
-        &region,
-        &SolveOptions {
-            greedy_only: true,
-            ..opts
-        },
-        &|_, _| {},
-    );
-    assert!(validate(&region, &greedy).ok());
+    let greedy = common::greedy_plan(&region, &opts);
     assert!(greedy.stats.objective >= plan.stats.objective);
 }

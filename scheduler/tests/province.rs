@@ -2,6 +2,8 @@
 //! the independent validator passes, with a certified gap. A file of its own, so that it does not
 //! share the machine with the county preset's test (which asserts a gap).
 
+mod common;
+
 use std::time::Duration;
 
 use scheduler::generate::{generate, Preset};
@@ -47,15 +49,7 @@ fn province_plan_is_valid_with_a_certified_gap() {
     );
     assert!(plan.unmet.iter().all(|u| !u.reasons.is_empty()));
     // Better than the greedy start it began from.
-    let greedy = solve(
-        &region,
-        &SolveOptions {
-            greedy_only: true,
-            ..opts
-        },
-        &|_, _| {},
-    );
-    assert!(validate(&region, &greedy).ok());
+    let greedy = common::greedy_plan(&region, &opts);
     assert!(
         plan.stats.terms.unmet_weighted < greedy.stats.terms.unmet_weighted,
         "plan {:?} greedy {:?}",

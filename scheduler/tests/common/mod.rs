@@ -314,3 +314,17 @@ pub fn brute_force(r: &Region) -> Option<(f64, usize)> {
     }
     Some((best, ch.len()))
 }
+
+/// The greedy plan alone (the solver's start), checked by the validator.
+pub fn greedy_plan(region: &Region, opts: &scheduler::solve::SolveOptions) -> Plan {
+    let plan = scheduler::solve::solve(
+        region,
+        &scheduler::solve::SolveOptions {
+            greedy_only: true,
+            ..opts.clone()
+        },
+        &|_, _| {},
+    );
+    assert!(validate(region, &plan).ok(), "the greedy plan is not valid");
+    plan
+}
