@@ -257,9 +257,10 @@ fn build_and_solve(
         .try_solve()
         .map_err(|e| MilpError::Highs(format!("{e:?}")))?;
     let status = solved.status();
-    // After these HiGHS leaves its solution info unset, and the highs crate panics reading it
-    // (seen with `write_model_file` in SCHEDULER_HIGHS_OPTS: the model is written, not solved).
-    if matches!(
+    // After the first statuses HiGHS leaves its solution info unset, and the highs crate panics
+    // reading it (seen with `write_model_file` in SCHEDULER_HIGHS_OPTS: the model is written, not
+    // solved), so the solution's status is read only after them.
+    let unset = matches!(
         status,
         HighsModelStatus::NotSet
             | HighsModelStatus::LoadError
@@ -268,11 +269,8 @@ fn build_and_solve(
             | HighsModelStatus::SolveError
             | HighsModelStatus::PostsolveError
             | HighsModelStatus::ModelEmpty
-    ) {
-        return Err(MilpError::Highs(format!("no solution ({status:?})")));
-    }
-    let have = solved.primal_solution_status() == highs::HighsSolutionStatus::Feasible;
-    if !have {
+    );
+    if unset || solved.primal_solution_status() != highs::HighsSolutionStatus::Feasible {
         return Err(MilpError::Highs(format!("no solution ({status:?})")));
     }
     let sol = solved.get_solution();
