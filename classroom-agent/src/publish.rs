@@ -15,7 +15,7 @@ use str0m::{Event, Input, Rtc};
 use crate::adapt::estimate::EstimateFilter;
 use crate::adapt::ladder::{self, Ladder, LayerSetting, Step};
 use crate::adapt::overshoot::OvershootControl;
-use crate::adapt::padding;
+use crate::adapt::padding::{self, QueueMemory};
 use crate::adapt::pin::{self, PinWatch};
 use crate::adapt::stretch::{self, Stretch};
 use crate::capture::{Capture, EncodedFrame, EncoderInfo, FrameRoute, StepApplier, TrackKind};
@@ -155,7 +155,7 @@ pub fn prepare(
         write_errors: 0,
         ladder: Ladder::new(setup.steps.clone(), start, setup.cap_bps),
         filter: EstimateFilter::default(),
-        last_queue: None,
+        queues: QueueMemory::default(),
         last_probe: None,
         minimum_given: 0,
         pin: PinWatch::default(),
@@ -187,8 +187,8 @@ pub struct Publisher {
     write_errors: u64,
     ladder: Ladder,
     filter: EstimateFilter,
-    /// When the round trip last showed a queue.
-    last_queue: Option<Instant>,
+    /// The link's last queue, for the padding share.
+    queues: QueueMemory,
     /// The minimum rate last given to the controller.
     minimum_given: u64,
     /// Watches for an estimate that stopped moving (see [`PinWatch`]).
@@ -241,9 +241,8 @@ impl Publisher {
         };
         self.stats.estimate_bps.store(e, Ordering::Relaxed);
         let queueing = self.filter.queueing(now);
-        if queueing {
-            self.last_queue = Some(now);
-        }
+        self.queues
+            .on_reading(self.filter.latest(now), queueing, now);
         let stepped = self.ladder.on_reading(e, queueing, now).is_some();
         let want = if self.ladder.on_top() && !queueing {
             stretch::target(self.ladder.current(), self.ladder.budget(e))
@@ -265,14 +264,15 @@ impl Publisher {
         }
     }
 
-    /// How much of the estimate padding may fill now (see [`padding::share`]).
+    /// How much of the estimate padding may fill now (see [`QueueMemory::share`]).
     fn padding_share(&self, now: Instant) -> f64 {
-        padding::share(self.filter.queueing(now), self.last_queue, now)
+        self.queues
+            .share(self.filter.queueing(now), self.filter.latest(now), now)
     }
 
     /// The ladder's rates for the controller. str0m pads up to the minimum or its estimate,
     /// whichever is lower; padding is held to a share of the estimate (see
-    /// [`padding::share`] and [`padding::minimum`]): all of it on a quiet link, less for a
+    /// [`QueueMemory::share`] and [`padding::minimum`]): all of it on a quiet link, less for a
     /// while after a queue and nothing during one, so that a queue drains.
     fn probe_rates(&self, now: Instant) -> (u64, u64) {
         let (mut minimum, mut desired) = self.ladder.probe_rates();

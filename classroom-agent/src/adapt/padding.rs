@@ -9,7 +9,13 @@
 //! the low period's queueing delay p95 at most 95 ms either way (BENCHMARKS.md, 2026-12-01).
 //! Tried and not kept: all of it only from a probe that found room until the next queue (5 of
 //! 10 runs, but that p95 over 100 ms in 3).
+//!
+//! For a while after a queue the share is lower, unless the estimate has since grown well past
+//! the estimates that made that queue: a queue on the bench's 1 Mbit/s period 2.5 s before the
+//! link came back held padding to 75 % of a 3.5 Mbit/s estimate for 8 s after the return, and
+//! the wire stayed at 2.6 Mbit/s (BENCHMARKS.md, 2026-12-02).
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// The share while the link shows no queue and has not for `QUIET`.
@@ -20,16 +26,57 @@ pub const SHARE: f64 = 1.0;
 /// controller allows up to 1.5 times what gets through.)
 pub const SHARE_AFTER_QUEUE: f64 = 0.75;
 pub const QUIET: Duration = Duration::from_secs(10);
+/// A queue is laid to the highest newest estimate over this long up to it: what was being sent
+/// into the link when it filled (the controller cuts its estimate as the queue shows).
+pub const PEAK_WINDOW: Duration = Duration::from_secs(5);
+/// An estimate this many times that peak is a link that changed since the queue, not one
+/// creeping back over its limit (the controller's own creep is bounded by 1.5 times what gets
+/// through), and gets all of it.
+pub const GROWN: f64 = 2.0;
 
-/// The share now. `queueing`: the round trip shows a queue now; `last_queue`: when it last did.
-pub fn share(queueing: bool, last_queue: Option<Instant>, now: Instant) -> f64 {
-    if queueing {
-        return 0.0;
+/// What padding remembers of the link's queues.
+#[derive(Debug, Clone, Default)]
+pub struct QueueMemory {
+    /// Newest estimates over the last `PEAK_WINDOW`.
+    recent: VecDeque<(Instant, u64)>,
+    /// When the round trip last showed a queue, and the peak estimate up to it.
+    last: Option<(Instant, u64)>,
+}
+
+impl QueueMemory {
+    /// One reading: the controller's newest estimate, and whether the round trip shows a queue.
+    pub fn on_reading(&mut self, latest: Option<u64>, queueing: bool, now: Instant) {
+        if let Some(e) = latest {
+            self.recent.push_back((now, e));
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > PEAK_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if queueing {
+            let peak = self.recent.iter().map(|(_, e)| *e).max().unwrap_or(0);
+            self.last = Some((now, peak));
+        }
     }
-    if last_queue.is_some_and(|t| now.saturating_duration_since(t) < QUIET) {
-        SHARE_AFTER_QUEUE
-    } else {
-        SHARE
+
+    /// The share now. `queueing`: the round trip shows a queue now; `latest`: the controller's
+    /// newest estimate.
+    pub fn share(&self, queueing: bool, latest: Option<u64>, now: Instant) -> f64 {
+        if queueing {
+            return 0.0;
+        }
+        let recent = self
+            .last
+            .filter(|(t, _)| now.saturating_duration_since(*t) < QUIET);
+        match recent {
+            Some((_, peak)) if !latest.is_some_and(|e| e as f64 >= peak as f64 * GROWN) => {
+                SHARE_AFTER_QUEUE
+            }
+            _ => SHARE,
+        }
     }
 }
 
@@ -87,13 +134,57 @@ mod tests {
     fn padding_stops_in_a_queue_and_fills_less_for_a_while_after_one() {
         let t0 = Instant::now();
         let s = |secs: u64| t0 + Duration::from_secs(secs);
-        // Nothing while a queue stands.
-        assert_eq!(share(true, Some(s(1)), s(3)), 0.0);
-        assert_eq!(share(true, None, s(3)), 0.0);
+        let mut m = QueueMemory::default();
         // A quiet link: all of the estimate.
-        assert_eq!(share(false, None, s(30)), SHARE);
+        m.on_reading(Some(1_000_000), false, s(1));
+        assert_eq!(m.share(false, Some(1_000_000), s(1)), SHARE);
+        // Nothing while a queue stands.
+        m.on_reading(Some(1_100_000), true, s(25));
+        assert_eq!(m.share(true, Some(1_100_000), s(25)), 0.0);
         // A queue 5 s ago: 75 % for 10 s, then all of it again.
-        assert_eq!(share(false, Some(s(25)), s(30)), SHARE_AFTER_QUEUE);
-        assert_eq!(share(false, Some(s(25)), s(36)), SHARE);
+        m.on_reading(Some(900_000), false, s(30));
+        assert_eq!(m.share(false, Some(900_000), s(30)), SHARE_AFTER_QUEUE);
+        assert_eq!(m.share(false, Some(900_000), s(36)), SHARE);
+    }
+
+    #[test]
+    fn an_estimate_grown_well_past_the_one_that_made_the_queue_gets_all_of_it() {
+        let t0 = Instant::now();
+        let ms = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut m = QueueMemory::default();
+        // The 1 Mbit/s link: the estimate creeps to 1.1 Mbit/s, then a queue and a cut.
+        for (i, e) in [900_000, 1_000_000, 1_100_000, 1_050_000]
+            .into_iter()
+            .enumerate()
+        {
+            m.on_reading(Some(e), false, ms(250 * i as u64));
+        }
+        m.on_reading(Some(700_000), true, ms(1_000));
+        // Creeping back over the limit, even to 1.5 times the cut: still held to the share
+        // (the queue is laid to the 1.1 Mbit/s that made it, not to the cut).
+        m.on_reading(Some(1_600_000), false, ms(3_000));
+        assert_eq!(
+            m.share(false, Some(1_600_000), ms(3_000)),
+            SHARE_AFTER_QUEUE
+        );
+        // The link came back and a probe found 3.5 Mbit/s: all of it, at once.
+        m.on_reading(Some(3_500_000), false, ms(4_000));
+        assert_eq!(m.share(false, Some(3_500_000), ms(4_000)), SHARE);
+        // Just under twice the peak is not enough.
+        assert_eq!(
+            m.share(false, Some(2_199_000), ms(4_000)),
+            SHARE_AFTER_QUEUE
+        );
+        // A new queue is laid to the estimates of the window up to it, the 3.5 Mbit/s included.
+        m.on_reading(Some(3_000_000), true, ms(5_000));
+        assert_eq!(
+            m.share(false, Some(5_000_000), ms(5_500)),
+            SHARE_AFTER_QUEUE
+        );
+        // Estimates older than the window are forgotten: a queue long after counts only the
+        // newer ones.
+        m.on_reading(Some(800_000), false, ms(12_000));
+        m.on_reading(Some(800_000), true, ms(12_250));
+        assert_eq!(m.share(false, Some(1_700_000), ms(13_000)), SHARE);
     }
 }

@@ -4,6 +4,7 @@
 //! - [`model`]: one direction of a link, sans-IO, on the caller's clock ([`Link`]).
 //! - [`profile`]: the named profiles of DESIGN.md, TOML profiles, schedules and `--mix`.
 //! - [`relay`]: a UDP relay that runs a profile between clients and a target ([`Relay`]).
+//! - [`tap`]: times every datagram into and out of a link from outside it ([`tap::Tap`]).
 //!
 //! Putting a 2/1 Mbit/s, 100 ms, 2 % loss link with a capacity dip in front of a server:
 //!
@@ -37,6 +38,7 @@
 pub mod model;
 pub mod profile;
 pub mod relay;
+pub mod tap;
 
 pub use model::{
     Link, LinkChange, LinkConfig, LinkError, LinkStats, LossModel, QueueLimit, Verdict,
