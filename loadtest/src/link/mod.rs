@@ -5,6 +5,7 @@
 //! - [`profile`]: the named profiles of DESIGN.md, TOML profiles, schedules and `--mix`.
 //! - [`relay`]: a UDP relay that runs a profile between clients and a target ([`Relay`]).
 //! - [`tap`]: times every datagram into and out of a link from outside it ([`tap::Tap`]).
+//! - [`phases`]: a capacity schedule in phases and what a sender did in each (RFC 8867).
 //!
 //! Putting a 2/1 Mbit/s, 100 ms, 2 % loss link with a capacity dip in front of a server:
 //!
@@ -36,6 +37,7 @@
 //! ```
 
 pub mod model;
+pub mod phases;
 pub mod profile;
 pub mod relay;
 pub mod tap;

@@ -119,9 +119,14 @@ impl Meter {
 
     fn expire(&mut self, now: Instant) {
         // Cheap enough: only scanned when the map has grown past a few seconds' worth.
-        if self.in_flight.len() < 4096 {
-            return;
+        if self.in_flight.len() >= 4096 {
+            self.count_lost(now);
         }
+    }
+
+    /// Datagrams in flight longer than [`LOSS_AFTER`] at `now` are lost, in the window they
+    /// were sent in.
+    fn count_lost(&mut self, now: Instant) {
         let windows = &mut self.windows;
         self.in_flight.retain(|_, (at, i)| {
             let alive = now.saturating_duration_since(*at) < LOSS_AFTER;
@@ -135,14 +140,7 @@ impl Meter {
     /// The windows so far; datagrams older than [`LOSS_AFTER`] at `now` count as lost.
     pub fn windows(&mut self, now: Instant) -> Vec<Window> {
         self.index(now);
-        let windows = &mut self.windows;
-        self.in_flight.retain(|_, (at, i)| {
-            let alive = now.saturating_duration_since(*at) < LOSS_AFTER;
-            if !alive {
-                windows[*i].lost_packets += 1;
-            }
-            alive
-        });
+        self.count_lost(now);
         self.windows.clone()
     }
 }
