@@ -22,4 +22,5 @@ pub mod slides;
 pub mod status;
 pub mod subscribe;
 pub mod timing;
+pub mod voice_gaps;
 pub mod whip;

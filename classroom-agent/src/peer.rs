@@ -55,6 +55,9 @@ pub struct PeerSocket {
     local: SocketAddr,
     poll: Poll,
     waker: Arc<Waker>,
+    /// The session's byte counts at its previous stats (kept across ICE restarts, which go
+    /// on with the same counts).
+    totals: Option<(Instant, u64, u64)>,
 }
 
 impl PeerSocket {
@@ -83,6 +86,7 @@ impl PeerSocket {
             local,
             poll,
             waker,
+            totals: None,
         })
     }
 
@@ -133,7 +137,6 @@ impl PeerSocket {
         };
         let mut connected = false;
         let mut last_heard = started;
-        let mut last_totals = None;
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 2000];
         loop {
@@ -162,7 +165,7 @@ impl PeerSocket {
                                 stats.connects.fetch_add(1, Ordering::Relaxed);
                             }
                             Event::PeerStats(ps) => {
-                                record_peer_stats(stats, ps, &mut last_totals);
+                                record_peer_stats(stats, ps, &mut self.totals);
                             }
                             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                                 return if connected {
@@ -328,6 +331,14 @@ fn record_peer_stats(
         stats.loss_ppm.store(ppm, Ordering::Relaxed);
     }
     let (t, tx, rx) = (ps.timestamp, ps.peer_bytes_tx, ps.peer_bytes_rx);
+    // The session's counts start at zero: its first stats carry all it has moved so far.
+    let (tx0, rx0) = last.map_or((0, 0), |(_, tx0, rx0)| (tx0, rx0));
+    stats
+        .sent_wire_bytes
+        .fetch_add(tx.saturating_sub(tx0), Ordering::Relaxed);
+    stats
+        .received_wire_bytes
+        .fetch_add(rx.saturating_sub(rx0), Ordering::Relaxed);
     if let Some((t0, tx0, rx0)) = *last {
         let secs = t.saturating_duration_since(t0).as_secs_f64();
         if secs > 0.1 {

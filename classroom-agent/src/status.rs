@@ -30,7 +30,15 @@ pub struct SessionStats {
     pub rtt_ms: AtomicU64,
     pub sent_bps: AtomicU64,
     pub received_bps: AtomicU64,
+    /// All bytes on the wire each way since the agent started, over every session: a rate
+    /// over any span is read from two looks at these.
+    pub sent_wire_bytes: AtomicU64,
+    pub received_wire_bytes: AtomicU64,
     pub loss_ppm: AtomicU64,
+    /// Stretches of the lesson's voice lost on the way, over 200 ms (play only; see
+    /// `voice_gaps`), and the longest lost stretch of any length.
+    pub voice_gaps: AtomicU64,
+    pub voice_gap_longest_ms: AtomicU64,
     /// The playout delay added to what is played, sized for the link (play only).
     pub playout_ms: AtomicU64,
     /// What each video layer sends now (publish only): size, frame rate, bitrate or off.
@@ -42,6 +50,15 @@ impl SessionStats {
     pub fn add_frame(&self, bytes: usize) {
         self.frames.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A stretch of lost voice (play only).
+    pub fn record_voice_gap(&self, gap: std::time::Duration) {
+        if gap > crate::voice_gaps::NOTICEABLE {
+            self.voice_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.voice_gap_longest_ms
+            .fetch_max(gap.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn set_error(&self, e: impl ToString) {
@@ -79,8 +96,12 @@ impl SessionStats {
             "rtt_ms": self.rtt_ms.load(Ordering::Relaxed),
             "sent_bps": self.sent_bps.load(Ordering::Relaxed),
             "received_bps": self.received_bps.load(Ordering::Relaxed),
+            "sent_wire_bytes": self.sent_wire_bytes.load(Ordering::Relaxed),
+            "received_wire_bytes": self.received_wire_bytes.load(Ordering::Relaxed),
             "loss": self.loss_ppm.load(Ordering::Relaxed) as f64 / 1e6,
             "playout_ms": self.playout_ms.load(Ordering::Relaxed),
+            "voice_gaps": self.voice_gaps.load(Ordering::Relaxed),
+            "voice_gap_longest_ms": self.voice_gap_longest_ms.load(Ordering::Relaxed),
             "video": *self.video.lock().unwrap_or_else(|p| p.into_inner()),
             "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })
@@ -156,7 +177,7 @@ impl AgentStatus {
             &'static str,
             fn(&SessionStats) -> u64,
         );
-        let series: [Series; 14] = [
+        let series: [Series; 18] = [
             (
                 "connected",
                 "gauge",
@@ -231,6 +252,30 @@ impl AgentStatus {
                 "gauge",
                 "bytes on the wire from the SFU, per second, in bits",
                 |s| s.received_bps.load(Ordering::Relaxed),
+            ),
+            (
+                "sent_wire_bytes_total",
+                "counter",
+                "bytes on the wire to the SFU",
+                |s| s.sent_wire_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "received_wire_bytes_total",
+                "counter",
+                "bytes on the wire from the SFU",
+                |s| s.received_wire_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "voice_gaps_total",
+                "counter",
+                "stretches of the lesson's voice lost on the way, over 200 ms (play)",
+                |s| s.voice_gaps.load(Ordering::Relaxed),
+            ),
+            (
+                "voice_gap_longest_ms",
+                "gauge",
+                "longest stretch of the lesson's voice lost on the way (play)",
+                |s| s.voice_gap_longest_ms.load(Ordering::Relaxed),
             ),
             (
                 "loss_ppm",

@@ -12,6 +12,7 @@ use crate::frame::{is_keyframe, VideoCodec};
 use crate::peer::{Handler, PeerSocket, Prepared};
 use crate::playback::{Playback, StreamKind};
 use crate::status::SessionStats;
+use crate::voice_gaps::VoiceGaps;
 
 /// Between keyframe requests while the picture waits for one.
 const KEYFRAME_RETRY: Duration = Duration::from_millis(1000);
@@ -51,6 +52,7 @@ pub fn prepare(
             connected: false,
             need_keyframe: true,
             last_request: None,
+            voice: VoiceGaps::default(),
         }),
     })
 }
@@ -63,6 +65,8 @@ pub struct Subscriber {
     connected: bool,
     need_keyframe: bool,
     last_request: Option<Instant>,
+    /// Lost stretches of the lesson's voice, for `/status`.
+    voice: VoiceGaps,
 }
 
 impl Subscriber {
@@ -92,6 +96,7 @@ impl Handler for Subscriber {
             Event::Connected => {
                 self.connected = true;
                 self.playback.new_session();
+                self.voice.restart();
                 tracing::info!("whep: connected");
             }
             Event::MediaData(d) => {
@@ -103,6 +108,13 @@ impl Handler for Subscriber {
                     return;
                 };
                 self.stats.add_frame(d.data.len());
+                if kind == StreamKind::Audio {
+                    let (first, last) = (**d.seq_range.start(), **d.seq_range.end());
+                    let rate = d.time.denom() as u64;
+                    if let Some(gap) = self.voice.on_frame(first, last, d.time.numer(), rate) {
+                        self.stats.record_voice_gap(gap);
+                    }
+                }
                 let took = self.playback.push(
                     kind,
                     &d.data,

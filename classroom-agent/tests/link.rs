@@ -1,10 +1,11 @@
 //! Adaptation on an emulated link: the teacher publishes through the loadtest's link relay
-//! (`link-relay`, a user-space UDP link emulator) whose uplink drops from 1.5 Mbit/s to
-//! 400 kbit/s and comes back. The agent must step down, fall under the new capacity, and keep
-//! its voice flowing throughout; how far it climbs back after the recovery is printed.
+//! (`link-relay`, a user-space UDP link emulator) whose uplink drops and comes back.
 //!
-//! Scaled down from the issue's 4 → 1 → 4 Mbit/s (640x360 simulcast tops out near
-//! 600 kbit/s) so that three VP8 encoders stay cheap on a loaded 2-core machine.
+//! * `follows_the_issues_4_1_4_mbit_link`: the issue's acceptance as it stands, 4 -> 1 -> 4
+//!   Mbit/s with a 1280x720 simulcast teacher and a classroom listening.
+//! * `falls_under_a_dropped_capacity_and_keeps_the_voice`: 1.5 Mbit/s -> 400 kbit/s -> 1.5
+//!   Mbit/s with courseware, for the ladder's steps, courseware's frame rate and the voice at
+//!   the SFU on a link that barely carries the small layers.
 
 mod common;
 
@@ -40,7 +41,7 @@ fn start_relay(sfu: &Sfu, args: &[&str]) -> (ChildGuard, String, Instant) {
         .args(["--target", &format!("127.0.0.1:{}", sfu.media)])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log_path("relay")).expect("relay log"))
         .spawn()
         .expect("spawn link-relay");
     let t0 = Instant::now();
@@ -236,6 +237,12 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         .map(|w| w[1] - w[0])
         .max();
     eprintln!("longest audio gap from 1 s before the drop: {longest:?}");
+    let over100: Vec<(Duration, Duration)> = pts
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(60))
+        .map(|w| (w[0] + offset, w[1] - w[0]))
+        .collect();
+    eprintln!("audio gaps over 60 ms (test time, length): {over100:?}");
     assert!(
         gaps.is_empty(),
         "audio gaps over 1 s (at test time, length): {gaps:?}"
@@ -408,6 +415,237 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         .find(|(at, r)| *at > RECOVER && *r >= 1_275_000)
         .map(|(at, _)| *at - RECOVER);
     eprintln!("wire rate at 85 % of 1.5 Mbit/s after the recovery: {regained:?}");
+}
+
+/// One look at the agent for the issue's own scenario.
+#[derive(Debug, Clone, Copy)]
+struct WireSample {
+    at: Duration,
+    /// All bytes the agent has put on the wire to the SFU.
+    wire_bytes: u64,
+    rtt_ms: u64,
+    step: u64,
+}
+
+/// The wire rate in bit/s over the span of at least `span` that ends at sample `i`.
+fn wire_rate(samples: &[WireSample], i: usize, span: Duration) -> Option<u64> {
+    let s = samples[i];
+    let j = samples.iter().rposition(|p| p.at + span <= s.at)?;
+    let dt = (s.at - samples[j].at).as_secs_f64();
+    Some(((s.wire_bytes - samples[j].wire_bytes) as f64 * 8.0 / dt) as u64)
+}
+
+/// Issue 5's acceptance at its own scale: the teacher publishes 1280x720 (3-layer simulcast)
+/// through a link of 4 Mbit/s that drops to 1 Mbit/s for 20 s and comes back, while a
+/// classroom records the lesson. The agent must be sending under 1 Mbit/s within 2 s of the
+/// drop, keep the voice without a gap over 200 ms, leave no standing queue, and be back at 85 %
+/// of 4 Mbit/s within 10 s of the recovery. All rates are bytes on the wire (padding counts).
+#[test]
+fn follows_the_issues_4_1_4_mbit_link() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-414";
+    const DROP: Duration = Duration::from_secs(20);
+    const RECOVER: Duration = Duration::from_secs(40);
+    const END: Duration = Duration::from_secs(52);
+    let (guard, via, t0) = start_relay(
+        &sfu,
+        &[
+            "--up-kbps",
+            "4000",
+            "--down-kbps",
+            "20000",
+            "--rtt-ms",
+            "40",
+            "--schedule",
+            "20s:up=1000,40s:up=4000",
+        ],
+    );
+    let mut teacher = agent(
+        "teacher-414",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &[
+            "--role",
+            "teacher",
+            "--video",
+            "test",
+            "--audio",
+            "test",
+            "--width",
+            "1280",
+            "--height",
+            "720",
+            "--fps",
+            "30",
+            "--media-via",
+            &via,
+        ],
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(20));
+    let file = std::env::temp_dir().join(format!("agent-414-{}.mkv", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let play = format!("file:{}", file.display());
+    let classroom_start = t0.elapsed();
+    let mut classroom = agent(
+        "classroom-414",
+        &sfu,
+        room,
+        &sfu.token(room, "classroom", "c1"),
+        &[
+            "--role",
+            "classroom",
+            "--video",
+            "none",
+            "--audio",
+            "none",
+            "--play",
+            &play,
+        ],
+    );
+
+    let mut samples: Vec<WireSample> = vec![];
+    while t0.elapsed() < END {
+        std::thread::sleep(Duration::from_millis(250));
+        let Some(st) = agent_status(&teacher) else {
+            continue;
+        };
+        let p = &st["publish"];
+        samples.push(WireSample {
+            at: t0.elapsed(),
+            wire_bytes: p["sent_wire_bytes"].as_u64().unwrap_or(0),
+            rtt_ms: p["rtt_ms"].as_u64().unwrap_or(0),
+            step: p["ladder_step"].as_u64().unwrap_or(0),
+        });
+    }
+    let voice = agent_status(&classroom).map(|st| st["play"].clone());
+    stop_cleanly(&mut classroom, "classroom");
+    stop_cleanly(&mut teacher, "teacher");
+    drop(guard);
+
+    for (i, s) in samples.iter().enumerate() {
+        eprintln!(
+            "{:>6.2}s step {} wire {:>5} kbps (0.5 s) {:>5} kbps (1 s) rtt {:>4} ms",
+            s.at.as_secs_f64(),
+            s.step,
+            wire_rate(&samples, i, Duration::from_millis(500)).unwrap_or(0) / 1000,
+            wire_rate(&samples, i, Duration::from_secs(1)).unwrap_or(0) / 1000,
+            s.rtt_ms,
+        );
+    }
+    let at = |i: usize| samples[i].at;
+    let in_span = |from: Duration, to: Duration| -> Vec<usize> {
+        (0..samples.len())
+            .filter(|&i| at(i) > from && at(i) <= to)
+            .collect()
+    };
+
+    // The link was used before the drop: at least 3 Mbit/s over some second.
+    let before = in_span(Duration::ZERO, DROP)
+        .into_iter()
+        .filter_map(|i| wire_rate(&samples, i, Duration::from_secs(1)))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        before >= 3_000_000,
+        "at most {before} bit/s before the drop"
+    );
+
+    // Under the new capacity within 2 s of the drop (over half a second).
+    let under = in_span(DROP, RECOVER)
+        .into_iter()
+        .find(|&i| {
+            wire_rate(&samples, i, Duration::from_millis(500)).is_some_and(|r| r < 1_000_000)
+        })
+        .map(|i| at(i) - DROP);
+    eprintln!("wire rate over 0.5 s first under 1 Mbit/s {under:?} after the drop");
+    assert!(
+        under.is_some_and(|d| d <= Duration::from_secs(2)),
+        "not under 1 Mbit/s within 2 s of the drop: {under:?}"
+    );
+    // And under it from then on, taken over the rest of the low period.
+    let low = in_span(DROP + Duration::from_secs(4), RECOVER);
+    let (first, last) = (low[0], low[low.len() - 1]);
+    let low_rate = (samples[last].wire_bytes - samples[first].wire_bytes) as f64 * 8.0
+        / (at(last) - at(first)).as_secs_f64();
+    eprintln!("wire rate from 4 s after the drop to the recovery: {low_rate:.0} bit/s");
+    assert!(
+        low_rate < 1_000_000.0,
+        "{low_rate:.0} bit/s on the 1 Mbit/s link from 4 s after the drop"
+    );
+
+    // Queueing delay back under 100 ms: from 6 s after the drop the round trip's median is
+    // within 50 ms of its floor, and no stretch over 100 ms above it lasts 2 s.
+    let floor = samples
+        .iter()
+        .map(|s| s.rtt_ms)
+        .filter(|&r| r > 0)
+        .min()
+        .unwrap_or(0);
+    let late = in_span(DROP + Duration::from_secs(6), RECOVER);
+    let mut queue: Vec<u64> = late
+        .iter()
+        .map(|&i| samples[i].rtt_ms.saturating_sub(floor))
+        .collect();
+    queue.sort_unstable();
+    let median = queue[(queue.len() - 1) / 2];
+    let (mut longest, mut since) = (Duration::ZERO, None);
+    for &i in &late {
+        if samples[i].rtt_ms.saturating_sub(floor) >= 100 {
+            longest = longest.max(at(i) - *since.get_or_insert(at(i)));
+        } else {
+            since = None;
+        }
+    }
+    eprintln!(
+        "queueing delay from 6 s after the drop: median {median} ms, longest over 100 ms {longest:?} (floor {floor} ms)"
+    );
+    assert!(
+        median < 50 && longest < Duration::from_secs(2),
+        "a standing queue from 6 s after the drop: median {median} ms, {longest:?} over 100 ms: {queue:?}"
+    );
+
+    // Back at 85 % of 4 Mbit/s (over a second) within 10 s of the recovery.
+    let regained = in_span(RECOVER, END)
+        .into_iter()
+        .find(|&i| wire_rate(&samples, i, Duration::from_secs(1)).is_some_and(|r| r >= 3_400_000))
+        .map(|i| at(i) - RECOVER);
+    eprintln!("wire rate over 1 s first at 85 % of 4 Mbit/s {regained:?} after the recovery");
+    assert!(
+        regained.is_some_and(|d| d <= Duration::from_secs(10)),
+        "not back at 85 % of 4 Mbit/s within 10 s of the recovery: {regained:?}"
+    );
+
+    // The voice: no stretch of it over 200 ms lost on the way, in all the classroom got
+    // (its sequence numbers and RTP times; see `voice_gaps`).
+    let voice = voice.expect("the classroom's status");
+    eprintln!(
+        "voice lost on the way: {} stretches over 200 ms, longest {} ms",
+        voice["voice_gaps"], voice["voice_gap_longest_ms"]
+    );
+    assert!(
+        voice["frames"].as_u64().unwrap_or(0) > 1000,
+        "the classroom got too little: {voice}"
+    );
+    assert_eq!(voice["voice_gaps"], 0, "voice lost: {voice}");
+    assert!(
+        voice["voice_gap_longest_ms"].as_u64().unwrap_or(u64::MAX) <= 200,
+        "{voice}"
+    );
+    // What the recording shows: the voice's playback time, where the classroom's playout
+    // delay growing for the link's queue (up to 1 s here) is a jump too, which a classroom
+    // hears as a pause.
+    let pts = audio_pts(&file);
+    let _ = std::fs::remove_file(&file);
+    assert!(pts.len() > 500, "only {} audio frames recorded", pts.len());
+    let offset = classroom_start + Duration::from_millis(200);
+    let jumps: Vec<(Duration, Duration)> = pts
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(100))
+        .map(|w| (w[0] + offset, w[1] - w[0]))
+        .collect();
+    eprintln!("jumps in the recorded voice over 100 ms (test time, length): {jumps:?}");
 }
 
 /// Issue 5, item 6: after a link outage the agent restarts ICE on the same WHIP session (RFC
