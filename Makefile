@@ -22,7 +22,7 @@ demo: release
 demo-cluster: release
 	./scripts/demo-cluster.sh
 
-WEB_ENV = SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay SCHEDULER_BIN=$(TARGET_DIR)/debug/scheduler
+WEB_ENV = SFU_BIN=$(TARGET_DIR)/debug/sfu AGENT_BIN=$(TARGET_DIR)/debug/classroom-agent LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay SCHEDULER_BIN=$(TARGET_DIR)/debug/scheduler
 
 test: deps
 	$(CARGO) build -p sfu -p loadtest -p scheduler

@@ -801,6 +801,164 @@ fn new_viewers_get_a_keyframe_via_pli() {
     });
 }
 
+// -------------------------------------------------------------------------------------------
+// f) the classroom agent (GStreamer encoders, str0m) as the teacher
+// -------------------------------------------------------------------------------------------
+
+/// The agent's binary: `AGENT_BIN`, else `classroom-agent` beside this test's `sfu`, built on
+/// demand (`cargo test --workspace` builds it for the agent's own tests).
+fn agent_bin() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("AGENT_BIN") {
+        return p.into();
+    }
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_sfu"))
+        .parent()
+        .expect("target dir")
+        .to_path_buf();
+    let p = dir.join("classroom-agent");
+    if !p.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = std::process::Command::new(cargo)
+            .args(["build", "-p", "classroom-agent"])
+            .status()
+            .expect("run cargo build -p classroom-agent");
+        assert!(st.success(), "cargo build -p classroom-agent failed");
+    }
+    p
+}
+
+/// The agent process: SIGTERM and its log's tail when dropped early (a failed assert).
+struct Agent {
+    child: Option<std::process::Child>,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    /// Sends SIGTERM and waits up to 15 s for the exit status.
+    async fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- tail of agent log {} ---\n{}",
+                self.log.display(),
+                self.tail()
+            );
+        }
+    }
+}
+
+/// Issue 5's first acceptance, Rust side: the classroom agent publishes as the teacher (its test
+/// pattern and tone, 3-layer VP8 simulcast and Opus) and a webrtc-rs WHEP viewer gets its camera
+/// and voice well-formed: a keyframe soon after connecting, no sequence gaps, the frame rate, the
+/// layers' sizes in the VP8 keyframe headers, 50 Opus packets a second. (Decoding is checked by
+/// the classroom agent's own playback, `classroom-agent/tests/lesson.rs`, and by Chromium,
+/// `web/tests/agent.test.mjs`.)
+#[test]
+fn classroom_agent_reaches_a_webrtc_rs_viewer() {
+    run("classroom_agent", ROOM_LIMIT, async {
+        let mut sfu = Sfu::start().await;
+        let room = "lesson-agent";
+        let token = sfu.token(room, "teacher", "agent-teacher");
+        let log = std::env::temp_dir().join(format!("sfu-test-agent-{}.log", std::process::id()));
+        let out = std::fs::File::create(&log).expect("agent log");
+        let child = std::process::Command::new(agent_bin())
+            .args(["--sfu", &sfu.base, "--room", room, "--token", &token])
+            .args(["--role", "teacher", "--video", "test", "--audio", "test"])
+            .args(["--width", "640", "--height", "360", "--fps", "15"])
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start classroom-agent");
+        let mut agent = Agent {
+            child: Some(child),
+            log,
+        };
+
+        // Publishing: the room shows the teacher's camera layers.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (st, body) = sfu.get(&format!("/api/rooms/{room}")).await;
+            if st == 200 && body.contains("teacher_camera") && body.contains("\"connected\":true") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent is not publishing after 30 s: {st} {body}\n{}",
+                agent.tail()
+            );
+            sleep(secs(0.25)).await;
+        }
+
+        let tok = sfu.token(room, "classroom", "school-1");
+        let name = "agent-viewer";
+        let sub = must(Subscriber::connect(&sfu, room, &tok, "", &[VideoCodec::Vp8], name).await);
+        sleep(secs(8.0)).await;
+
+        let cam = sub.slot(SLOT_CAMERA);
+        let track = camera_track(name, &cam);
+        assert_eq!(track.mime, "video/vp8", "{name}: camera codec {track:?}");
+        let rep = analyze(&cam.pkts, sub.connected_at);
+        eprintln!("{name} camera: {}", rep.line());
+        check_camera(name, &rep, Duration::from_secs(5));
+        // Every keyframe is one of the agent's layers: 640x360 and its halves.
+        let sizes: Vec<(u16, u16)> = rep
+            .keyframes
+            .iter()
+            .map(|(_, k)| (k.width, k.height))
+            .collect();
+        assert!(
+            sizes
+                .iter()
+                .all(|s| [(640, 360), (320, 180), (160, 90)].contains(s)),
+            "{name}: keyframe sizes {sizes:?}"
+        );
+        check_audio(
+            name,
+            &sub.slot(SLOT_AUDIO),
+            sub.connected_at,
+            Duration::from_secs(5),
+        );
+
+        let st = agent.stop().await;
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "the agent did not exit 0 on SIGTERM: {st:?}\n{}",
+            agent.tail()
+        );
+        drop(sub);
+        sfu.finish().await;
+    });
+}
+
 /// `futures::future::join_all` without the dependency: runs the futures concurrently.
 async fn futures_join_all<F, T>(futs: impl Iterator<Item = F>) -> Vec<T>
 where

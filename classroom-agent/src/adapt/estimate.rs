@@ -6,6 +6,14 @@
 //! found room: the average follows seconds later); otherwise the average. While a queue
 //! stands, the ladder gets only part of the estimate, so that the queue drains. Pure; time
 //! from the caller.
+//!
+//! A queue that grows also tells what the link carries, sooner than the controller does. A round
+//! trip measured at report time `t` is the queue met by a packet sent at `t - q`, so a queue
+//! growing by `g` seconds per second of reports was met by packets sent at `S` into a link of
+//! `C = S (1 - g)`. After a 4 -> 1 Mbit/s fall, str0m's newest estimate took 1-1.5 s to come
+//! down to the link (its pacer sends 1.1 times it, and drains what the encoders made at the old
+//! step at that pace), while the round trip grew at 0.75 s/s from the first quarter second:
+//! 4.2 Mbit/s sent, so about 1 Mbit/s.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +33,15 @@ pub const DRAIN_FLOOR: f64 = 0.5;
 /// A latest estimate above the average counts once it has held this long: str0m's average
 /// took 3 s to follow a probe that had found a returned link (then the ladder's own dwell).
 pub const RISE_HELD: Duration = Duration::from_secs(1);
+/// A queue growing slower than this (seconds per second) is not read for the link's capacity:
+/// the round trip's own noise (CPU scheduling on a busy PC) is of that order.
+pub const GROWTH_READ: f64 = 0.3;
+/// What the agent sent is taken as the highest rate between readings over this long: the
+/// packets whose queue the newest round trip shows were sent a queue's length ago, before any
+/// cut (and a keyframe's burst is sent faster than the second's average).
+pub const SENT_WINDOW: Duration = Duration::from_millis(1000);
+/// A capacity read from a growing queue is used for this long.
+pub const CAPACITY_FRESH: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone, Default)]
 pub struct EstimateFilter {
@@ -34,12 +51,77 @@ pub struct EstimateFilter {
     rtt: Option<(Duration, Instant)>,
     /// Recent round trips, for the floor.
     rtts: VecDeque<(Instant, Duration)>,
+    /// All bytes the agent has sent, at each reading over the last `SENT_WINDOW`.
+    sent: VecDeque<(Instant, u64)>,
+    /// The link's capacity as the last growing queue showed it, and when.
+    capacity: Option<(u64, Instant)>,
+    /// The last round trip that differed from the one before, and when it came: the growth is
+    /// measured from it (str0m repeats a round trip until the next report).
+    growth_base: Option<(Duration, Instant)>,
 }
 
 impl EstimateFilter {
     /// str0m's estimate event.
     pub fn on_average(&mut self, bps: u64) {
         self.average = Some(bps);
+    }
+
+    /// All bytes the agent has put on the wire so far (before the stats of the same reading).
+    pub fn on_sent(&mut self, total_bytes: u64, now: Instant) {
+        self.sent.push_back((now, total_bytes));
+        // Keep one reading from before the window: the first interval's start.
+        while self
+            .sent
+            .get(1)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= SENT_WINDOW)
+        {
+            self.sent.pop_front();
+        }
+    }
+
+    /// The highest rate between consecutive readings of what was sent, over `SENT_WINDOW`.
+    fn sent_peak(&self) -> Option<u64> {
+        self.sent
+            .iter()
+            .zip(self.sent.iter().skip(1))
+            .filter_map(|((t0, b0), (t1, b1))| {
+                let dt = t1.saturating_duration_since(*t0).as_secs_f64();
+                (dt >= 0.05).then(|| (b1.saturating_sub(*b0) as f64 * 8.0 / dt) as u64)
+            })
+            .max()
+    }
+
+    /// The link's capacity from a growing queue (see the module's doc), while fresh.
+    pub fn capacity(&self, now: Instant) -> Option<u64> {
+        self.capacity
+            .filter(|(_, at)| now.saturating_duration_since(*at) <= CAPACITY_FRESH)
+            .map(|(c, _)| c)
+    }
+
+    /// Reads the capacity from the round trip's growth since the last reading, when a queue
+    /// stands and grows clearly.
+    fn read_capacity(&mut self, rtt: Duration, now: Instant) {
+        let base = self.growth_base;
+        if base.is_none_or(|(r, _)| r != rtt) {
+            self.growth_base = Some((rtt, now));
+        }
+        let (Some((prev, at)), Some(floor)) = (base, self.rtt_floor()) else {
+            return;
+        };
+        if prev == rtt {
+            return;
+        }
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        if dt < 0.1 || !fresh(at, now) || rtt.saturating_sub(floor) < QUEUE_SIGNAL {
+            return;
+        }
+        let growth = (rtt.as_secs_f64() - prev.as_secs_f64()) / dt;
+        if !(GROWTH_READ..1.0).contains(&growth) {
+            return;
+        }
+        if let Some(sent) = self.sent_peak() {
+            self.capacity = Some(((sent as f64 * (1.0 - growth)) as u64, now));
+        }
     }
 
     /// The connection's stats: the controller's latest estimate and the round trip.
@@ -56,6 +138,7 @@ impl EstimateFilter {
             }
         }
         if let Some(r) = rtt {
+            self.read_capacity(r, now);
             self.rtt = Some((r, now));
             self.rtts.push_back((now, r));
             while self
@@ -113,6 +196,7 @@ impl EstimateFilter {
             return Some(self.held(now).map_or(avg, |h| h.max(avg)));
         };
         let e = self.latest(now).map_or(avg, |l| l.min(avg));
+        let e = self.capacity(now).map_or(e, |c| c.min(e));
         let share = (1.0 - queue.as_secs_f64() / DRAIN.as_secs_f64()).max(DRAIN_FLOOR);
         Some((e as f64 * share) as u64)
     }
@@ -188,6 +272,80 @@ mod tests {
         // A dip ends it: the least of the last second is the dip, and the average is higher.
         f.on_stats(Some(900_000), Some(55 * MS), t1 + 1_250 * MS);
         assert_eq!(f.for_ladder(t1 + 1_250 * MS), Some(1_000_000));
+    }
+
+    /// Readings every 250 ms while sending at `bps`: (round trip, latest estimate) each.
+    fn feed(
+        f: &mut EstimateFilter,
+        from: Instant,
+        sent: &mut u64,
+        bps: u64,
+        rtts: &[(u64, u64)],
+    ) -> Instant {
+        let mut t = from;
+        for &(rtt, latest) in rtts {
+            t += 250 * MS;
+            *sent += bps / 8 / 4;
+            f.on_sent(*sent, t);
+            f.on_stats(Some(latest), Some(Duration::from_millis(rtt)), t);
+        }
+        t
+    }
+
+    #[test]
+    fn a_growing_queue_tells_the_links_capacity_before_the_controller_does() {
+        let t0 = Instant::now();
+        let mut f = EstimateFilter::default();
+        f.on_average(4_000_000);
+        let mut sent = 0;
+        let t = feed(&mut f, t0, &mut sent, 4_000_000, &[(50, 4_000_000); 12]);
+        assert_eq!(f.capacity(t), None, "no queue, no reading");
+        // The link fell to 1 Mbit/s: sending 4 Mbit/s, the queue grows by 0.75 s a second of
+        // reports. The controller still says 3.9 Mbit/s.
+        let t = feed(
+            &mut f,
+            t,
+            &mut sent,
+            4_000_000,
+            &[(140, 3_900_000), (328, 3_900_000)],
+        );
+        let c = f.capacity(t).expect("a capacity read");
+        assert!((900_000..=1_100_000).contains(&c), "capacity {c}");
+        // The ladder gets that, less the drain share (a 278 ms queue).
+        let e = f.for_ladder(t).unwrap();
+        assert!(e <= c && e >= c / 2, "for the ladder {e} against {c}");
+        // A repeated round trip (no new report) reads nothing new, and the reading stays while
+        // fresh.
+        let t = feed(&mut f, t, &mut sent, 1_000_000, &[(328, 3_000_000)]);
+        assert_eq!(f.capacity(t), Some(c));
+        assert!(f.capacity(t + CAPACITY_FRESH + MS).is_none(), "it ages out");
+    }
+
+    #[test]
+    fn noise_and_jumps_are_not_read_as_capacity() {
+        let t0 = Instant::now();
+        let mut f = EstimateFilter::default();
+        f.on_average(4_000_000);
+        let mut sent = 0;
+        let t = feed(&mut f, t0, &mut sent, 4_000_000, &[(50, 4_000_000); 12]);
+        // A queue creeping up slowly (0.2 s/s), and a jump faster than reports can show a
+        // queue growing (a burst, or a late report): neither is read.
+        let creep = [(100, 4_000_000), (150, 4_000_000), (200, 4_000_000)];
+        let t = feed(&mut f, t, &mut sent, 4_000_000, &creep);
+        assert!(f.queueing(t));
+        assert_eq!(f.capacity(t), None);
+        let t = feed(&mut f, t, &mut sent, 4_000_000, &[(500, 4_000_000)]);
+        assert_eq!(f.capacity(t), None);
+        // Without a queue over the signal, growth is not read either.
+        let mut g = EstimateFilter::default();
+        let t = feed(
+            &mut g,
+            t0,
+            &mut sent,
+            4_000_000,
+            &[(50, 4_000_000), (60, 4_000_000), (95, 4_000_000)],
+        );
+        assert_eq!(g.capacity(t), None);
     }
 
     #[test]
