@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Harness, REPO, RESULTS, sleep, pollUntil, viewerStats } from './harness.mjs';
+import { Harness, REPO, RESULTS, sleep, pollUntil, viewerStats, logTail } from './harness.mjs';
 
 const AGENT_BIN = process.env.AGENT_BIN || path.join(REPO, 'target', 'debug', 'classroom-agent');
 const WIDTH = 640;
@@ -38,14 +38,6 @@ function startAgent(token) {
   return { proc, logPath, exit };
 }
 
-const tail = (p, n = 30) => {
-  try {
-    return fs.readFileSync(p, 'utf8').split('\n').slice(-n).join('\n');
-  } catch {
-    return '(no log)';
-  }
-};
-
 before(async () => {
   await h.startSfu();
   await h.launchBrowser();
@@ -69,7 +61,7 @@ test('the classroom page decodes the agent\'s camera and voice', async () => {
     }, { timeout: 45_000 });
     if (!started) {
       h.dump('no media from the agent', { viewer: await viewerStats(page), room: await h.roomInfo() });
-      assert.fail(`the classroom page decoded nothing from the agent within 45 s\n--- agent ---\n${tail(agent.logPath)}`
+      assert.fail(`the classroom page decoded nothing from the agent within 45 s\n--- agent ---\n${logTail(agent.logPath, 30)}`
         + `\n--- sfu ---\n${h.sfuLogTail(20)}`);
     }
 
@@ -106,5 +98,5 @@ test('the classroom page decodes the agent\'s camera and voice', async () => {
   }
   const done = await Promise.race([agent.exit, sleep(15_000).then(() => null)]);
   if (!done) agent.proc.kill('SIGKILL');
-  assert.deepEqual(done, { code: 0, signal: null }, `the agent did not exit 0 on SIGTERM\n${tail(agent.logPath)}`);
+  assert.deepEqual(done, { code: 0, signal: null }, `the agent did not exit 0 on SIGTERM\n${logTail(agent.logPath, 30)}`);
 });

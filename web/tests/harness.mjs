@@ -93,6 +93,15 @@ export const CHROMIUM_ARGS = [
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The last `lines` lines of a log file, or '(no log)'. */
+export function logTail(logPath, lines = 40) {
+  try {
+    return fs.readFileSync(logPath, 'utf8').split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
 // ------------------------------------------------------------------ ports
 
 function listenTcp(port) {
@@ -315,11 +324,7 @@ export class Harness {
   }
 
   sfuLogTail(lines = 40) {
-    try {
-      return fs.readFileSync(this.logPath, 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no log)';
-    }
+    return logTail(this.logPath, lines);
   }
 
   /** Lines of the SFU log since byte `from` (see `sfuLogSize`). */
@@ -712,15 +717,9 @@ export async function startClusterNode({ name, id, region, secret, redis, certs,
   exit.then((e) => {
     exited = e;
   });
-  const logTail = (lines = 30) => {
-    try {
-      return fs.readFileSync(logPath, 'utf8').split('\n').slice(-lines).join('\n');
-    } catch {
-      return '(no log)';
-    }
-  };
+  const nodeLogTail = (lines = 30) => logTail(logPath, lines);
   const baseUrl = `http://127.0.0.1:${httpPort}`;
-  await waitHealthy(`${baseUrl}/healthz`, `sfu node ${id}`, { exited: () => exited, log: logTail });
+  await waitHealthy(`${baseUrl}/healthz`, `sfu node ${id}`, { exited: () => exited, log: nodeLogTail });
   return {
     id,
     region,
@@ -730,7 +729,7 @@ export async function startClusterNode({ name, id, region, secret, redis, certs,
     mediaPort,
     relayPort,
     logPath,
-    logTail,
+    logTail: nodeLogTail,
     get exited() {
       return exited;
     },

@@ -68,15 +68,7 @@ impl EstimateFilter {
 
     /// All bytes the agent has put on the wire so far (before the stats of the same reading).
     pub fn on_sent(&mut self, total_bytes: u64, now: Instant) {
-        self.sent.push_back((now, total_bytes));
-        // Keep one reading from before the window: the first interval's start.
-        while self
-            .sent
-            .get(1)
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= SENT_WINDOW)
-        {
-            self.sent.pop_front();
-        }
+        push_covering(&mut self.sent, (now, total_bytes), SENT_WINDOW);
     }
 
     /// The highest rate between consecutive readings of what was sent, over `SENT_WINDOW`.
@@ -127,15 +119,7 @@ impl EstimateFilter {
     /// The connection's stats: the controller's latest estimate and the round trip.
     pub fn on_stats(&mut self, latest_bps: Option<u64>, rtt: Option<Duration>, now: Instant) {
         if let Some(b) = latest_bps {
-            self.latests.push_back((now, b));
-            // Keep one reading from before the window: it shows the window is covered.
-            while self
-                .latests
-                .get(1)
-                .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= RISE_HELD)
-            {
-                self.latests.pop_front();
-            }
+            push_covering(&mut self.latests, (now, b), RISE_HELD);
         }
         if let Some(r) = rtt {
             self.read_capacity(r, now);
@@ -199,6 +183,19 @@ impl EstimateFilter {
         let e = self.capacity(now).map_or(e, |c| c.min(e));
         let share = (1.0 - queue.as_secs_f64() / DRAIN.as_secs_f64()).max(DRAIN_FLOOR);
         Some((e as f64 * share) as u64)
+    }
+}
+
+/// Adds the newest reading and drops those older than `window`, keeping one from before it: it
+/// shows the window is covered (and starts its first interval).
+fn push_covering(q: &mut VecDeque<(Instant, u64)>, reading: (Instant, u64), window: Duration) {
+    let now = reading.0;
+    q.push_back(reading);
+    while q
+        .get(1)
+        .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= window)
+    {
+        q.pop_front();
     }
 }
 

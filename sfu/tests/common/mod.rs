@@ -102,7 +102,8 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of a log file (ANSI colours stripped).
+pub fn tail(path: &Path, lines: usize) -> String {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => return format!("(cannot open log: {e})"),
@@ -389,22 +390,27 @@ impl Sfu {
 
     /// Sends SIGTERM and waits (up to 15 s) for the exit status.
     pub async fn shutdown(&mut self) -> Option<ExitStatus> {
-        let mut child = self.child.take()?;
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        terminate(self.child.take()?).await
+    }
+}
+
+/// Sends `child` SIGTERM and waits up to 15 s for its exit status; `None` (and SIGKILL) if it
+/// did not exit by then.
+pub async fn terminate(mut child: Child) -> Option<ExitStatus> {
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(st)) = child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            sleep(Duration::from_millis(50)).await;
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
         }
+        sleep(Duration::from_millis(50)).await;
     }
 }
 
