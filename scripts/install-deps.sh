@@ -34,6 +34,8 @@ pkg_installed libopus-dev || need+=(libopus-dev)
 # namespace it makes with iproute2; the packaged service is not used).
 have janus || need+=(janus)
 have ip || need+=(iproute2)
+# Xvfb: a display for the test of courseware captured from the screen (ximagesrc).
+have Xvfb || need+=(xvfb)
 # Redis, the cluster's directory of nodes and rooms (tests and the demo start their own
 # redis-server on a free port; the packaged service is not used).
 [ -x /usr/bin/redis-server ] || need+=(redis-server)

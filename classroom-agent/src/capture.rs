@@ -118,6 +118,29 @@ pub fn camera_usable(dev: &str) -> bool {
         .is_ok()
 }
 
+/// Whether the X screen can be captured now: one picture through `ximagesrc`. A teacher PC
+/// whose desktop is gone (no X server, no permission) teaches on with camera and voice
+/// rather than not at all; the error says why.
+pub fn screen_capturable() -> Result<(), String> {
+    let pipeline =
+        launch("ximagesrc num-buffers=1 use-damage=false ! fakesink").map_err(|e| e.to_string())?;
+    let bus = pipeline.bus().ok_or("pipeline without bus")?;
+    let started = pipeline.set_state(gst::State::Playing);
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(5),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    );
+    let _ = pipeline.set_state(gst::State::Null);
+    match msg.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Eos(_)) => Ok(()),
+        Some(gst::MessageView::Error(e)) => Err(e.error().to_string()),
+        _ => Err(match started {
+            Err(e) => e.to_string(),
+            Ok(_) => "no picture within 5 s".into(),
+        }),
+    }
+}
+
 /// True when ALSA lists a capture device.
 pub fn has_microphone() -> bool {
     std::fs::read_dir("/dev/snd")

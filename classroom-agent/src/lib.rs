@@ -4,7 +4,7 @@
 //! Pure parts (unit-tested, no I/O): [`frame`] (codec bitstream facts), [`timing`] (clock
 //! conversions both ways), [`layers`] (the simulcast plan), [`keyframe`] (request
 //! throttling), [`backoff`] (reconnect pacing), [`camera_watch`] (when a lost camera gives way
-//! to the test pattern and comes back), [`adapt`] (the bitrate ladder). Edges: [`whip`] (HTTP), [`peer`] (the str0m
+//! to the test pattern and comes back), [`adapt`] (the bitrate ladder), [`layout`] (the screen's pictures). Edges: [`whip`] (HTTP), [`peer`] (the str0m
 //! loop on one UDP socket), [`capture`], [`camera`] and [`playback`] (GStreamer pipelines).
 
 pub mod adapt;
@@ -15,6 +15,7 @@ pub mod capture;
 pub mod frame;
 pub mod keyframe;
 pub mod layers;
+pub mod layout;
 pub mod peer;
 pub mod playback;
 pub mod publish;

@@ -12,8 +12,8 @@ use url::Url;
 use classroom_agent::adapt::ladder;
 use classroom_agent::camera::CameraStats;
 use classroom_agent::capture::{
-    camera_usable, first_camera, has_microphone, AudioSource, Capture, CaptureConfig,
-    CoursewareSource, FrameRoute, VideoSource,
+    camera_usable, first_camera, has_microphone, screen_capturable, AudioSource, Capture,
+    CaptureConfig, CoursewareSource, FrameRoute, VideoSource,
 };
 use classroom_agent::frame::VideoCodec;
 use classroom_agent::layers::{camera_layers, courseware_layer, Role};
@@ -172,12 +172,24 @@ fn main() -> anyhow::Result<()> {
             args.fps,
             !args.no_simulcast,
         );
+        let mut courseware = args.courseware.clone();
+        if courseware == CoursewareSource::Screen {
+            if let Err(e) = screen_capturable() {
+                let shown = std::env::var("DISPLAY").unwrap_or_default();
+                tracing::error!(
+                    "courseware: cannot capture the screen (DISPLAY={shown:?}): {e}; \
+                     teaching on without courseware"
+                );
+                pub_stats.set_error(format!("courseware: cannot capture the screen: {e}"));
+                courseware = CoursewareSource::None;
+            }
+        }
         let cfg = CaptureConfig {
             video: video.clone(),
             audio: audio.clone(),
             codec: args.codec,
             layers: layers.clone(),
-            courseware: match args.courseware.clone() {
+            courseware: match courseware {
                 CoursewareSource::Slides { dir, .. } => CoursewareSource::Slides {
                     dir,
                     every: std::time::Duration::from_secs(args.slide_seconds.max(1)),
@@ -186,7 +198,7 @@ fn main() -> anyhow::Result<()> {
             },
             courseware_layer: courseware_layer(1280, 720, args.courseware_fps),
         };
-        tracing::info!(?video, ?audio, courseware = ?args.courseware, codec = ?args.codec, "capture");
+        tracing::info!(?video, ?audio, courseware = ?cfg.courseware, codec = ?args.codec, "capture");
         let route = FrameRoute::default();
         let capture = Arc::new(Capture::start(&cfg, route.clone(), camera_stats.clone())?);
         let (client, room, stop, stats) = (
@@ -245,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         args.codec,
         Duration::from_millis(args.latency_ms),
         (args.width, args.height),
+        play_stats.clone(),
     )?
     .map(Arc::new);
     if let Some(playback) = playback.clone() {

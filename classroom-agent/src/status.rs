@@ -41,6 +41,13 @@ pub struct SessionStats {
     pub voice_gap_longest_ms: AtomicU64,
     /// The playout delay added to what is played, sized for the link (play only).
     pub playout_ms: AtomicU64,
+    /// Courseware frames received (play only).
+    pub courseware_frames: AtomicU64,
+    /// Pictures that reached the screen's composition, and how it is laid out (play to the
+    /// screen only; see `layout`).
+    pub shown_camera: AtomicU64,
+    pub shown_courseware: AtomicU64,
+    pub layout: Mutex<Option<&'static str>>,
     /// What each video layer sends now (publish only): size, frame rate, bitrate or off.
     pub video: Mutex<Option<serde_json::Value>>,
     pub last_error: Mutex<Option<String>>,
@@ -102,6 +109,14 @@ impl SessionStats {
             "playout_ms": self.playout_ms.load(Ordering::Relaxed),
             "voice_gaps": self.voice_gaps.load(Ordering::Relaxed),
             "voice_gap_longest_ms": self.voice_gap_longest_ms.load(Ordering::Relaxed),
+            "courseware_frames": self.courseware_frames.load(Ordering::Relaxed),
+            "screen": self.layout.lock().unwrap_or_else(|p| p.into_inner()).map(|layout| {
+                serde_json::json!({
+                    "layout": layout,
+                    "camera_frames": self.shown_camera.load(Ordering::Relaxed),
+                    "courseware_frames": self.shown_courseware.load(Ordering::Relaxed),
+                })
+            }),
             "video": *self.video.lock().unwrap_or_else(|p| p.into_inner()),
             "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
         })

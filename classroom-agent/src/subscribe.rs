@@ -1,6 +1,6 @@
-//! Playing over WHEP: receive-only audio and camera m-lines (the SFU's first two program
-//! slots), depacketized frames handed to the playback pipeline, keyframes asked for when
-//! the picture cannot start or has lost frames.
+//! Playing over WHEP: receive-only m-lines for the teacher's voice, camera and courseware
+//! (the SFU's first three program slots), depacketized frames handed to the playback
+//! pipeline, keyframes asked for when a picture cannot start or has lost frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +38,14 @@ pub fn prepare(
     rtc.add_local_candidate(cand);
     let mut api = rtc.sdp_api();
     let audio = api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let video = api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    // Video m-lines in the SFU's slot order: the camera, then the courseware.
+    let pictures = [StreamKind::Camera, StreamKind::Courseware].map(|kind| Picture {
+        kind,
+        mid: api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None),
+        // The courseware asks only once it flows: many lessons have none.
+        need_keyframe: kind == StreamKind::Camera,
+        last_request: None,
+    });
     let (offer, pending) = api.apply().ok_or("nothing to offer")?;
     Ok(Prepared {
         rtc,
@@ -46,43 +53,48 @@ pub fn prepare(
         pending,
         handler: Box::new(Subscriber {
             audio,
-            video,
+            pictures,
             playback,
             stats,
             connected: false,
-            need_keyframe: true,
-            last_request: None,
             voice: VoiceGaps::default(),
         }),
     })
 }
 
+/// One of the lesson's pictures and its keyframe requests.
+struct Picture {
+    kind: StreamKind,
+    mid: Mid,
+    /// Set until a keyframe lets the decoder (re)start.
+    need_keyframe: bool,
+    last_request: Option<Instant>,
+}
+
 pub struct Subscriber {
     audio: Mid,
-    video: Mid,
+    pictures: [Picture; 2],
     playback: Arc<Playback>,
     stats: Arc<SessionStats>,
     connected: bool,
-    need_keyframe: bool,
-    last_request: Option<Instant>,
     /// Lost stretches of the lesson's voice, for `/status`.
     voice: VoiceGaps,
 }
 
-impl Subscriber {
-    fn request_keyframe(&mut self, rtc: &mut Rtc, now: Instant) {
+impl Picture {
+    fn request_keyframe(&mut self, rtc: &mut Rtc, stats: &SessionStats, now: Instant) {
         if self
             .last_request
             .is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_RETRY)
         {
             return;
         }
-        if let Some(mut w) = rtc.writer(self.video) {
+        if let Some(mut w) = rtc.writer(self.mid) {
             if w.is_request_keyframe_possible(KeyframeRequestKind::Pli)
                 && w.request_keyframe(None, KeyframeRequestKind::Pli).is_ok()
             {
                 self.last_request = Some(now);
-                self.stats
+                stats
                     .keyframes_requested
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -100,14 +112,18 @@ impl Handler for Subscriber {
                 tracing::info!("whep: connected");
             }
             Event::MediaData(d) => {
-                let kind = if d.mid == self.audio {
-                    StreamKind::Audio
-                } else if d.mid == self.video {
-                    StreamKind::Video
-                } else {
-                    return;
+                let picture = self.pictures.iter().position(|p| p.mid == d.mid);
+                let kind = match picture {
+                    Some(i) => self.pictures[i].kind,
+                    None if d.mid == self.audio => StreamKind::Audio,
+                    None => return,
                 };
                 self.stats.add_frame(d.data.len());
+                if kind == StreamKind::Courseware {
+                    self.stats
+                        .courseware_frames
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 if kind == StreamKind::Audio {
                     let (first, last) = (**d.seq_range.start(), **d.seq_range.end());
                     let rate = d.time.denom() as u64;
@@ -126,13 +142,14 @@ impl Handler for Subscriber {
                     self.playback.playout_delay().as_millis() as u64,
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                if kind == StreamKind::Video {
+                if let Some(i) = picture {
+                    let p = &mut self.pictures[i];
                     if !took || !d.contiguous {
                         // Frames are missing: the decoder needs a fresh keyframe.
-                        self.need_keyframe = true;
-                        self.request_keyframe(rtc, now);
+                        p.need_keyframe = true;
+                        p.request_keyframe(rtc, &self.stats, now);
                     } else if is_keyframe(self.playback.codec(), &d.data) {
-                        self.need_keyframe = false;
+                        p.need_keyframe = false;
                     }
                 }
             }
@@ -141,8 +158,13 @@ impl Handler for Subscriber {
     }
 
     fn on_wake(&mut self, rtc: &mut Rtc, now: Instant) {
-        if self.connected && self.need_keyframe {
-            self.request_keyframe(rtc, now);
+        if !self.connected {
+            return;
+        }
+        for p in &mut self.pictures {
+            if p.need_keyframe {
+                p.request_keyframe(rtc, &self.stats, now);
+            }
         }
     }
 }

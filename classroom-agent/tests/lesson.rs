@@ -19,8 +19,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use serde_json::Value;
 
-/// Decodes a Matroska file: (video frames, audio frames, picture size).
-fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
+/// Decodes a Matroska file: (video frames, audio frames, picture size). A file `with_audio`
+/// has an Opus track besides the video (a courseware recording has none).
+fn decode_file(path: &Path, codec: &str, with_audio: bool) -> (u64, u64, Option<(i32, i32)>) {
     gst::init().unwrap();
     let decoder = match codec {
         "h264" => "h264parse ! avdec_h264",
@@ -29,10 +30,15 @@ fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
     // The recording starts audio as soon as it arrives and video at its first keyframe, so
     // one track may begin seconds into the file: sinks that do not wait for preroll and
     // unbounded queues keep one branch from stalling the demuxer while the other is empty.
+    let audio = if with_audio {
+        format!("d.audio_0 ! {UNBOUNDED} ! opusdec ! appsink name=a sync=false async=false")
+    } else {
+        String::new()
+    };
     let desc = format!(
         "filesrc location=\"{}\" ! matroskademux name=d  \
          d.video_0 ! {UNBOUNDED} ! {decoder} ! videoconvert ! appsink name=v sync=false async=false  \
-         d.audio_0 ! {UNBOUNDED} ! opusdec ! appsink name=a sync=false async=false",
+         {audio}",
         path.display()
     );
     let pipeline = gst::parse::launch(&desc)
@@ -41,7 +47,8 @@ fn decode_file(path: &Path, codec: &str) -> (u64, u64, Option<(i32, i32)>) {
         .unwrap();
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let size = Arc::new(Mutex::new(None));
-    for (i, name) in ["v", "a"].into_iter().enumerate() {
+    let names: &[&str] = if with_audio { &["v", "a"] } else { &["v"] };
+    for (i, name) in names.iter().enumerate() {
         let sink = pipeline
             .by_name(name)
             .unwrap()
@@ -131,7 +138,9 @@ fn h264_lesson_records_and_decodes() {
 }
 
 /// The teacher publishes (3-layer simulcast in `codec`, Opus, optionally courseware), a
-/// classroom records 8 s into Matroska, and the file decodes.
+/// classroom records 8 s into Matroska, and the files (the lesson's, and the courseware's
+/// beside it) decode. With courseware, a second classroom plays to its screen: camera and
+/// courseware side by side, then the camera's place alone once the teacher has gone.
 fn record_lesson(codec: &str, courseware_from: Option<String>) {
     let _serial = serial();
     let sfu = Sfu::start();
@@ -260,6 +269,30 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
             "180",
         ],
     );
+    let cw_file = classroom_agent::playback::courseware_path(&file);
+    let _ = std::fs::remove_file(&cw_file);
+    // No display here: the agent composes the picture and drops it (a fakesink), and counts
+    // what reaches the composition.
+    let mut screen = with_courseware.then(|| {
+        agent(
+            "screen",
+            &sfu,
+            room,
+            &sfu.token(room, "classroom", "c2"),
+            &[
+                "--role",
+                "classroom",
+                "--video",
+                "none",
+                "--audio",
+                "none",
+                "--play",
+                "screen",
+                "--codec",
+                codec,
+            ],
+        )
+    });
     // Play for 8 s of connected time.
     let connected = wait_until(Duration::from_secs(20), || {
         std::fs::read_to_string(&classroom.log).is_ok_and(|l| l.contains("whep: connected"))
@@ -279,8 +312,41 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         "the SFU does not forward the lesson to the classroom: {:?}",
         sfu.room(room)
     );
+    // The screen shows both pictures side by side.
+    let shown = |p: &Proc| {
+        let s = agent_status(p).unwrap_or(Value::Null);
+        let screen = &s["play"]["screen"];
+        (
+            screen["layout"].as_str().unwrap_or("").to_string(),
+            screen["camera_frames"].as_u64().unwrap_or(0),
+            screen["courseware_frames"].as_u64().unwrap_or(0),
+        )
+    };
+    let mut before = (String::new(), 0, 0);
+    if let Some(screen) = &screen {
+        let side = wait_until(Duration::from_secs(20), || {
+            before = shown(screen);
+            before.0 == "side_by_side" && before.1 > 0 && before.2 > 0
+        });
+        assert!(
+            side,
+            "the screen does not show camera and courseware: {before:?}\n{}",
+            screen.tail()
+        );
+    }
     std::thread::sleep(Duration::from_secs(8));
     eprintln!("room after 8 s: {:?}", sfu.room(room));
+    if let Some(screen) = &screen {
+        // 8 s more of pictures: 15 camera and 2 courseware frames a second are sent.
+        let after = shown(screen);
+        eprintln!("screen: {before:?} -> {after:?}");
+        assert_eq!(after.0, "side_by_side", "{}", screen.tail());
+        assert!(after.1 >= before.1 + 30, "camera {before:?} -> {after:?}");
+        assert!(
+            after.2 >= before.2 + 4,
+            "courseware {before:?} -> {after:?}"
+        );
+    }
     assert!(
         classroom.running(),
         "classroom exited early\n{}",
@@ -303,6 +369,21 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         "teacher did not exit 0 on SIGTERM: {st:?}\n{}",
         teacher.tail()
     );
+    if let Some(mut screen) = screen.take() {
+        // The teacher has gone: the courseware's place is given back to the camera's.
+        let mut now = (String::new(), 0, 0);
+        let back = wait_until(Duration::from_secs(15), || {
+            now = shown(&screen);
+            now.0 == "camera"
+        });
+        assert!(back, "the screen kept {now:?}\n{}", screen.tail());
+        let st = screen.stop(Duration::from_secs(15));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "the screen classroom did not exit 0 on SIGTERM: {st:?}\n{}",
+            screen.tail()
+        );
+    }
 
     assert_eq!(
         log_count(&classroom, "playback finished"),
@@ -320,7 +401,7 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
             errors.join("\n")
         );
     }
-    let (video, audio, size) = decode_file(&file, codec);
+    let (video, audio, size) = decode_file(&file, codec, true);
     eprintln!("{codec}: decoded {video} video frames {size:?}, {audio} audio frames");
     // 8 s at 15 fps is 120 frames and at 20 ms 400 Opus frames: generous floors for a
     // loaded machine.
@@ -331,6 +412,126 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         "picture size {size:?}"
     );
     let _ = std::fs::remove_file(&file);
+    if with_courseware {
+        assert_eq!(
+            log_count(&classroom, "courseware recording finished"),
+            1,
+            "{}",
+            classroom.tail()
+        );
+        let (frames, _, size) = decode_file(&cw_file, codec, false);
+        eprintln!("{codec}: decoded {frames} courseware frames {size:?}");
+        // 2 frames a second for 8 s and more.
+        assert!(frames >= 8, "only {frames} courseware frames decoded");
+        assert_eq!(size, Some((1280, 720)));
+        let _ = std::fs::remove_file(&cw_file);
+    } else {
+        assert!(!cw_file.exists(), "a courseware file without courseware");
+    }
+}
+
+/// A display number with no X server behind it (no lock file, no socket).
+fn free_display() -> u32 {
+    (90 + std::process::id() % 100..300)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+                && !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+        })
+        .expect("a free X display number")
+}
+
+/// Courseware captured from a real X screen (Xvfb, 1024x768) reaches the SFU at the
+/// courseware's size. A teacher whose screen cannot be opened teaches on with camera and
+/// voice, and says why.
+#[test]
+fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() {
+    let _serial = serial();
+    let n = free_display();
+    let mut xvfb = Proc::spawn(
+        "xvfb",
+        std::process::Command::new("Xvfb")
+            .arg(format!(":{n}"))
+            .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || Path::new(&format!(
+            "/tmp/.X11-unix/X{n}"
+        ))
+        .exists()),
+        "Xvfb :{n} did not start\n{}",
+        xvfb.tail()
+    );
+    let display = format!(":{n}");
+    let sfu = Sfu::start();
+    let room = "agent-screen";
+    let mut args: Vec<&str> = TEACHER.to_vec();
+    args.extend(["--courseware", "screen", "--courseware-fps", "2"]);
+    let mut teacher = agent_with_env(
+        "teacher",
+        &sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        &args,
+        &[("DISPLAY", display.as_str())],
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut courseware = Value::Null;
+    let flowing = wait_until(Duration::from_secs(20), || {
+        courseware = sfu
+            .room(room)
+            .and_then(|r| {
+                r["publishers"][0]["tracks"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["track"] == "courseware")
+                    .cloned()
+            })
+            .unwrap_or(Value::Null);
+        courseware["layers"][0]["packets"].as_u64() > Some(4)
+            && courseware["layers"][0]["width"] == 1280
+    });
+    assert!(
+        flowing,
+        "no screen courseware at the SFU: {courseware}\n{}",
+        teacher.tail()
+    );
+    assert_eq!(courseware["layers"][0]["height"], 720, "{courseware}");
+    assert!(log_count(&teacher, "ximagesrc") > 0, "{}", teacher.tail());
+    assert_eq!(log_count(&teacher, "cannot capture the screen"), 0);
+
+    // The same teacher on a display that is not there.
+    let gone = format!(":{}", free_display() + 1);
+    let room2 = "agent-no-screen";
+    let mut lost = agent_with_env(
+        "no-screen",
+        &sfu,
+        room2,
+        &sfu.token(room2, "teacher", "t2"),
+        &args,
+        &[("DISPLAY", gone.as_str())],
+    );
+    wait_publishing(&sfu, room2, &lost, Duration::from_secs(30));
+    let status = agent_status(&lost).expect("/status");
+    assert_eq!(status["publish"]["connected"], true, "{status}");
+    assert!(
+        status["publish"]["video"]["courseware"].is_null(),
+        "{status}"
+    );
+    assert!(
+        status["publish"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot capture the screen")),
+        "{status}"
+    );
+    assert_eq!(
+        log_count(&lost, "teaching on without courseware"),
+        1,
+        "{}",
+        lost.tail()
+    );
+    stop_cleanly(&mut lost, "no-screen teacher");
+    stop_cleanly(&mut teacher, "teacher");
+    xvfb.stop(Duration::from_secs(10));
 }
 
 /// How many times the log of `p` says `what`.
@@ -421,7 +622,7 @@ fn agents_come_back_by_themselves_after_an_sfu_restart() {
     // The file goes on across the restart: more frames than could have come before it.
     let before = killed.duration_since(play_start).as_secs_f64();
     let most_before = (before * 15.0) as u64 + 15;
-    let (video, audio, _) = decode_file(&file, "vp8");
+    let (video, audio, _) = decode_file(&file, "vp8", true);
     eprintln!(
         "decoded {video} video and {audio} audio frames; at most {most_before} before the kill"
     );

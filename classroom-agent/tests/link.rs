@@ -174,6 +174,7 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     wait_publishing(&sfu, room, &teacher, Duration::from_secs(20));
     let file = std::env::temp_dir().join(format!("agent-link-{}.mkv", std::process::id()));
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(classroom_agent::playback::courseware_path(&file));
     let play = format!("file:{}", file.display());
     let classroom_start = t0.elapsed();
     let mut classroom = agent(
@@ -223,6 +224,7 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     // File time is playback time (from the classroom's start) plus its 200 ms allowance.
     let pts = audio_pts(&file);
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(classroom_agent::playback::courseware_path(&file));
     assert!(pts.len() > 200, "only {} audio frames recorded", pts.len());
     let offset = classroom_start + Duration::from_millis(200);
     let from = (DROP - Duration::from_secs(1)).saturating_sub(offset);
@@ -486,6 +488,7 @@ fn follows_the_issues_4_1_4_mbit_link() {
     wait_publishing(&sfu, room, &teacher, Duration::from_secs(20));
     let file = std::env::temp_dir().join(format!("agent-414-{}.mkv", std::process::id()));
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(classroom_agent::playback::courseware_path(&file));
     let play = format!("file:{}", file.display());
     let classroom_start = t0.elapsed();
     let mut classroom = agent(
@@ -638,6 +641,7 @@ fn follows_the_issues_4_1_4_mbit_link() {
     // hears as a pause.
     let pts = audio_pts(&file);
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(classroom_agent::playback::courseware_path(&file));
     assert!(pts.len() > 500, "only {} audio frames recorded", pts.len());
     let offset = classroom_start + Duration::from_millis(200);
     let jumps: Vec<(Duration, Duration)> = pts

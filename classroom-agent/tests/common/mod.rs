@@ -245,13 +245,26 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub fn agent(name: &str, sfu: &Sfu, room: &str, token: &str, extra: &[&str]) -> Proc {
+    agent_with_env(name, sfu, room, token, extra, &[])
+}
+
+/// [`agent`] with more environment variables (a `DISPLAY`, say).
+pub fn agent_with_env(
+    name: &str,
+    sfu: &Sfu,
+    room: &str,
+    token: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     Proc::spawn(
         name,
         Command::new(env!("CARGO_BIN_EXE_classroom-agent"))
             .args(["--sfu", &sfu.url(""), "--room", room, "--token", token])
             .args(["--status", "127.0.0.1:0"])
             .args(extra)
-            .env("RUST_LOG", "info,classroom_agent=debug"),
+            .env("RUST_LOG", "info,classroom_agent=debug")
+            .envs(env.iter().copied()),
     )
 }
 
