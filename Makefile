@@ -24,8 +24,10 @@ demo-cluster: release
 
 WEB_ENV = SFU_BIN=$(TARGET_DIR)/debug/sfu AGENT_BIN=$(TARGET_DIR)/debug/classroom-agent LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay SCHEDULER_BIN=$(TARGET_DIR)/debug/scheduler
 
+# `cargo test --workspace` also builds every binary into target/debug, with the features the
+# tests resolve. A separate `cargo build -p ...` first would compile some 50 crates (tokio,
+# hyper, sqlx, str0m...) a second time with other features: minutes of CI.
 test: deps
-	$(CARGO) build -p sfu -p loadtest -p scheduler
 	$(CARGO) test --workspace
 	cd web && $(WEB_ENV) node --test --test-concurrency=1 tests/
 
@@ -33,12 +35,12 @@ test-rust:
 	$(CARGO) test --workspace
 
 test-web:
-	$(CARGO) build -p sfu -p loadtest -p scheduler
+	$(CARGO) test --workspace --no-run
 	cd web && $(WEB_ENV) node --test --test-concurrency=1 tests/
 
 # Issue 3 acceptance alone (adaptive layers on emulated links; also part of `make test`).
 test-adaptive:
-	$(CARGO) build -p sfu -p loadtest
+	$(CARGO) test --workspace --no-run
 	cd web && SFU_BIN=$(TARGET_DIR)/debug/sfu LINK_RELAY_BIN=$(TARGET_DIR)/debug/link-relay node --test tests/adaptive.test.mjs
 
 lint:
