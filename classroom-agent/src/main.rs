@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use url::Url;
 
 use classroom_agent::adapt::ladder;
@@ -15,6 +16,7 @@ use classroom_agent::capture::{
     camera_usable, first_camera, has_microphone, screen_capturable, AudioSource, Capture,
     CaptureConfig, CoursewareSource, FrameRoute, VideoSource,
 };
+use classroom_agent::config::{parse_role, AgentFile};
 use classroom_agent::frame::VideoCodec;
 use classroom_agent::layers::{camera_layers, courseware_layer, Role};
 use classroom_agent::peer::supervise;
@@ -26,14 +28,28 @@ use classroom_agent::{publish, subscribe};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// Config file (TOML, see deploy/agent.toml); the command line wins over it.
+    #[arg(long, env = "CLASSROOM_CONFIG")]
+    config: Option<std::path::PathBuf>,
     /// SFU base URL (WHIP at /whip/ROOM, WHEP at /whep/ROOM).
     #[arg(long, env = "CLASSROOM_SFU", default_value = "http://127.0.0.1:7800")]
     sfu: Url,
+    /// The lesson's room (also taken from a token URL's answer).
     #[arg(long, env = "CLASSROOM_ROOM")]
-    room: String,
+    room: Option<String>,
     /// Join token (JWT) for the room.
     #[arg(long, env = "CLASSROOM_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
+    /// Fetch the join token at start from this URL: the scheduler's
+    /// /api/plans/P/lessons/L/join (with --id), or one answering a bare token.
+    #[arg(long, env = "CLASSROOM_TOKEN_URL", conflicts_with = "token")]
+    token_url: Option<String>,
+    /// This classroom's class id (a teacher PC: the teacher's id) in the timetable.
+    #[arg(long, env = "CLASSROOM_ID")]
+    id: Option<String>,
+    /// The school's id in the timetable (shown in /status and the logs).
+    #[arg(long, env = "CLASSROOM_SCHOOL")]
+    school: Option<String>,
     /// teacher publishes the lesson; classroom plays it (and offers its own feed).
     #[arg(long, value_enum, default_value = "classroom")]
     role: Role,
@@ -80,7 +96,7 @@ struct Args {
     #[arg(long)]
     media_via: Option<std::net::SocketAddr>,
     /// Local address for /status (JSON) and /metrics (Prometheus); "off" to disable.
-    #[arg(long, default_value = "127.0.0.1:7900")]
+    #[arg(long, default_value = "127.0.0.1:7990")]
     status: String,
     /// Jitter allowance of playback, milliseconds.
     #[arg(long, default_value_t = 200)]
@@ -96,7 +112,13 @@ fn main() -> anyhow::Result<()> {
         // journald stamps lines itself; colours would end up as escape codes there.
         .with_ansi(false)
         .init();
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    let mut args = Args::from_arg_matches(&matches)?;
+    if let Some(path) = args.config.clone() {
+        let file = AgentFile::read(&path)?;
+        apply_file(&mut args, &matches, file)?;
+        tracing::info!("config: {}", path.display());
+    }
     gstreamer::init().context("GStreamer did not initialise")?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -104,7 +126,36 @@ fn main() -> anyhow::Result<()> {
         signal_hook::flag::register(sig, stop.clone())?;
     }
 
-    let client = WhipClient::new(args.sfu.clone(), args.token.clone())?;
+    let token = match (args.token.clone(), args.token_url.clone()) {
+        (Some(t), _) => t,
+        (None, Some(url)) => {
+            let joined = classroom_agent::join::fetch(&url, args.id.as_deref(), &stop)?;
+            // The token is good for its own room only.
+            if let Some(r) = joined.room {
+                if args.room.as_ref().is_some_and(|mine| *mine != r) {
+                    tracing::warn!("token: the answer is for room {r:?}; joining that one");
+                }
+                args.room = Some(r);
+            }
+            tracing::info!("token: fetched from {url}");
+            joined.token
+        }
+        (None, None) => bail!(
+            "no join token: give --token (CLASSROOM_TOKEN) or --token-url, or token or \
+             token_url in the config file"
+        ),
+    };
+    let Some(room) = args.room.clone() else {
+        bail!("no room: give --room (CLASSROOM_ROOM) or room in the config file");
+    };
+    tracing::info!(
+        school = args.school.as_deref().unwrap_or("-"),
+        id = args.id.as_deref().unwrap_or("-"),
+        room,
+        role = args.role.as_str(),
+        "lesson"
+    );
+    let client = WhipClient::new(args.sfu.clone(), token)?;
     let video = match args.video.clone().unwrap_or_else(|| match first_camera() {
         Some(dev) => VideoSource::V4l2(dev),
         None => VideoSource::Test,
@@ -149,7 +200,9 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("--status {}: expected HOST:PORT or off", args.status))?;
         let status = Arc::new(AgentStatus {
             role: args.role.as_str(),
-            room: args.room.clone(),
+            room: room.clone(),
+            school: args.school.clone(),
+            id: args.id.clone(),
             started: std::time::Instant::now(),
             publish: pub_stats.clone(),
             play: play_stats.clone(),
@@ -203,7 +256,7 @@ fn main() -> anyhow::Result<()> {
         let capture = Arc::new(Capture::start(&cfg, route.clone(), camera_stats.clone())?);
         let (client, room, stop, stats) = (
             client.clone(),
-            args.room.clone(),
+            room.clone(),
             stop.clone(),
             pub_stats.clone(),
         );
@@ -263,7 +316,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(playback) = playback.clone() {
         let (client, room, stop, stats) = (
             client.clone(),
-            args.room.clone(),
+            room.clone(),
             stop.clone(),
             play_stats.clone(),
         );
@@ -310,4 +363,84 @@ fn main() -> anyhow::Result<()> {
         "stopped"
     );
     result
+}
+
+/// Takes from the config file what the command line (or its environment variables) did not
+/// give. The file's values were checked when it was read.
+fn apply_file(args: &mut Args, m: &ArgMatches, f: AgentFile) -> anyhow::Result<()> {
+    let given = |id: &str| {
+        matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    if !given("sfu") {
+        if let Some(v) = f.sfu {
+            args.sfu = Url::parse(&v).with_context(|| format!("sfu {v:?}"))?;
+        }
+    }
+    if !given("role") {
+        if let Some(v) = f.role {
+            args.role = parse_role(&v).map_err(|e| anyhow::anyhow!("role: {e}"))?;
+        }
+    }
+    if !given("codec") {
+        if let Some(v) = f.codec {
+            args.codec = v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("codec: {e}"))?;
+        }
+    }
+    if !given("status") {
+        if let Some(v) = f.status {
+            args.status = v;
+        }
+    }
+    if !given("courseware") {
+        if let Some(v) = f.devices.courseware {
+            args.courseware = v
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("courseware: {e}"))?;
+        }
+    }
+    if !given("slide_seconds") {
+        if let Some(v) = f.devices.slide_seconds {
+            args.slide_seconds = v;
+        }
+    }
+    // No defaults on the command line for these: the file fills what is missing.
+    let token_from_cli = args.token.is_some() || args.token_url.is_some();
+    if !token_from_cli {
+        args.token = f.token;
+        args.token_url = f.token_url;
+    }
+    args.room = args.room.take().or(f.room);
+    args.id = args.id.take().or(f.id);
+    args.school = args.school.take().or(f.school);
+    args.max_kbps = args.max_kbps.or(f.max_kbps);
+    if args.video.is_none() {
+        if let Some(v) = f.devices.video {
+            args.video = Some(
+                v.parse()
+                    .map_err(|e: String| anyhow::anyhow!("video: {e}"))?,
+            );
+        }
+    }
+    if args.audio.is_none() {
+        if let Some(v) = f.devices.audio {
+            args.audio = Some(
+                v.parse()
+                    .map_err(|e: String| anyhow::anyhow!("audio: {e}"))?,
+            );
+        }
+    }
+    if args.play.is_none() {
+        if let Some(v) = f.play {
+            args.play = Some(
+                v.parse()
+                    .map_err(|e: String| anyhow::anyhow!("play: {e}"))?,
+            );
+        }
+    }
+    Ok(())
 }

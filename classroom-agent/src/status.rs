@@ -164,6 +164,9 @@ mod tests {
 pub struct AgentStatus {
     pub role: &'static str,
     pub room: String,
+    /// The school's and this classroom's ids in the timetable, when configured.
+    pub school: Option<String>,
+    pub id: Option<String>,
     pub started: std::time::Instant,
     pub publish: std::sync::Arc<SessionStats>,
     pub play: std::sync::Arc<SessionStats>,
@@ -175,6 +178,8 @@ impl AgentStatus {
         serde_json::json!({
             "role": self.role,
             "room": self.room,
+            "school": self.school,
+            "id": self.id,
             "uptime_s": self.started.elapsed().as_secs(),
             "publish": self.publish.snapshot(),
             "play": self.play.snapshot(),
@@ -400,6 +405,8 @@ mod agent_tests {
         let st = AgentStatus {
             role: "teacher",
             room: "r".into(),
+            school: Some("z01".into()),
+            id: None,
             started: std::time::Instant::now(),
             publish: Arc::new(SessionStats::default()),
             play: Arc::new(SessionStats::default()),
@@ -414,6 +421,8 @@ mod agent_tests {
         assert!(m.contains("classroom_agent_frames_total{direction=\"play\"} 1"));
         assert!(m.contains("# TYPE classroom_agent_connected gauge"));
         assert_eq!(st.json()["publish"]["estimate_bps"], 1_234_000);
+        assert_eq!(st.json()["school"], "z01");
+        assert!(st.json()["id"].is_null());
         assert!(m.contains("classroom_agent_camera_losses_total 2"));
         assert!(m.contains("classroom_agent_camera_live 1"));
         assert_eq!(st.json()["camera"]["state"], "live");

@@ -534,6 +534,155 @@ fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() 
     xvfb.stop(Duration::from_secs(10));
 }
 
+/// Unattended setup as a school's IT staff would do it: a config file names the school, the
+/// classroom's class id and the scheduler's join URL for a lesson; the agent fetches its own
+/// token from the real scheduler (signed with the SFU's secret) and joins the lesson's room.
+/// The command line still wins over the file. An id the lesson does not list stops the start
+/// with the ids it does list.
+#[test]
+fn a_configured_classroom_fetches_its_token_from_the_scheduler() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let dir = std::env::temp_dir().join(format!("agent-config-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut scheduler = std::process::Command::new(scheduler_bin())
+        .args(["serve", "--http", "127.0.0.1:0"])
+        .arg("--db")
+        .arg(format!("sqlite://{}", dir.join("s.db").display()))
+        .args(["--sfu-url", &sfu.url("")])
+        .env("CLASSROOM_SECRET", &sfu.secret)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the scheduler");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(scheduler.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line.trim().to_string();
+    assert!(base.starts_with("http://127.0.0.1:"), "{line:?}");
+
+    // The small example region, solved.
+    let http = reqwest::blocking::Client::new();
+    let json = |r: reqwest::blocking::RequestBuilder| -> Value {
+        let r = r.send().expect("scheduler request");
+        let st = r.status();
+        let v: Value = r.json().expect("JSON answer");
+        assert!(st.is_success(), "{st}: {v}");
+        v
+    };
+    let region = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scheduler/examples/region-small.json"),
+    )
+    .unwrap();
+    let r = json(
+        http.post(format!("{base}/api/regions"))
+            .header("content-type", "application/json")
+            .body(region),
+    );
+    let job = json(
+        http.post(format!("{base}/api/regions/{}/solve", r["id"]))
+            .header("content-type", "application/json")
+            .body(r#"{"time_limit_s": 10}"#),
+    );
+    let mut done = Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            done = json(http.get(format!("{base}/api/jobs/{}", job["job"])));
+            done["state"] == "done"
+        }),
+        "solve: {done}"
+    );
+    let plan_id = &done["plan_id"];
+    let plan = json(http.get(format!("{base}/api/plans/{plan_id}")));
+    let lesson = plan["lessons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| !l["receivers"].as_array().unwrap().is_empty())
+        .expect("a lesson with receivers")
+        .clone();
+    let class = lesson["receivers"][0].as_str().unwrap().to_string();
+    let room = lesson["room"].as_str().unwrap().to_string();
+    let join = format!(
+        "{base}/api/plans/{plan_id}/lessons/{}/join",
+        lesson["id"].as_str().unwrap()
+    );
+
+    let config = |id: &str| {
+        let path = dir.join(format!("{id}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "school = \"p-test\"\nid = \"{id}\"\nsfu = \"{}\"\ntoken_url = \"{join}\"\n\
+                 role = \"classroom\"\nplay = \"file:{}\"\n\
+                 # The command line's --status wins over this.\nstatus = \"127.0.0.1:1\"\n\
+                 [devices]\nvideo = \"none\"\naudio = \"none\"\n",
+                sfu.url(""),
+                dir.join("lesson.mkv").display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let spawn = |name: &str, path: &Path| {
+        Proc::spawn(
+            name,
+            std::process::Command::new(env!("CARGO_BIN_EXE_classroom-agent"))
+                .arg("--config")
+                .arg(path)
+                .args(["--status", "127.0.0.1:0"])
+                .env("RUST_LOG", "info,classroom_agent=debug")
+                .env_remove("CLASSROOM_TOKEN")
+                .env_remove("CLASSROOM_ROOM"),
+        )
+    };
+    let mut classroom = spawn("configured", &config(&class));
+    let mut status = Value::Null;
+    let joined = wait_until(Duration::from_secs(30), || {
+        status = agent_status(&classroom).unwrap_or(Value::Null);
+        status["play"]["connected"] == true
+    });
+    assert!(joined, "{status}\n{}", classroom.tail());
+    assert_eq!(status["room"], room.as_str(), "{status}");
+    assert_eq!(status["school"], "p-test");
+    assert_eq!(status["id"], class.as_str());
+    assert_eq!(log_count(&classroom, "token: fetched from"), 1);
+    // The SFU took the scheduler's token: the viewer is this class, in the lesson's room.
+    let viewers = sfu.room(&room).map(|r| r["subscribers"].clone());
+    assert!(
+        viewers
+            .as_ref()
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|s| s["sub"] == class.as_str())),
+        "{viewers:?}"
+    );
+    stop_cleanly(&mut classroom, "configured classroom");
+
+    let mut stranger = spawn("stranger", &config("p-nobody"));
+    let st = stranger.wait(Duration::from_secs(30));
+    assert!(
+        st.is_some_and(|s| !s.success()),
+        "an unlisted id must stop the start: {st:?}\n{}",
+        stranger.tail()
+    );
+    let log = std::fs::read_to_string(&stranger.log).unwrap_or_default();
+    assert!(
+        log.contains("no participant \"p-nobody\"") && log.contains(&class),
+        "{}",
+        stranger.tail()
+    );
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &scheduler.id().to_string()])
+        .status();
+    let _ = scheduler.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// How many times the log of `p` says `what`.
 fn log_count(p: &Proc, what: &str) -> usize {
     std::fs::read_to_string(&p.log)

@@ -28,19 +28,29 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn sfu_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("SFU_BIN") {
+    workspace_bin("sfu", "SFU_BIN")
+}
+
+pub fn scheduler_bin() -> PathBuf {
+    workspace_bin("scheduler", "SCHEDULER_BIN")
+}
+
+/// Another package's binary: `$env` if set, else target/<profile>/`name`, built with
+/// `cargo build -p name` when missing (`cargo test --workspace` has built it already).
+fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
         return p.into();
     }
-    let p = target_dir().join("sfu");
+    let p = target_dir().join(name);
     if !p.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let st = Command::new(cargo)
-            .args(["build", "-p", "sfu"])
+            .args(["build", "-p", name])
             .status()
-            .expect("run cargo build -p sfu");
-        assert!(st.success(), "cargo build -p sfu failed");
+            .unwrap_or_else(|e| panic!("run cargo build -p {name}: {e}"));
+        assert!(st.success(), "cargo build -p {name} failed");
     }
-    assert!(p.exists(), "no SFU binary at {}: set SFU_BIN", p.display());
+    assert!(p.exists(), "no {name} binary at {}: set {env}", p.display());
     p
 }
 
@@ -123,6 +133,18 @@ impl Proc {
         }
         let _ = child.kill();
         let _ = child.wait();
+        None
+    }
+
+    /// The exit status if it exits by itself within `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         None
     }
 
