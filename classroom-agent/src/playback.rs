@@ -407,24 +407,15 @@ impl Playback {
     ) -> bool {
         let key = kind != StreamKind::Audio && is_keyframe(self.codec, data);
         let took = match kind {
-            StreamKind::Audio => self.feed(
-                &mut lock(&self.audio),
-                kind,
-                key,
-                data,
-                rtp_ticks,
-                clock_rate,
-                arrival,
-            ),
-            StreamKind::Camera => self.feed(
-                &mut lock(&self.camera),
-                kind,
-                key,
-                data,
-                rtp_ticks,
-                clock_rate,
-                arrival,
-            ),
+            StreamKind::Audio | StreamKind::Camera => {
+                let stream = if kind == StreamKind::Audio {
+                    &self.audio
+                } else {
+                    &self.camera
+                };
+                let mut s = lock(stream);
+                self.feed(&mut s, kind, key, data, rtp_ticks, clock_rate, arrival)
+            }
             StreamKind::Courseware => {
                 let mut out = lock(&self.courseware);
                 if key {

@@ -172,16 +172,7 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
     let mut courseware = Value::Null;
     let ok = !with_courseware
         || wait_until(Duration::from_secs(15), || {
-            courseware = sfu
-                .room(room)
-                .and_then(|r| {
-                    r["publishers"][0]["tracks"]
-                        .as_array()?
-                        .iter()
-                        .find(|t| t["track"] == "courseware")
-                        .cloned()
-                })
-                .unwrap_or(Value::Null);
+            courseware = courseware_track(&sfu, room);
             courseware["layers"][0]["packets"].as_u64() > Some(0)
         });
     assert!(
@@ -253,21 +244,12 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         room,
         &sfu.token(room, "classroom", "c1"),
         &[
-            "--role",
-            "classroom",
-            "--video",
-            "none",
-            "--audio",
-            "none",
-            "--play",
-            &play,
-            "--codec",
-            codec,
-            "--width",
-            "320",
-            "--height",
-            "180",
-        ],
+            LISTENER,
+            &[
+                "--play", &play, "--codec", codec, "--width", "320", "--height", "180",
+            ],
+        ]
+        .concat(),
     );
     let cw_file = classroom_agent::playback::courseware_path(&file);
     let _ = std::fs::remove_file(&cw_file);
@@ -279,18 +261,7 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
             &sfu,
             room,
             &sfu.token(room, "classroom", "c2"),
-            &[
-                "--role",
-                "classroom",
-                "--video",
-                "none",
-                "--audio",
-                "none",
-                "--play",
-                "screen",
-                "--codec",
-                codec,
-            ],
+            &[LISTENER, &["--play", "screen", "--codec", codec]].concat(),
         )
     });
     // Play for 8 s of connected time.
@@ -477,16 +448,7 @@ fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() 
     wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
     let mut courseware = Value::Null;
     let flowing = wait_until(Duration::from_secs(20), || {
-        courseware = sfu
-            .room(room)
-            .and_then(|r| {
-                r["publishers"][0]["tracks"]
-                    .as_array()?
-                    .iter()
-                    .find(|t| t["track"] == "courseware")
-                    .cloned()
-            })
-            .unwrap_or(Value::Null);
+        courseware = courseware_track(&sfu, room);
         courseware["layers"][0]["packets"].as_u64() > Some(4)
             && courseware["layers"][0]["width"] == 1280
     });
@@ -681,6 +643,19 @@ fn a_configured_classroom_fetches_its_token_from_the_scheduler() {
         .status();
     let _ = scheduler.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The teacher's courseware track as the SFU reports it (null until there is one).
+fn courseware_track(sfu: &Sfu, room: &str) -> Value {
+    sfu.room(room)
+        .and_then(|r| {
+            r["publishers"][0]["tracks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["track"] == "courseware")
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
 }
 
 /// How many times the log of `p` says `what`.

@@ -305,6 +305,9 @@ pub fn agent_status(p: &Proc) -> Option<Value> {
         .flatten()
 }
 
+/// A classroom that only plays the lesson (add `--play`).
+pub const LISTENER: &[&str] = &["--role", "classroom", "--video", "none", "--audio", "none"];
+
 /// Small pictures keep three VP8 encoders cheap on a loaded 2-core machine.
 pub const TEACHER: &[&str] = &[
     "--role", "teacher", "--video", "test", "--audio", "test", "--width", "320", "--height", "180",
