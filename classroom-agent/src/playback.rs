@@ -116,7 +116,12 @@ fn pick_screen_sink() -> String {
         let _ = e.set_state(gst::State::Null);
         if opened {
             tracing::info!("screen: showing the lesson with {name}");
-            return name.to_string();
+            // The projector shows the lesson and nothing else. (The X sinks cannot ask for
+            // full screen; the desktop's window manager places their window.)
+            return match name {
+                "waylandsink" => "waylandsink fullscreen=true".to_string(),
+                _ => name.to_string(),
+            };
         }
     }
     tracing::warn!("screen: no display found; the lesson is decoded but not shown");
