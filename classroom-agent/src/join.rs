@@ -93,8 +93,10 @@ pub enum FetchError {
 /// A 4xx answer or an answer without this classroom's token is a mistake in the setup, and
 /// ends the start with the reason.
 pub fn fetch(url: &str, id: Option<&str>, stop: &AtomicBool) -> Result<Joined, FetchError> {
+    // Short timeouts: a SIGTERM waits for the request in flight.
     let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| FetchError::Refused {
             url: url.to_string(),
@@ -111,12 +113,18 @@ pub fn fetch(url: &str, id: Option<&str>, stop: &AtomicBool) -> Result<Joined, F
             return Err(FetchError::Stopped);
         }
         match http.get(url).send() {
-            Ok(r) if r.status().is_success() => {
-                let body = r.text().unwrap_or_default();
-                return read_answer(&body, id).map_err(|reason| FetchError::Answer {
-                    url: url.to_string(),
-                    reason,
-                });
+            Ok(r) if r.status().is_success() => match r.text() {
+                Ok(body) => {
+                    return read_answer(&body, id).map_err(|reason| FetchError::Answer {
+                        url: url.to_string(),
+                        reason,
+                    })
+                }
+                Err(e) => tracing::warn!("token: reading the answer of {url}: {e}; trying again"),
+            },
+            // Timed out or throttled: worth another try, unlike the other 4xx.
+            Ok(r) if matches!(r.status().as_u16(), 408 | 429) => {
+                tracing::warn!("token: {url} answered {}; trying again", r.status())
             }
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status().as_u16();

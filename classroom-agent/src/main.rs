@@ -129,7 +129,12 @@ fn main() -> anyhow::Result<()> {
     let token = match (args.token.clone(), args.token_url.clone()) {
         (Some(t), _) => t,
         (None, Some(url)) => {
-            let joined = classroom_agent::join::fetch(&url, args.id.as_deref(), &stop)?;
+            let joined = match classroom_agent::join::fetch(&url, args.id.as_deref(), &stop) {
+                Ok(j) => j,
+                // SIGTERM while waiting for the scheduler: a clean stop.
+                Err(classroom_agent::join::FetchError::Stopped) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
             // The token is good for its own room only.
             if let Some(r) = joined.room {
                 if args.room.as_ref().is_some_and(|mine| *mine != r) {

@@ -159,15 +159,21 @@ pub fn describe(
             let courseware = appsrc("courseware", video_caps(codec));
             let (w, h) = SCREEN_SIZE;
             // The mixer starts its timeline at the first picture, not at zero: pictures come
-            // stamped on the running clock, seconds after the pipeline started.
+            // stamped on the running clock, seconds after the pipeline started. The decoders
+            // are named, not `decodebin`: a `decodebin` that never saw data (no courseware in
+            // this lesson) exposes no pad, and the mixer then waits for it forever.
+            let decode = match codec {
+                VideoCodec::Vp8 => "vp8dec",
+                VideoCodec::H264 => "h264parse ! avdec_h264",
+            };
             Some(format!(
-                "compositor name=mix background=black start-time-selection=first ! \
+                "compositor name=mix background=black start-time-selection=first force-live=true ! \
                  video/x-raw,width={w},height={h},framerate={SCREEN_FPS}/1 ! videoconvert ! \
                  queue max-size-buffers=3 ! {screen_sink}  \
                  {audio} ! opusdec plc=true use-inband-fec=true ! audioconvert ! audioresample ! \
                  queue max-size-time={ns} ! autoaudiosink  \
-                 {camera} ! queue ! decodebin ! queue ! mix.sink_0  \
-                 {courseware} ! queue ! decodebin ! queue ! mix.sink_1"
+                 {camera} ! queue ! {decode} ! queue ! mix.sink_0  \
+                 {courseware} ! queue ! {decode} ! queue ! mix.sink_1"
             ))
         }
     }
@@ -377,7 +383,10 @@ impl Playback {
             }
         };
         let eos = spawn_bus_logger(&pipeline, "playback", None)?;
-        pipeline.set_state(gst::State::Playing)?;
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(e.into());
+        }
         let playback = Playback {
             pipeline,
             codec,
@@ -471,7 +480,10 @@ impl Playback {
                 pipeline.set_base_time(base);
                 pipeline.set_start_time(gst::ClockTime::NONE);
             }
-            pipeline.set_state(gst::State::Playing)?;
+            if let Err(e) = pipeline.set_state(gst::State::Playing) {
+                let _ = pipeline.set_state(gst::State::Null);
+                return Err(e.into());
+            }
             Ok::<_, PipelineError>((Stream::new(src), pipeline, eos))
         })();
         match made {
@@ -584,7 +596,11 @@ impl Playback {
             }
             _ => None,
         };
-        if self.eos.wait(timeout) {
+        // The screen has nothing to finish (and a picture that never came would hold its
+        // end of stream in the decoder); a recording waits for the muxer.
+        if self.screen.is_some() {
+            tracing::info!("playback finished");
+        } else if self.eos.wait(timeout) {
             tracing::info!("playback finished");
         } else {
             tracing::warn!("playback did not finish within {timeout:?}");
