@@ -408,14 +408,7 @@ fn a_screen_without_courseware_shows_the_camera() {
     let _serial = serial();
     let sfu = Sfu::start();
     let room = "agent-screen-camera";
-    let mut teacher = agent(
-        "teacher",
-        &sfu,
-        room,
-        &sfu.token(room, "teacher", "t1"),
-        TEACHER,
-    );
-    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut teacher = publishing_teacher(&sfu, room, TEACHER);
     let mut screen = agent(
         "screen",
         &sfu,
@@ -835,14 +828,7 @@ fn a_camera_missing_at_start_gives_way_to_the_test_pattern() {
     let mut args = TEACHER.to_vec();
     args[3] = "v4l2:/dev/video-missing-for-agent-test";
     assert_eq!(args[2], "--video");
-    let mut teacher = agent(
-        "teacher",
-        &sfu,
-        room,
-        &sfu.token(room, "teacher", "t1"),
-        &args,
-    );
-    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut teacher = publishing_teacher(&sfu, room, &args);
     assert!(
         log_count(&teacher, "camera unavailable") == 1,
         "no single 'camera unavailable' warning\n{}",
@@ -864,14 +850,7 @@ fn a_camera_lost_mid_lesson_gives_way_to_the_test_pattern_and_comes_back() {
     let camera = "gst:videotestsrc is-live=true pattern=ball num-buffers=45 ! \
                   video/x-raw,width=320,height=180,framerate=15/1";
     args[3] = camera;
-    let mut teacher = agent(
-        "teacher",
-        &sfu,
-        room,
-        &sfu.token(room, "teacher", "t1"),
-        &args,
-    );
-    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut teacher = publishing_teacher(&sfu, room, &args);
     // Watch the top layer at the SFU while the camera comes and goes.
     let packets = |room_info: &Value| {
         camera_layers(room_info)
@@ -939,14 +918,7 @@ fn a_classroom_publishes_its_own_two_layer_feed() {
     let _serial = serial();
     let sfu = Sfu::start();
     let room = "agent-classroom-feed";
-    let mut teacher = agent(
-        "teacher",
-        &sfu,
-        room,
-        &sfu.token(room, "teacher", "t1"),
-        TEACHER,
-    );
-    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    let mut teacher = publishing_teacher(&sfu, room, TEACHER);
     let mut classroom = agent(
         "classroom",
         &sfu,

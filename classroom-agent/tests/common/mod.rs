@@ -290,6 +290,19 @@ pub fn agent_with_env(
     )
 }
 
+/// A teacher agent (`t1`) with `args`, once the SFU sees it publish all camera layers.
+pub fn publishing_teacher(sfu: &Sfu, room: &str, args: &[&str]) -> Proc {
+    let teacher = agent(
+        "teacher",
+        sfu,
+        room,
+        &sfu.token(room, "teacher", "t1"),
+        args,
+    );
+    wait_publishing(sfu, room, &teacher, Duration::from_secs(30));
+    teacher
+}
+
 /// The agent's `/status` JSON, at the address its log announces.
 pub fn agent_status(p: &Proc) -> Option<Value> {
     let log = std::fs::read_to_string(&p.log).ok()?;
