@@ -12,35 +12,62 @@ use crate::frame::VideoCodec;
 use crate::layers::Role;
 use crate::playback::PlayTarget;
 
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
+/// The file as written: every value still text, checked and typed by [`AgentFile::parse`].
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawFile {
+    school: Option<String>,
+    id: Option<String>,
+    sfu: Option<String>,
+    room: Option<String>,
+    token: Option<String>,
+    token_url: Option<String>,
+    role: Option<String>,
+    codec: Option<String>,
+    max_kbps: Option<u64>,
+    play: Option<String>,
+    status: Option<String>,
+    #[serde(default)]
+    devices: RawDevices,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevices {
+    video: Option<String>,
+    audio: Option<String>,
+    courseware: Option<String>,
+    slide_seconds: Option<u64>,
+}
+
+/// The config file's settings, each already parsed the way its command-line option is.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct AgentFile {
     /// The school's id in the timetable (shown in `/status` and the logs).
     pub school: Option<String>,
     /// This classroom's class id (or the teacher's id) in the timetable: picks its own token
     /// out of the scheduler's join answer at `token_url`.
     pub id: Option<String>,
-    pub sfu: Option<String>,
+    pub sfu: Option<url::Url>,
     pub room: Option<String>,
     pub token: Option<String>,
     /// Where to fetch the join token at start (the scheduler's
     /// `/api/plans/P/lessons/L/join`, or any URL answering a bare token or `{"token": ..}`).
     pub token_url: Option<String>,
-    pub role: Option<String>,
-    pub codec: Option<String>,
+    pub role: Option<Role>,
+    pub codec: Option<VideoCodec>,
     pub max_kbps: Option<u64>,
-    pub play: Option<String>,
+    pub play: Option<PlayTarget>,
+    /// `HOST:PORT` or `off`, as `--status` takes it.
     pub status: Option<String>,
-    #[serde(default)]
     pub devices: Devices,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Devices {
-    pub video: Option<String>,
-    pub audio: Option<String>,
-    pub courseware: Option<String>,
+    pub video: Option<VideoSource>,
+    pub audio: Option<AudioSource>,
+    pub courseware: Option<CoursewareSource>,
     pub slide_seconds: Option<u64>,
 }
 
@@ -77,59 +104,28 @@ impl AgentFile {
     /// Parses and checks TOML text; `path` names it in errors. A bad value is refused here,
     /// with its key, rather than when the lesson starts.
     pub fn parse(text: &str, path: &str) -> Result<AgentFile, ConfigError> {
-        let file: AgentFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let raw: RawFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
             message: e.to_string(),
         })?;
-        file.check(path)?;
-        Ok(file)
-    }
-
-    fn check(&self, path: &str) -> Result<(), ConfigError> {
+        // One key's text, parsed as its option parses it.
         fn value<T>(
             path: &str,
             field: &'static str,
-            v: &Option<String>,
+            v: Option<String>,
             parse: impl Fn(&str) -> Result<T, String>,
-        ) -> Result<(), ConfigError> {
-            match v {
-                Some(s) => parse(s).map(|_| ()).map_err(|message| ConfigError::Value {
+        ) -> Result<Option<T>, ConfigError> {
+            v.map(|s| {
+                parse(&s).map_err(|message| ConfigError::Value {
                     path: path.to_string(),
                     field,
                     value: s.clone(),
                     message,
-                }),
-                None => Ok(()),
-            }
+                })
+            })
+            .transpose()
         }
-        let url = |s: &str| url::Url::parse(s).map_err(|e| e.to_string());
-        value(path, "sfu", &self.sfu, url)?;
-        value(path, "token_url", &self.token_url, url)?;
-        value(path, "role", &self.role, parse_role)?;
-        value(path, "codec", &self.codec, |s| s.parse::<VideoCodec>())?;
-        value(path, "play", &self.play, |s| s.parse::<PlayTarget>())?;
-        value(path, "status", &self.status, |s| {
-            if s == "off" {
-                return Ok(());
-            }
-            s.parse::<std::net::SocketAddr>()
-                .map(|_| ())
-                .map_err(|_| "expected HOST:PORT or off".to_string())
-        })?;
-        value(path, "devices.video", &self.devices.video, |s| {
-            s.parse::<VideoSource>()
-        })?;
-        value(path, "devices.audio", &self.devices.audio, |s| {
-            s.parse::<AudioSource>()
-        })?;
-        value(path, "devices.courseware", &self.devices.courseware, |s| {
-            s.parse::<CoursewareSource>()
-        })?;
-        for (field, v) in [
-            ("room", &self.room),
-            ("token", &self.token),
-            ("id", &self.id),
-        ] {
+        for (field, v) in [("room", &raw.room), ("token", &raw.token), ("id", &raw.id)] {
             if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
                 return Err(ConfigError::Value {
                     path: path.to_string(),
@@ -139,13 +135,43 @@ impl AgentFile {
                 });
             }
         }
-        if self.token.is_some() && self.token_url.is_some() {
+        if raw.token.is_some() && raw.token_url.is_some() {
             return Err(ConfigError::Invalid {
                 path: path.to_string(),
                 message: "give token or token_url, not both".into(),
             });
         }
-        Ok(())
+        let url = |s: &str| url::Url::parse(s).map_err(|e| e.to_string());
+        value(path, "token_url", raw.token_url.clone(), url)?;
+        value(path, "status", raw.status.clone(), |s| {
+            if s == "off" {
+                return Ok(());
+            }
+            s.parse::<std::net::SocketAddr>()
+                .map(|_| ())
+                .map_err(|_| "expected HOST:PORT or off".to_string())
+        })?;
+        Ok(AgentFile {
+            school: raw.school,
+            id: raw.id,
+            sfu: value(path, "sfu", raw.sfu, url)?,
+            room: raw.room,
+            token: raw.token,
+            token_url: raw.token_url,
+            role: value(path, "role", raw.role, parse_role)?,
+            codec: value(path, "codec", raw.codec, |s| s.parse())?,
+            max_kbps: raw.max_kbps,
+            play: value(path, "play", raw.play, |s| s.parse())?,
+            status: raw.status,
+            devices: Devices {
+                video: value(path, "devices.video", raw.devices.video, |s| s.parse())?,
+                audio: value(path, "devices.audio", raw.devices.audio, |s| s.parse())?,
+                courseware: value(path, "devices.courseware", raw.devices.courseware, |s| {
+                    s.parse()
+                })?,
+                slide_seconds: raw.devices.slide_seconds,
+            },
+        })
     }
 }
 
@@ -164,7 +190,10 @@ mod tests {
         let f = AgentFile::parse(include_str!("../deploy/agent.toml"), "agent.toml").unwrap();
         assert!(f.school.is_some() && f.id.is_some());
         assert!(f.token_url.is_some() && f.token.is_none());
-        assert_eq!(f.devices.video.as_deref(), Some("v4l2:/dev/video0"));
+        assert_eq!(
+            f.devices.video,
+            Some(VideoSource::V4l2("/dev/video0".into()))
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use classroom_agent::capture::{
     camera_usable, first_camera, has_microphone, screen_capturable, AudioSource, Capture,
     CaptureConfig, CoursewareSource, FrameRoute, VideoSource,
 };
-use classroom_agent::config::{parse_role, AgentFile};
+use classroom_agent::config::AgentFile;
 use classroom_agent::frame::VideoCodec;
 use classroom_agent::layers::{camera_layers, courseware_layer, Role};
 use classroom_agent::peer::supervise;
@@ -116,7 +116,7 @@ fn main() -> anyhow::Result<()> {
     let mut args = Args::from_arg_matches(&matches)?;
     if let Some(path) = args.config.clone() {
         let file = AgentFile::read(&path)?;
-        apply_file(&mut args, &matches, file)?;
+        apply_file(&mut args, &matches, file);
         tracing::info!("config: {}", path.display());
     }
     gstreamer::init().context("GStreamer did not initialise")?;
@@ -371,51 +371,36 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Takes from the config file what the command line (or its environment variables) did not
-/// give. The file's values were checked when it was read.
-fn apply_file(args: &mut Args, m: &ArgMatches, f: AgentFile) -> anyhow::Result<()> {
+/// give. The file's values were parsed and checked when it was read.
+fn apply_file(args: &mut Args, m: &ArgMatches, f: AgentFile) {
     let given = |id: &str| {
         matches!(
             m.value_source(id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         )
     };
-    if !given("sfu") {
-        if let Some(v) = f.sfu {
-            args.sfu = Url::parse(&v).with_context(|| format!("sfu {v:?}"))?;
+    // Options with a default on the command line: the file's value replaces the default.
+    fn fill<T>(given: bool, arg: &mut T, file: Option<T>) {
+        if let (false, Some(v)) = (given, file) {
+            *arg = v;
         }
     }
-    if !given("role") {
-        if let Some(v) = f.role {
-            args.role = parse_role(&v).map_err(|e| anyhow::anyhow!("role: {e}"))?;
-        }
-    }
-    if !given("codec") {
-        if let Some(v) = f.codec {
-            args.codec = v
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("codec: {e}"))?;
-        }
-    }
-    if !given("status") {
-        if let Some(v) = f.status {
-            args.status = v;
-        }
-    }
-    if !given("courseware") {
-        if let Some(v) = f.devices.courseware {
-            args.courseware = v
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("courseware: {e}"))?;
-        }
-    }
-    if !given("slide_seconds") {
-        if let Some(v) = f.devices.slide_seconds {
-            args.slide_seconds = v;
-        }
-    }
+    fill(given("sfu"), &mut args.sfu, f.sfu);
+    fill(given("role"), &mut args.role, f.role);
+    fill(given("codec"), &mut args.codec, f.codec);
+    fill(given("status"), &mut args.status, f.status);
+    fill(
+        given("courseware"),
+        &mut args.courseware,
+        f.devices.courseware,
+    );
+    fill(
+        given("slide_seconds"),
+        &mut args.slide_seconds,
+        f.devices.slide_seconds,
+    );
     // No defaults on the command line for these: the file fills what is missing.
-    let token_from_cli = args.token.is_some() || args.token_url.is_some();
-    if !token_from_cli {
+    if args.token.is_none() && args.token_url.is_none() {
         args.token = f.token;
         args.token_url = f.token_url;
     }
@@ -423,29 +408,7 @@ fn apply_file(args: &mut Args, m: &ArgMatches, f: AgentFile) -> anyhow::Result<(
     args.id = args.id.take().or(f.id);
     args.school = args.school.take().or(f.school);
     args.max_kbps = args.max_kbps.or(f.max_kbps);
-    if args.video.is_none() {
-        if let Some(v) = f.devices.video {
-            args.video = Some(
-                v.parse()
-                    .map_err(|e: String| anyhow::anyhow!("video: {e}"))?,
-            );
-        }
-    }
-    if args.audio.is_none() {
-        if let Some(v) = f.devices.audio {
-            args.audio = Some(
-                v.parse()
-                    .map_err(|e: String| anyhow::anyhow!("audio: {e}"))?,
-            );
-        }
-    }
-    if args.play.is_none() {
-        if let Some(v) = f.play {
-            args.play = Some(
-                v.parse()
-                    .map_err(|e: String| anyhow::anyhow!("play: {e}"))?,
-            );
-        }
-    }
-    Ok(())
+    args.video = args.video.take().or(f.devices.video);
+    args.audio = args.audio.take().or(f.devices.audio);
+    args.play = args.play.take().or(f.play);
 }

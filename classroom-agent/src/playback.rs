@@ -241,16 +241,15 @@ const RELAYOUT_EVERY: Duration = Duration::from_millis(250);
 impl Screen {
     /// Moves the screen's pictures when one starts or stops flowing.
     fn relayout(&self, now: Instant) {
-        let screen = self;
-        let mut st = lock(&screen.state);
+        let mut st = lock(&self.state);
         let (camera, courseware) = st.0.flowing(now);
         let layout = arrange(SCREEN_SIZE.0, SCREEN_SIZE.1, camera, courseware);
         if st.1 == Some(layout) {
             return;
         }
         for (pad, rect) in [
-            (&screen.camera_pad, layout.camera),
-            (&screen.courseware_pad, layout.courseware),
+            (&self.camera_pad, layout.camera),
+            (&self.courseware_pad, layout.courseware),
         ] {
             match rect {
                 Some(r) => {
@@ -447,12 +446,12 @@ impl Playback {
                 }
             }
         };
+        // What flows decides the screen's layout (the voice does not).
         if let (Some(screen), true) = (&self.screen, took) {
             let now = Instant::now();
-            let mut st = lock(&screen.state);
             match kind {
-                StreamKind::Camera => st.0.saw_camera(now),
-                StreamKind::Courseware => st.0.saw_courseware(now),
+                StreamKind::Camera => lock(&screen.state).0.saw_camera(now),
+                StreamKind::Courseware => lock(&screen.state).0.saw_courseware(now),
                 StreamKind::Audio => {}
             }
         }

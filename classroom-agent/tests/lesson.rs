@@ -284,19 +284,10 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         sfu.room(room)
     );
     // The screen shows both pictures side by side.
-    let shown = |p: &Proc| {
-        let s = agent_status(p).unwrap_or(Value::Null);
-        let screen = &s["play"]["screen"];
-        (
-            screen["layout"].as_str().unwrap_or("").to_string(),
-            screen["camera_frames"].as_u64().unwrap_or(0),
-            screen["courseware_frames"].as_u64().unwrap_or(0),
-        )
-    };
     let mut before = (String::new(), 0, 0);
     if let Some(screen) = &screen {
         let side = wait_until(Duration::from_secs(20), || {
-            before = shown(screen);
+            before = screen_status(screen);
             before.0 == "side_by_side" && before.1 > 0 && before.2 > 0
         });
         assert!(
@@ -309,7 +300,7 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
     eprintln!("room after 8 s: {:?}", sfu.room(room));
     if let Some(screen) = &screen {
         // 8 s more of pictures: 15 camera and 2 courseware frames a second are sent.
-        let after = shown(screen);
+        let after = screen_status(screen);
         eprintln!("screen: {before:?} -> {after:?}");
         assert!(after.1 >= before.1 + 30, "camera {before:?} -> {after:?}");
         assert!(
@@ -343,7 +334,7 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         // The teacher has gone: the courseware's place is given back to the camera's.
         let mut now = (String::new(), 0, 0);
         let back = wait_until(Duration::from_secs(15), || {
-            now = shown(&screen);
+            now = screen_status(&screen);
             now.0 == "camera"
         });
         assert!(back, "the screen kept {now:?}\n{}", screen.tail());
@@ -416,30 +407,17 @@ fn a_screen_without_courseware_shows_the_camera() {
         &sfu.token(room, "classroom", "c1"),
         &[LISTENER, &["--play", "screen"]].concat(),
     );
-    let camera_frames = |p: &Proc| {
-        let s = agent_status(p).unwrap_or(Value::Null);
-        (
-            s["play"]["screen"]["layout"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-            s["play"]["screen"]["camera_frames"].as_u64().unwrap_or(0),
-            s["play"]["screen"]["courseware_frames"]
-                .as_u64()
-                .unwrap_or(0),
-        )
-    };
     let mut first = (String::new(), 0, 0);
     assert!(
         wait_until(Duration::from_secs(20), || {
-            first = camera_frames(&screen);
+            first = screen_status(&screen);
             first.1 > 0
         }),
         "no camera picture reached the screen: {first:?}\n{}",
         screen.tail()
     );
     std::thread::sleep(Duration::from_secs(5));
-    let later = camera_frames(&screen);
+    let later = screen_status(&screen);
     eprintln!("screen: {first:?} -> {later:?}");
     assert_eq!(later.0, "camera", "{later:?}");
     // 15 frames a second are sent: 5 s bring far more than 20.
@@ -702,6 +680,18 @@ fn a_configured_classroom_fetches_its_token_from_the_scheduler() {
 
     stop_cleanly(&mut scheduler, "scheduler");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A screen classroom's `/status` `play.screen`: (layout, camera and courseware pictures that
+/// reached the composition).
+fn screen_status(p: &Proc) -> (String, u64, u64) {
+    let s = agent_status(p).unwrap_or(Value::Null);
+    let screen = &s["play"]["screen"];
+    (
+        screen["layout"].as_str().unwrap_or("").to_string(),
+        screen["camera_frames"].as_u64().unwrap_or(0),
+        screen["courseware_frames"].as_u64().unwrap_or(0),
+    )
 }
 
 /// The teacher's courseware track as the SFU reports it (null until there is one).
