@@ -324,10 +324,19 @@ fn lower_this_thread(by: i32) {
 /// cut its estimate for; the picture sharpens over the next frames instead.
 const MAX_INTRA_PCT: u32 = 600;
 
+/// The courseware's keyframe cap, in percent of one average frame: one second of its bitrate.
+/// At one picture a second the camera's 600 % let a 1280x720 keyframe be six seconds of the
+/// courseware's rate, 1.4 s of a 400 kbit/s link, which stood in the link's queue ahead of the
+/// voice each time courseware resumed or changed frame rate (a changed frame rate restarts
+/// vp8enc, so it too begins with a keyframe). The slide sharpens over the next pictures.
+pub fn courseware_max_intra_pct(fps: u32) -> u32 {
+    100 * fps.max(1)
+}
+
 /// Seconds between unrequested keyframes (see `video_encoder`).
 const KEYFRAME_EVERY_S: u32 = 20;
 
-fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
+fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str, max_intra_pct: u32) -> String {
     // A short rate-control buffer (500 ms) makes the encoder follow a lowered target within
     // half a second when the link shrinks.
     // Keyframes come on request (PLI/FIR from the SFU); a periodic one bounds the wait of a
@@ -341,7 +350,7 @@ fn video_encoder(codec: VideoCodec, l: &LayerSpec, name: &str) -> String {
             "vp8enc name={name} deadline=1 cpu-used=8 end-usage=cbr target-bitrate={} \
              lag-in-frames=0 keyframe-max-dist={key_dist} error-resilient=default \
              undershoot=95 buffer-size=500 buffer-initial-size=300 buffer-optimal-size=400 \
-             max-intra-bitrate={MAX_INTRA_PCT} threads=2",
+             max-intra-bitrate={max_intra_pct} threads=2",
             l.bitrate_bps
         ),
         VideoCodec::H264 => format!(
@@ -422,7 +431,7 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
                  videoscale ! videorate drop-only=true ! videoconvert ! capsfilter name=caps{i} \
                  caps={} ! {} ! appsink name=sink{i} sync=false max-buffers=10 drop=true",
                 raw_caps(l.width, l.height, l.fps),
-                video_encoder(cfg.codec, l, &format!("enc{i}"))
+                video_encoder(cfg.codec, l, &format!("enc{i}"), MAX_INTRA_PCT)
             ));
             encoders.push(EncoderInfo {
                 track: TrackKind::Camera,
@@ -458,7 +467,12 @@ pub fn describe(cfg: &CaptureConfig) -> (String, Vec<EncoderInfo>) {
              capsfilter name=caps{i} caps={} ! {} ! \
              appsink name=sink{i} sync=false max-buffers=10 drop=true",
             raw_caps(cw.width, cw.height, cw.fps),
-            video_encoder(cfg.codec, cw, &format!("enc{i}"))
+            video_encoder(
+                cfg.codec,
+                cw,
+                &format!("enc{i}"),
+                courseware_max_intra_pct(cw.fps)
+            )
         ));
         encoders.push(EncoderInfo {
             track: TrackKind::Courseware,
@@ -524,6 +538,7 @@ pub struct Capture {
 /// The elements of one camera layer that adaptation changes while running.
 struct LayerControls {
     encoder: usize,
+    courseware: bool,
     valve: gst::Element,
     caps: gst::Element,
     enc: gst::Element,
@@ -596,6 +611,7 @@ impl Capture {
             let controls = || -> Result<LayerControls, PipelineError> {
                 Ok(LayerControls {
                     encoder: i,
+                    courseware: e.track == TrackKind::Courseware,
                     valve: get(format!("valve{i}"))?,
                     caps: get(format!("caps{i}"))?,
                     enc: get(format!("enc{i}"))?,
@@ -734,6 +750,10 @@ impl Capture {
         if had.is_none_or(|h| (h.width, h.height, h.fps) != (s.width, s.height, s.fps)) {
             if let Ok(caps) = raw_caps(s.width, s.height, s.fps).parse::<gst::Caps>() {
                 c.caps.set_property("caps", caps);
+            }
+            if c.courseware && self.codec == VideoCodec::Vp8 {
+                c.enc
+                    .set_property("max-intra-bitrate", courseware_max_intra_pct(s.fps) as i32);
             }
         }
         if had.is_none_or(|h| h.bitrate_bps != s.bitrate_bps) {
@@ -928,6 +948,11 @@ mod tests {
         assert_eq!(enc.len(), 5);
         assert_eq!(enc[4].track, TrackKind::Courseware);
         assert!(desc.contains("width=1280,height=720,framerate=5/1 ! vp8enc name=enc4"));
+        // Camera keyframes are capped at 200 ms of video, courseware's at one second.
+        let enc_desc = |i: usize| desc.split(&format!("name=enc{i}")).nth(1).unwrap();
+        assert!(enc_desc(1).contains("max-intra-bitrate=600 "));
+        assert!(enc_desc(4).contains("max-intra-bitrate=500 "));
+        assert_eq!(courseware_max_intra_pct(1), 100);
         assert_eq!(enc[0].track, TrackKind::Audio);
         let rids: Vec<_> = enc[1..4].iter().map(|e| e.rid.clone().unwrap()).collect();
         assert_eq!(rids, ["l", "m", "h"]);

@@ -40,8 +40,9 @@ struct Args {
     /// Join token (JWT) for the room.
     #[arg(long, env = "CLASSROOM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Fetch the join token at start from this URL: the scheduler's
-    /// /api/plans/P/lessons/L/join (with --id), or one answering a bare token.
+    /// Fetch the join token at start from this URL, and again whenever the SFU refuses it
+    /// (expired): the scheduler's /api/plans/P/lessons/L/join (with --id), or one answering a
+    /// bare token.
     #[arg(long, env = "CLASSROOM_TOKEN_URL", conflicts_with = "token")]
     token_url: Option<String>,
     /// This classroom's class id (a teacher PC: the teacher's id) in the timetable.
@@ -160,7 +161,10 @@ fn main() -> anyhow::Result<()> {
         role = args.role.as_str(),
         "lesson"
     );
-    let client = WhipClient::new(args.sfu.clone(), token)?;
+    let mut client = WhipClient::new(args.sfu.clone(), token)?;
+    if let Some(url) = args.token_url.clone() {
+        client = client.renewing_from(url, args.id.clone());
+    }
     let video = match args.video.clone().unwrap_or_else(|| match first_camera() {
         Some(dev) => VideoSource::V4l2(dev),
         None => VideoSource::Test,

@@ -14,6 +14,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::backoff::Backoff;
+use crate::join::FetchError;
 use crate::status::SessionStats;
 use crate::whip::{
     ice_credentials, redirect_candidates, with_credentials, Endpoint, WhipClient, WhipError,
@@ -351,8 +352,9 @@ fn record_peer_stats(
 }
 
 /// Keeps one WHIP or WHEP session up until `stop`: creates it, runs it, and after any loss
-/// (network, SFU restart) creates a new one with backoff. Returns an error only for failures
-/// retrying cannot fix (a bad token, a forbidden role). `via` sends the media through a
+/// (network, SFU restart) creates a new one with backoff. A refused token is renewed from the
+/// token URL, if there is one. Returns an error only for failures retrying cannot fix (a bad
+/// token, a forbidden role). `via` sends the media through a
 /// relay instead of to the SFU's own candidates.
 pub fn supervise(
     client: &WhipClient,
@@ -375,6 +377,8 @@ pub fn supervise(
         stats.failures.fetch_add(1, Ordering::Relaxed);
         stats.set_error(e);
     };
+    // Whether the token in use was fetched after the SFU refused the one before.
+    let mut renewed = false;
     while !stop.load(Ordering::Relaxed) {
         let attempt = (|| {
             let socket = PeerSocket::towards(&host).map_err(|e| format!("socket: {e}"))?;
@@ -390,7 +394,28 @@ pub fn supervise(
             }
         };
         let created = match client.create(endpoint, room, &p.offer.to_sdp_string()) {
-            Ok(c) => c,
+            Ok(c) => {
+                renewed = false;
+                c
+            }
+            // An expired token: a new one from the token URL, once; refused again, it is not
+            // the token's age.
+            Err(e) if e.is_unauthorized() && !renewed => match client.renew_token(stop) {
+                Ok(true) => {
+                    tracing::info!("{what}: the SFU refused the token ({e}); fetched a new one");
+                    renewed = true;
+                    continue;
+                }
+                Ok(false) => {
+                    stats.set_error(&e);
+                    return Err(e);
+                }
+                Err(FetchError::Stopped) => break,
+                Err(f) => {
+                    stats.set_error(format!("{e}; and no new token: {f}"));
+                    return Err(e);
+                }
+            },
             Err(e) if e.is_permanent() => {
                 stats.set_error(&e);
                 return Err(e);

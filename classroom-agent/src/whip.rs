@@ -1,11 +1,15 @@
 //! WHIP/WHEP over HTTP: POST the offer, keep the session's Location, restart its ICE with a
 //! PATCH (RFC 9725 section 4.4.1), DELETE it on leave.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::blocking::Client;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use url::Url;
+
+use crate::join::FetchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WhipError {
@@ -25,6 +29,12 @@ impl WhipError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, WhipError::Status { status, .. }
             if matches!(status, 400 | 401 | 403 | 404 | 415 | 422))
+    }
+
+    /// The SFU did not take the token (expired, or signed with another key): a new token
+    /// may help, where one is fetched from a URL.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, WhipError::Status { status: 401, .. })
     }
 }
 
@@ -51,11 +61,21 @@ pub struct Created {
     pub answer: String,
 }
 
+/// Where a new token comes from when the SFU refuses the one in use: the token URL (and the
+/// id that picks this classroom from a join answer) the first one was fetched from.
+#[derive(Debug, Clone)]
+struct TokenSource {
+    url: String,
+    id: Option<String>,
+}
+
+/// Clones share the token, so the WHIP and WHEP sessions both use a renewed one.
 #[derive(Debug, Clone)]
 pub struct WhipClient {
     http: Client,
     sfu: Url,
-    token: String,
+    token: Arc<Mutex<String>>,
+    source: Option<TokenSource>,
 }
 
 impl WhipClient {
@@ -65,7 +85,42 @@ impl WhipClient {
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
             .build()?;
-        Ok(WhipClient { http, sfu, token })
+        Ok(WhipClient {
+            http,
+            sfu,
+            token: Arc::new(Mutex::new(token)),
+            source: None,
+        })
+    }
+
+    /// Renews the token from `url` when the SFU refuses it: a lesson's token expires, and a
+    /// classroom left running from one day to the next (or a long outage) would otherwise
+    /// stay out of the lesson until someone restarts it.
+    pub fn renewing_from(mut self, url: String, id: Option<String>) -> Self {
+        self.source = Some(TokenSource { url, id });
+        self
+    }
+
+    fn bearer(&self) -> String {
+        format!(
+            "Bearer {}",
+            self.token.lock().unwrap_or_else(|e| e.into_inner())
+        )
+    }
+
+    /// Fetches a new token after the SFU refused this one. `Ok(false)`: nothing to renew from,
+    /// or the URL answered the same token, so another try would be refused again.
+    pub fn renew_token(&self, stop: &AtomicBool) -> Result<bool, FetchError> {
+        let Some(src) = &self.source else {
+            return Ok(false);
+        };
+        let joined = crate::join::fetch(&src.url, src.id.as_deref(), stop)?;
+        let mut token = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if *token == joined.token {
+            return Ok(false);
+        }
+        *token = joined.token;
+        Ok(true)
     }
 
     /// The SFU's host, where its media port is reached too.
@@ -82,7 +137,7 @@ impl WhipClient {
         let resp = self
             .http
             .post(url.clone())
-            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(AUTHORIZATION, self.bearer())
             .header(CONTENT_TYPE, "application/sdp")
             .body(offer.to_string())
             .send()?;
@@ -116,7 +171,7 @@ impl WhipClient {
         let resp = self
             .http
             .patch(location.clone())
-            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(AUTHORIZATION, self.bearer())
             .header(CONTENT_TYPE, SDPFRAG)
             .header("if-match", "*")
             .timeout(Duration::from_secs(3))
@@ -138,7 +193,7 @@ impl WhipClient {
         let resp = self
             .http
             .delete(location.clone())
-            .header(AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(AUTHORIZATION, self.bearer())
             .timeout(Duration::from_secs(3))
             .send()?;
         match resp.status().as_u16() {
@@ -256,5 +311,9 @@ mod tests {
         assert!(e(403).is_permanent());
         assert!(!e(503).is_permanent());
         assert!(!e(409).is_permanent());
+        // Only a refused token is worth renewing, and only from a token URL.
+        assert!(e(401).is_unauthorized());
+        assert!(!e(403).is_unauthorized());
+        assert!(!c.renew_token(&AtomicBool::new(false)).unwrap());
     }
 }

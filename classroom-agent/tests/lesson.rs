@@ -682,6 +682,111 @@ fn a_configured_classroom_fetches_its_token_from_the_scheduler() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A token URL on 127.0.0.1 that answers its tokens in turn (the last one again after that),
+/// counting the requests.
+struct TokenServer {
+    url: String,
+    requests: Arc<AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TokenServer {
+    fn start(tokens: Vec<String>) -> TokenServer {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (n, done) = (requests.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = vec![];
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => req.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let i = n.fetch_add(1, Ordering::Relaxed) as usize;
+                let token = &tokens[i.min(tokens.len() - 1)];
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{token}",
+                    token.len()
+                );
+            }
+        });
+        TokenServer {
+            url,
+            requests,
+            stop,
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn an_expired_token_is_renewed_from_the_token_url() {
+    let _serial = serial();
+    let sfu = Sfu::start();
+    let room = "agent-renew";
+    let expired = sfu.token_for(room, "teacher", "t1", "1s");
+    let fresh = sfu.token(room, "teacher", "t1");
+    // No leeway at the SFU: a second after its expiry the token is refused (401).
+    std::thread::sleep(Duration::from_millis(2500));
+    let server = TokenServer::start(vec![expired.clone(), fresh]);
+    let mut teacher = Proc::spawn(
+        "renewing",
+        std::process::Command::new(env!("CARGO_BIN_EXE_classroom-agent"))
+            .args(["--sfu", &sfu.url(""), "--room", room])
+            .args(["--token-url", &server.url])
+            .args(["--status", "127.0.0.1:0"])
+            .args(TEACHER)
+            .env("RUST_LOG", "info,classroom_agent=debug")
+            .env_remove("CLASSROOM_TOKEN")
+            .env_remove("CLASSROOM_CONFIG"),
+    );
+    wait_publishing(&sfu, room, &teacher, Duration::from_secs(30));
+    assert_eq!(server.requests(), 2, "{}", teacher.tail());
+    assert_eq!(
+        log_count(&teacher, "refused the token"),
+        1,
+        "{}",
+        teacher.tail()
+    );
+    stop_cleanly(&mut teacher, "renewing teacher");
+
+    // Given directly, the same token has nothing to be renewed from: the agent stops with
+    // the SFU's answer.
+    let mut fixed = agent("fixed-token", &sfu, room, &expired, TEACHER);
+    let st = fixed.wait(Duration::from_secs(30));
+    assert!(
+        st.is_some_and(|s| !s.success()),
+        "an expired token given directly must stop the agent: {st:?}\n{}",
+        fixed.tail()
+    );
+    let log = std::fs::read_to_string(&fixed.log).unwrap_or_default();
+    assert!(log.contains("401"), "{}", fixed.tail());
+}
+
 /// A screen classroom's `/status` `play.screen`: (layout, camera and courseware pictures that
 /// reached the composition).
 fn screen_status(p: &Proc) -> (String, u64, u64) {

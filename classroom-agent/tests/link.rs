@@ -258,8 +258,9 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
         Some(((s.bytes - samples[j].bytes) as f64 * 8.0 / dt) as u64)
     };
     let rate = |i: usize| rate_over(i, Duration::from_secs(1));
-    // A 1280x720 courseware keyframe is most of a second of a 400 kbit/s link by itself; the
-    // link's queue absorbs it, so what must stay under the capacity is the 2 s average.
+    // A resumed layer starts with a keyframe (the courseware's is capped at a second of its
+    // rate, a quarter second of a 400 kbit/s link); the link's queue absorbs it, so what must
+    // stay under the capacity is the 2 s average.
     let rate2 = |i: usize| rate_over(i, Duration::from_secs(2));
     for (i, s) in samples.iter().enumerate() {
         eprintln!(
@@ -312,9 +313,10 @@ fn falls_under_a_dropped_capacity_and_keeps_the_voice() {
     // The queue the drop left on the link drains (the issue: queueing delay back under 100 ms).
     // From 6 s after the drop there is no standing queue: the median round trip is within 50 ms
     // of its floor, and any stretch over 100 ms drains within 2 s. Such stretches are the
-    // keyframes sent when video resumes on the 400 kbit/s link (a 1280x720 courseware keyframe
-    // is most of a second of it): 100-200 ms for about a second, twice in one low period in 2 of
-    // 10 runs here, which a 90th percentile counted as a standing queue.
+    // keyframes sent when video resumes on the 400 kbit/s link. Before the courseware's
+    // keyframes were capped at a second of its rate, one was 1.4 s of this link and kept the
+    // round trip 100-280 ms for about a second, up to three times in one low period (median
+    // 76 ms once in CI); with the cap the median was 6-21 ms in four runs.
     let floor = samples
         .iter()
         .map(|s| s.rtt_ms)

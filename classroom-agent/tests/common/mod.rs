@@ -212,8 +212,14 @@ impl Sfu {
     }
 
     pub fn token(&self, room: &str, role: &str, sub: &str) -> String {
+        self.token_for(room, role, sub, "2h")
+    }
+
+    /// A token good for `ttl` (humantime: "1s", "45m").
+    pub fn token_for(&self, room: &str, role: &str, sub: &str, ttl: &str) -> String {
         let out = Command::new(sfu_bin())
             .args(["token", "--room", room, "--role", role, "--sub", sub])
+            .args(["--ttl", ttl])
             .env("CLASSROOM_SECRET", &self.secret)
             .env_remove("RUST_LOG")
             .output()
