@@ -1,6 +1,8 @@
 //! Where the lesson's two pictures go on the classroom's screen (the projector): the
 //! teacher's camera alone fills it; with courseware flowing, the courseware takes the larger
 //! part and the camera sits beside it, so that nothing of a slide is hidden under the teacher.
+//! While neither flows (before the lesson, after the teacher left, through an outage) the
+//! screen says that it waits, rather than freezing on the last picture.
 //! Pure: the playback pipeline asks it each time a picture starts or stops flowing.
 
 use std::time::{Duration, Instant};
@@ -19,7 +21,9 @@ pub struct Rect {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// The camera alone, full screen (also before anything flows).
+    /// Nothing flows: the waiting slate.
+    Waiting,
+    /// The camera alone, full screen.
     Camera,
     /// The courseware alone, full screen.
     Courseware,
@@ -30,6 +34,7 @@ pub enum Mode {
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Waiting => "waiting",
             Mode::Camera => "camera",
             Mode::Courseware => "courseware",
             Mode::SideBySide => "side_by_side",
@@ -82,9 +87,14 @@ pub fn arrange(width: i32, height: i32, camera: bool, courseware: bool) -> Layou
             camera: None,
             courseware: Some(full),
         },
-        _ => Layout {
+        (true, false) => Layout {
             mode: Mode::Camera,
             camera: Some(full),
+            courseware: None,
+        },
+        (false, false) => Layout {
+            mode: Mode::Waiting,
+            camera: None,
             courseware: None,
         },
     }
@@ -132,8 +142,10 @@ mod tests {
             })
         );
         assert_eq!(l.courseware, None);
-        // Nothing yet: the camera's place, black.
-        assert_eq!(arrange(1280, 720, false, false).mode, Mode::Camera);
+        // Nothing flows: neither picture (the last frame would stand still), the slate.
+        let waiting = arrange(1280, 720, false, false);
+        assert_eq!(waiting.mode, Mode::Waiting);
+        assert_eq!((waiting.camera, waiting.courseware), (None, None));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use gstreamer_app as gst_app;
 
 use crate::capture::{launch, spawn_bus_logger, EosSignal, PipelineError};
 use crate::frame::{is_keyframe, vp8_size, VideoCodec};
-use crate::layout::{arrange, Layout, Presence};
+use crate::layout::{arrange, Layout, Mode, Presence};
 use crate::status::SessionStats;
 use crate::timing::{PlayoutDelay, PtsMapper};
 
@@ -52,6 +52,10 @@ fn video_caps(codec: VideoCodec) -> &'static str {
 pub const SCREEN_SIZE: (i32, i32) = (1280, 720);
 /// The composed picture's frame rate (the camera's top rate).
 const SCREEN_FPS: u32 = 30;
+/// What the screen says while no picture flows (before the lesson, after the teacher left,
+/// through an outage): a classroom with nobody to look after the PC should not wonder whether
+/// a frozen picture is the lesson.
+pub const WAITING_TEXT: &str = "等待老师上课…\nWaiting for the teacher";
 /// The size an H.264 courseware recording is re-encoded at (see the camera's below).
 const COURSEWARE_RECORD_SIZE: (u32, u32) = (1280, 720);
 
@@ -166,6 +170,8 @@ pub fn describe(
                 VideoCodec::Vp8 => "vp8dec",
                 VideoCodec::H264 => "h264parse ! avdec_h264",
             };
+            // The slate runs at the screen's frame rate: a live source adds one frame of
+            // latency to the whole pipeline.
             Some(format!(
                 "compositor name=mix background=black start-time-selection=first force-live=true ! \
                  video/x-raw,width={w},height={h},framerate={SCREEN_FPS}/1 ! videoconvert ! \
@@ -173,7 +179,12 @@ pub fn describe(
                  {audio} ! opusdec plc=true use-inband-fec=true ! audioconvert ! audioresample ! \
                  queue max-size-time={ns} ! autoaudiosink  \
                  {camera} ! queue ! {decode} ! queue ! mix.sink_0  \
-                 {courseware} ! queue ! {decode} ! queue ! mix.sink_1"
+                 {courseware} ! queue ! {decode} ! queue ! mix.sink_1  \
+                 videotestsrc is-live=true pattern=black ! \
+                 video/x-raw,width={w},height={h},framerate={SCREEN_FPS}/1 ! \
+                 textoverlay name=slate valignment=center halignment=center \
+                 line-alignment=center font-desc=\"Sans 32\" ! queue max-size-buffers=3 ! \
+                 mix.sink_2"
             ))
         }
     }
@@ -227,9 +238,10 @@ enum CoursewareOut {
 
 /// The screen's composition: the mixer's two inputs and what is on it.
 struct Screen {
-    /// The compositor's pads for the camera and the courseware.
+    /// The compositor's pads for the camera, the courseware and the waiting slate.
     camera_pad: gst::Pad,
     courseware_pad: gst::Pad,
+    slate_pad: gst::Pad,
     state: Mutex<(Presence, Option<Layout>)>,
     stats: Arc<SessionStats>,
 }
@@ -263,6 +275,12 @@ impl Screen {
                 None => pad.set_property("alpha", 0.0f64),
             }
         }
+        let slate = if layout.mode == Mode::Waiting {
+            1.0
+        } else {
+            0.0
+        };
+        self.slate_pad.set_property("alpha", slate);
         if st.1.is_some() {
             tracing::info!("screen: {}", layout.mode.as_str());
         }
@@ -355,7 +373,13 @@ impl Playback {
                     mix.static_pad(name)
                         .ok_or_else(|| PipelineError::Setup(format!("compositor {name} missing")))
                 };
-                let (camera_pad, courseware_pad) = (pad("sink_0")?, pad("sink_1")?);
+                let (camera_pad, courseware_pad, slate_pad) =
+                    (pad("sink_0")?, pad("sink_1")?, pad("sink_2")?);
+                // Set here: gst-launch syntax has no way to write the line break.
+                pipeline
+                    .by_name("slate")
+                    .ok_or_else(|| PipelineError::Setup("slate missing".into()))?
+                    .set_property("text", WAITING_TEXT);
                 // Pictures that reach the mixer, for `/status`: is the projector's picture
                 // moving?
                 for (p, which) in [(&camera_pad, 0), (&courseware_pad, 1)] {
@@ -375,6 +399,7 @@ impl Playback {
                     Some(Arc::new(Screen {
                         camera_pad,
                         courseware_pad,
+                        slate_pad,
                         state: Mutex::new((Presence::default(), None)),
                         stats,
                     })),
@@ -694,6 +719,12 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("width=1280,height=720"), "{d}");
+        // The waiting slate is the third input (its two-line text is set once it is built).
+        let slate = d.split("videotestsrc").nth(1).expect("a slate source");
+        assert!(
+            slate.contains("textoverlay name=slate") && slate.contains("mix.sink_2"),
+            "{d}"
+        );
     }
 
     #[test]

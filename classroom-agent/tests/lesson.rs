@@ -331,11 +331,11 @@ fn record_lesson(codec: &str, courseware_from: Option<String>) {
         teacher.tail()
     );
     if let Some(mut screen) = screen.take() {
-        // The teacher has gone: the courseware's place is given back to the camera's.
+        // The teacher has gone: neither picture stands frozen; the screen says it waits.
         let mut now = (String::new(), 0, 0);
         let back = wait_until(Duration::from_secs(15), || {
             now = screen_status(&screen);
-            now.0 == "camera"
+            now.0 == "waiting"
         });
         assert!(back, "the screen kept {now:?}\n{}", screen.tail());
         let st = screen.stop(Duration::from_secs(15));
@@ -437,18 +437,14 @@ fn free_display() -> u32 {
         .expect("a free X display number")
 }
 
-/// Courseware captured from a real X screen (Xvfb, 1024x768) reaches the SFU at the
-/// courseware's size. A teacher whose screen cannot be opened teaches on with camera and
-/// voice, and says why.
-#[test]
-fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() {
-    let _serial = serial();
+/// An Xvfb server on a free display number, with a black background: (process, ":N").
+fn start_xvfb(screen: &str) -> (Proc, String) {
     let n = free_display();
-    let mut xvfb = Proc::spawn(
+    let xvfb = Proc::spawn(
         "xvfb",
         std::process::Command::new("Xvfb")
             .arg(format!(":{n}"))
-            .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp"]),
+            .args(["-screen", "0", screen, "-nolisten", "tcp", "-br"]),
     );
     assert!(
         wait_until(Duration::from_secs(20), || Path::new(&format!(
@@ -458,7 +454,108 @@ fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() 
         "Xvfb :{n} did not start\n{}",
         xvfb.tail()
     );
-    let display = format!(":{n}");
+    (xvfb, format!(":{n}"))
+}
+
+/// The share of a display's pixels that are bright (luma over 128), from one picture of it.
+fn bright_share(display: &str) -> f64 {
+    gst::init().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "ximagesrc display-name={display} use-damage=false num-buffers=1 ! videoconvert ! \
+         video/x-raw,format=GRAY8 ! appsink name=out sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
+    let _ = pipeline.set_state(gst::State::Null);
+    let sample = sample.expect("a picture of the display");
+    let caps = sample.caps().unwrap().structure(0).unwrap().to_owned();
+    let (w, h) = (
+        caps.get::<i32>("width").unwrap() as usize,
+        caps.get::<i32>("height").unwrap() as usize,
+    );
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    // GRAY8 rows are padded to 4 bytes.
+    let stride = w.div_ceil(4) * 4;
+    let bright = (0..h)
+        .flat_map(|y| &map[y * stride..y * stride + w])
+        .filter(|&&v| v > 128)
+        .count();
+    bright as f64 / (w * h) as f64
+}
+
+/// What the projector shows, looked at on an Xvfb display: the waiting slate (white text on
+/// black) before the teacher comes, the teacher's camera (SMPTE bars, mostly bright) while
+/// the lesson runs, and the slate again once the teacher has gone.
+#[test]
+fn the_projector_shows_the_slate_then_the_lesson_then_the_slate() {
+    let _serial = serial();
+    let (mut xvfb, display) = start_xvfb("1280x720x24");
+    let sfu = Sfu::start();
+    let room = "agent-projector";
+    let mut screen = agent_with_env(
+        "projector",
+        &sfu,
+        room,
+        &sfu.token(room, "classroom", "c1"),
+        &[LISTENER, &["--play", "screen"]].concat(),
+        &[("DISPLAY", display.as_str())],
+    );
+    let mut share = 0.0;
+    let slate = |share: f64| share > 0.002 && share < 0.15;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            share = bright_share(&display);
+            screen_status(&screen).0 == "waiting" && slate(share)
+        }),
+        "no waiting slate on the screen: {:?}, {share:.4} of it bright\n{}",
+        screen_status(&screen),
+        screen.tail()
+    );
+    eprintln!("waiting: {share:.4} of the screen bright");
+    assert!(log_count(&screen, "ximagesink") > 0, "{}", screen.tail());
+
+    let mut teacher = publishing_teacher(&sfu, room, TEACHER);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            share = bright_share(&display);
+            screen_status(&screen).0 == "camera" && share > 0.3
+        }),
+        "the teacher's camera is not on the screen: {:?}, {share:.4} of it bright\n{}",
+        screen_status(&screen),
+        screen.tail()
+    );
+    eprintln!("lesson: {share:.4} of the screen bright");
+
+    stop_cleanly(&mut teacher, "teacher");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            share = bright_share(&display);
+            screen_status(&screen).0 == "waiting" && slate(share)
+        }),
+        "the screen did not go back to the slate: {:?}, {share:.4} of it bright\n{}",
+        screen_status(&screen),
+        screen.tail()
+    );
+    eprintln!("after the lesson: {share:.4} of the screen bright");
+    stop_cleanly(&mut screen, "projector classroom");
+    xvfb.stop(Duration::from_secs(10));
+}
+
+/// Courseware captured from a real X screen (Xvfb, 1024x768) reaches the SFU at the
+/// courseware's size. A teacher whose screen cannot be opened teaches on with camera and
+/// voice, and says why.
+#[test]
+fn courseware_comes_from_the_screen_and_a_missing_screen_leaves_the_lesson_on() {
+    let _serial = serial();
+    let (mut xvfb, display) = start_xvfb("1024x768x24");
     let sfu = Sfu::start();
     let room = "agent-screen";
     let mut args: Vec<&str> = TEACHER.to_vec();
