@@ -508,43 +508,28 @@ fn the_projector_shows_the_slate_then_the_lesson_then_the_slate() {
         &[LISTENER, &["--play", "screen"]].concat(),
         &[("DISPLAY", display.as_str())],
     );
-    let mut share = 0.0;
+    // Waits for the screen's layout and the share of it that is bright; prints the share.
+    let shows = |what: &str, layout: &str, bright: &dyn Fn(f64) -> bool, limit: u64| {
+        let mut share = 0.0;
+        let ok = wait_until(Duration::from_secs(limit), || {
+            share = bright_share(&display);
+            screen_status(&screen).0 == layout && bright(share)
+        });
+        assert!(
+            ok,
+            "{what}: the screen shows {:?}, {share:.4} of it bright\n{}",
+            screen_status(&screen),
+            screen.tail()
+        );
+        eprintln!("{what}: {share:.4} of the screen bright");
+    };
     let slate = |share: f64| share > 0.002 && share < 0.15;
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            share = bright_share(&display);
-            screen_status(&screen).0 == "waiting" && slate(share)
-        }),
-        "no waiting slate on the screen: {:?}, {share:.4} of it bright\n{}",
-        screen_status(&screen),
-        screen.tail()
-    );
-    eprintln!("waiting: {share:.4} of the screen bright");
+    shows("waiting", "waiting", &slate, 20);
     assert!(log_count(&screen, "ximagesink") > 0, "{}", screen.tail());
-
     let mut teacher = publishing_teacher(&sfu, room, TEACHER);
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            share = bright_share(&display);
-            screen_status(&screen).0 == "camera" && share > 0.3
-        }),
-        "the teacher's camera is not on the screen: {:?}, {share:.4} of it bright\n{}",
-        screen_status(&screen),
-        screen.tail()
-    );
-    eprintln!("lesson: {share:.4} of the screen bright");
-
+    shows("lesson", "camera", &|share| share > 0.3, 30);
     stop_cleanly(&mut teacher, "teacher");
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            share = bright_share(&display);
-            screen_status(&screen).0 == "waiting" && slate(share)
-        }),
-        "the screen did not go back to the slate: {:?}, {share:.4} of it bright\n{}",
-        screen_status(&screen),
-        screen.tail()
-    );
-    eprintln!("after the lesson: {share:.4} of the screen bright");
+    shows("after the lesson", "waiting", &slate, 20);
     stop_cleanly(&mut screen, "projector classroom");
     xvfb.stop(Duration::from_secs(10));
 }
@@ -762,13 +747,7 @@ fn a_configured_classroom_fetches_its_token_from_the_scheduler() {
     stop_cleanly(&mut classroom, "configured classroom");
 
     let mut stranger = spawn("stranger", &config("p-nobody"));
-    let st = stranger.wait(Duration::from_secs(30));
-    assert!(
-        st.is_some_and(|s| !s.success()),
-        "an unlisted id must stop the start: {st:?}\n{}",
-        stranger.tail()
-    );
-    let log = std::fs::read_to_string(&stranger.log).unwrap_or_default();
+    let log = exits_failing(&mut stranger, "an unlisted id must stop the start");
     assert!(
         log.contains("no participant \"p-nobody\"") && log.contains(&class),
         "{}",
@@ -874,14 +853,22 @@ fn an_expired_token_is_renewed_from_the_token_url() {
     // Given directly, the same token has nothing to be renewed from: the agent stops with
     // the SFU's answer.
     let mut fixed = agent("fixed-token", &sfu, room, &expired, TEACHER);
-    let st = fixed.wait(Duration::from_secs(30));
+    let log = exits_failing(
+        &mut fixed,
+        "an expired token given directly must stop the agent",
+    );
+    assert!(log.contains("401"), "{}", fixed.tail());
+}
+
+/// Waits for `p` to exit non-zero (`why` says why it must); returns its log.
+fn exits_failing(p: &mut Proc, why: &str) -> String {
+    let st = p.wait(Duration::from_secs(30));
     assert!(
         st.is_some_and(|s| !s.success()),
-        "an expired token given directly must stop the agent: {st:?}\n{}",
-        fixed.tail()
+        "{why}: {st:?}\n{}",
+        p.tail()
     );
-    let log = std::fs::read_to_string(&fixed.log).unwrap_or_default();
-    assert!(log.contains("401"), "{}", fixed.tail());
+    std::fs::read_to_string(&p.log).unwrap_or_default()
 }
 
 /// A screen classroom's `/status` `play.screen`: (layout, camera and courseware pictures that
