@@ -36,6 +36,7 @@ use crate::forward::allocator::{Allocator, Decision, Policy, Reading, TrackOffer
 use crate::forward::dynacast::{Dynacast, HOLD_AFTER};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
+use crate::forward::quiet_dip::QuietDip;
 use crate::forward::red::{want_red, RedEncoder};
 use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
 use crate::forward::vp8_rewrite::parse_fields;
@@ -160,6 +161,8 @@ struct Session {
     probe_bump: bool,
     /// When a probe confirming the current choice was last asked for (see `CONFIRM_AIM`).
     confirm_armed_at: Option<Instant>,
+    /// Deep falls of the estimate with no queue and no loss (see `forward::quiet_dip`).
+    quiet_dip: QuietDip,
     /// Counts already added to the process-wide counters.
     reported_pauses: u64,
     reported_dips: (u64, u64),
@@ -664,6 +667,17 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             }
             if let (Some(raw), Some(e)) = (st.bwe_tx, s.estimate.as_mut().filter(|e| e.twcc)) {
                 e.push_raw(raw.as_u64(), now);
+                let allocated = s.decision.as_ref().map_or(0, |d| d.allocated_bps);
+                if let Some(to) =
+                    s.quiet_dip
+                        .on_reading(now, raw.as_u64(), allocated, s.stats.rtt, s.stats.loss)
+                {
+                    info!(session = %s.id, estimate = raw.as_u64(), allocated, rtt = ?s.stats.rtt, restart_at = to,
+                        "estimate fell with no queue and no loss; restarting the estimator");
+                    s.rtc.bwe().reset(Bitrate::bps(to));
+                    // The allocator reads the restarted estimate at once.
+                    e.push_raw(to, now);
+                }
                 trace!(session = %s.id, raw = raw.as_u64(), avg = e.bps, allocated = ?s.decision.as_ref().map(|d| d.allocated_bps), "raw estimate");
                 // A fall under what the allocator gave out is acted on now, not at the next
                 // tick: every 100 ms the link's queue grows is more of the voice played late.
@@ -2368,6 +2382,7 @@ impl MediaLoop {
             probe_armed_at: now,
             probe_bump: false,
             confirm_armed_at: None,
+            quiet_dip: QuietDip::default(),
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
