@@ -46,7 +46,6 @@ pub struct QuietDip {
     last_rtt: Option<Duration>,
     dip: Option<Dip>,
     last_reset: Option<Instant>,
-    resets: u64,
 }
 
 impl QuietDip {
@@ -89,15 +88,9 @@ impl QuietDip {
             let to = (dip.allocated_bps as f64 * RESET_OVER) as u64;
             self.dip = None;
             self.last_reset = Some(now);
-            self.resets += 1;
             return Some(to);
         }
         None
-    }
-
-    /// How many times the estimator was restarted.
-    pub fn resets(&self) -> u64 {
-        self.resets
     }
 }
 
@@ -145,7 +138,6 @@ mod tests {
         );
         // Held from reading 2; a new round trip at reading 4, 400 ms in: restarted at 1.2 x.
         assert_eq!(r, vec![(4, 2_160_000)]);
-        assert_eq!(q.resets(), 1);
         // Not again within RESET_EVERY, however long it falls.
         let later: Vec<_> = (0..40)
             .filter_map(|i| {
