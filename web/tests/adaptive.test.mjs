@@ -907,6 +907,20 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       console.log(`[adaptive 2] switch up: SFU forwarding h ${fmtMs(r.up_sfu_forwarding_ms)}, C's picture at the top `
         + `${fmtMs(r.up_viewer_width_ms)}; then down again ${r.after_up_relapses} times; frozen after the return `
         + `${r.C_return.frozen_s} s (${r.C_return.freezes} freezes)`);
+      // What the SFU saw of C each second around the return: if C does not climb back, this
+      // tells a stuck estimate (no probe, or none that lifted it) from a switch waiting on a
+      // keyframe. estimate/allocated/probe goal in kbit/s, target>layer, round trip.
+      const kb = (x) => (typeof x === 'number' ? Math.round(x / 1000) : '-');
+      const trace = [];
+      for (let t = tReturn - 1000; t <= tReturn + AFTER_RETURN_MS; t += 1000) {
+        const x = rec.api.find((a) => a.t >= t);
+        if (!x || x.t > t + 1000) continue;
+        const e = x.subs.C;
+        const cam = camAt(x);
+        trace.push(`${Math.round((x.t - tReturn) / 100) / 10}s ${kb(e?.estimate_bps)}/${kb(e?.allocated_bps)}/${kb(e?.probe_bps)} `
+          + `${cam?.target_layer ?? '-'}>${cam?.layer ?? '-'} ${e?.rtt_ms != null ? Math.round(e.rtt_ms) : '-'}ms`);
+      }
+      console.log(`[adaptive 2] C at the SFU from the return (est/alloc/probe kbit/s, target>layer, rtt): ${trace.join('; ')}`);
       console.log(`[adaptive 2] C audio: longest gap >= ${r.C_whole.audio_gap_certain_ms} ms, <= `
         + `${r.C_whole.audio_gap_upper_ms} ms (at t=${Math.round(r.C_whole.audio_gap_upper_at - t0)} ms), choppy `
         + `${r.C_whole.audio_choppy_ms} ms (${r.C_drop.audio_choppy_ms} ms around the drop), interruptions ${r.C_whole.audio_interruptions} `

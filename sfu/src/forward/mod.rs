@@ -5,7 +5,6 @@ pub mod dynacast;
 pub mod keyframe;
 pub mod keyframe_request;
 pub mod layer;
-pub mod quiet_dip;
 pub mod red;
 pub mod rewrite;
 pub mod track_forwarder;

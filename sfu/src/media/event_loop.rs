@@ -36,7 +36,6 @@ use crate::forward::allocator::{Allocator, Decision, Policy, Reading, TrackOffer
 use crate::forward::dynacast::{Dynacast, HOLD_AFTER};
 use crate::forward::keyframe::{starts_keyframe, vp8_keyframe_size, Codec};
 use crate::forward::layer::LayerPref;
-use crate::forward::quiet_dip::QuietDip;
 use crate::forward::red::{want_red, RedEncoder};
 use crate::forward::track_forwarder::{PacketInfo, TrackForwarder};
 use crate::forward::vp8_rewrite::parse_fields;
@@ -54,7 +53,10 @@ const WAKER: Token = Token(0);
 const QUALITY_EVERY: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(200);
 /// How often an allocation probe toward a better choice is re-armed while none succeeds.
-const PROBE_REARM: Duration = Duration::from_secs(5);
+/// str0m probes only on a rise of the desired rate, and holds a probe back while its
+/// estimator reads congestion; re-armed only every 10 s, one probe lost on a busy machine
+/// kept a classroom whose link had come back off the top layer past the 8 s allowed (CI).
+const PROBE_REARM: Duration = Duration::from_millis(2500);
 /// While the estimate is just short of the current choice, a probe at this multiple of its
 /// rate is asked for this often (str0m holds probes back while it still sees the delay rise).
 const CONFIRM_AIM: f64 = 1.3;
@@ -161,8 +163,6 @@ struct Session {
     probe_bump: bool,
     /// When a probe confirming the current choice was last asked for (see `CONFIRM_AIM`).
     confirm_armed_at: Option<Instant>,
-    /// Deep falls of the estimate with no queue and no loss (see `forward::quiet_dip`).
-    quiet_dip: QuietDip,
     /// Counts already added to the process-wide counters.
     reported_pauses: u64,
     reported_dips: (u64, u64),
@@ -667,17 +667,6 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
             }
             if let (Some(raw), Some(e)) = (st.bwe_tx, s.estimate.as_mut().filter(|e| e.twcc)) {
                 e.push_raw(raw.as_u64(), now);
-                let allocated = s.decision.as_ref().map_or(0, |d| d.allocated_bps);
-                if let Some(to) =
-                    s.quiet_dip
-                        .on_reading(now, raw.as_u64(), allocated, s.stats.rtt, s.stats.loss)
-                {
-                    info!(session = %s.id, estimate = raw.as_u64(), allocated, rtt = ?s.stats.rtt, restart_at = to,
-                        "estimate fell with no queue and no loss; restarting the estimator");
-                    s.rtc.bwe().reset(Bitrate::bps(to));
-                    // The allocator reads the restarted estimate at once.
-                    e.push_raw(to, now);
-                }
                 trace!(session = %s.id, raw = raw.as_u64(), avg = e.bps, allocated = ?s.decision.as_ref().map(|d| d.allocated_bps), "raw estimate");
                 // A fall under what the allocator gave out is acted on now, not at the next
                 // tick: every 100 ms the link's queue grows is more of the voice played late.
@@ -723,13 +712,26 @@ fn update_subscriber(
         // when the desired rate rises, so the aim alternates every few seconds to
         // re-arm a probe that found nothing.
         let min = d.allocated_bps;
+        let mut rearm = false;
         if now.saturating_duration_since(s.probe_armed_at) >= PROBE_REARM {
             s.probe_armed_at = now;
             s.probe_bump = !s.probe_bump;
+            rearm = true;
         }
         let aim = if s.probe_bump { 1.30 } else { 1.20 };
         let latest = s.estimate.map(|e| e.latest(now));
         let mut goal = crate::forward::allocator::probe_goal(d, latest, aim);
+        if rearm && d.probe_bps.is_some() && !d.confirming {
+            // Every re-arm is staged as a rise (down to the current rate, then up to the
+            // goal below), not only the alternate ones whose aim is higher.
+            s.rtc
+                .bwe()
+                .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
+            if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
+                debug!(session = %s.id, "timeout input failed: {e}");
+            }
+            s.bwe_set = None;
+        }
         if d.confirming {
             // The estimate fell just short of what the link was carrying: probe at
             // the current rate before the allocator gives the choice up. str0m
@@ -2382,7 +2384,6 @@ impl MediaLoop {
             probe_armed_at: now,
             probe_bump: false,
             confirm_armed_at: None,
-            quiet_dip: QuietDip::default(),
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
         self.metrics
