@@ -57,6 +57,10 @@ const TICK: Duration = Duration::from_millis(200);
 /// estimator reads congestion; re-armed only every 10 s, one probe lost on a busy machine
 /// kept a classroom whose link had come back off the top layer past the 8 s allowed (CI).
 const PROBE_REARM: Duration = Duration::from_millis(2500);
+/// No staged probe this soon after the allocation went down: after a real drop the link's
+/// queue takes seconds to drain, and a probe's burst would sit in it ahead of the voice (one
+/// run had a 208 ms audio gap 1.9 s after a drop to 0.8 Mbit/s).
+const REARM_AFTER_DOWN: Duration = Duration::from_secs(5);
 /// While the estimate is just short of the current choice, a probe at this multiple of its
 /// rate is asked for this often (str0m holds probes back while it still sees the delay rise).
 const CONFIRM_AIM: f64 = 1.3;
@@ -161,6 +165,8 @@ struct Session {
     bwe_set: Option<(u64, u64)>,
     probe_armed_at: Instant,
     probe_bump: bool,
+    /// When the allocation last went down (see `REARM_AFTER_DOWN`).
+    down_at: Option<Instant>,
     /// When a probe confirming the current choice was last asked for (see `CONFIRM_AIM`).
     confirm_armed_at: Option<Instant>,
     /// Counts already added to the process-wide counters.
@@ -721,7 +727,10 @@ fn update_subscriber(
         let aim = if s.probe_bump { 1.30 } else { 1.20 };
         let latest = s.estimate.map(|e| e.latest(now));
         let mut goal = crate::forward::allocator::probe_goal(d, latest, aim);
-        if rearm && d.probe_bps.is_some() && !d.confirming {
+        let settled = s
+            .down_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= REARM_AFTER_DOWN);
+        if rearm && settled && d.probe_bps.is_some() && !d.confirming {
             // Every re-arm is staged as a rise (down to the current rate, then up to the
             // goal below), not only the alternate ones whose aim is higher.
             s.rtc
@@ -864,6 +873,12 @@ fn choose_targets(
             .and_then(|p| p.layers.get(st.layer))
             .map(|l| l.source);
         targets.insert(*slot, (src, st.max_tid));
+    }
+    if s.decision
+        .as_ref()
+        .is_some_and(|p| d.allocated_bps < p.allocated_bps && d.changed)
+    {
+        s.down_at = Some(now);
     }
     s.decision = Some(d);
     targets
@@ -2383,6 +2398,7 @@ impl MediaLoop {
             reported_freezes: 0,
             probe_armed_at: now,
             probe_bump: false,
+            down_at: None,
             confirm_armed_at: None,
         };
         info!(session = %session.id, room = %session.room, kind = session.kind.as_str(), sub = %session.claims.sub, "session added");
