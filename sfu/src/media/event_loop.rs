@@ -692,6 +692,17 @@ fn handle_event(s: &mut Session, e: Event, work: &mut VecDeque<Work>, metrics: &
 /// (`None`: all).
 type Target = (Option<SourceId>, Option<u8>);
 
+/// Lowers the desired rate to `min` and lets str0m see it at a timeout, so that setting the goal
+/// next reads as a rise: str0m starts an allocation probe only on a rise of the desired rate.
+/// (Fields, not the session: the caller holds the session's decision.)
+fn stage_rise(rtc: &mut Rtc, bwe_set: &mut Option<(u64, u64)>, min: u64) {
+    rtc.bwe().set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
+    if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
+        debug!("timeout input failed: {e}");
+    }
+    *bwe_set = None;
+}
+
 /// Re-evaluate which layer one subscriber's slots follow; collect the switches that wait on
 /// a keyframe into `wants`. Returns whether any slot's target changed.
 fn update_subscriber(
@@ -733,13 +744,7 @@ fn update_subscriber(
         if rearm && settled && d.probe_bps.is_some() && !d.confirming {
             // Every re-arm is staged as a rise (down to the current rate, then up to the
             // goal below), not only the alternate ones whose aim is higher.
-            s.rtc
-                .bwe()
-                .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
-            if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
-                debug!(session = %s.id, "timeout input failed: {e}");
-            }
-            s.bwe_set = None;
+            stage_rise(&mut s.rtc, &mut s.bwe_set, min);
         }
         if d.confirming {
             // The estimate fell just short of what the link was carrying: probe at
@@ -752,13 +757,7 @@ fn update_subscriber(
                 .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_REARM);
             if due {
                 s.confirm_armed_at = Some(now);
-                s.rtc
-                    .bwe()
-                    .set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
-                if let Err(e) = s.rtc.handle_input(Input::Timeout(Instant::now())) {
-                    debug!(session = %s.id, "timeout input failed: {e}");
-                }
-                s.bwe_set = None;
+                stage_rise(&mut s.rtc, &mut s.bwe_set, min);
                 debug!(session = %s.id, rate = min, estimate = ?s.estimate.map(|e| e.latest(now)), "probing to confirm a dip");
             }
         } else {
