@@ -911,14 +911,13 @@ describe('adaptive layers per classroom link (issue 3)', { timeout: 600_000 }, (
       // tells a stuck estimate (no probe, or none that lifted it) from a switch waiting on a
       // keyframe. estimate/allocated/probe goal in kbit/s, target>layer, round trip.
       const kb = (x) => (typeof x === 'number' ? Math.round(x / 1000) : '-');
+      const rows = rec.detail('C', tReturn - 1000, tReturn + AFTER_RETURN_MS, tReturn).sfu;
       const trace = [];
-      for (let t = tReturn - 1000; t <= tReturn + AFTER_RETURN_MS; t += 1000) {
-        const x = rec.api.find((a) => a.t >= t);
+      for (let t = -1000; t <= AFTER_RETURN_MS; t += 1000) {
+        const x = rows.find((a) => a.t >= t);
         if (!x || x.t > t + 1000) continue;
-        const e = x.subs.C;
-        const cam = camAt(x);
-        trace.push(`${Math.round((x.t - tReturn) / 100) / 10}s ${kb(e?.estimate_bps)}/${kb(e?.allocated_bps)}/${kb(e?.probe_bps)} `
-          + `${cam?.target_layer ?? '-'}>${cam?.layer ?? '-'} ${e?.rtt_ms != null ? Math.round(e.rtt_ms) : '-'}ms`);
+        trace.push(`${Math.round(x.t / 100) / 10}s ${kb(x.estimate_bps)}/${kb(x.allocated_bps)}/${kb(x.probe_bps)} `
+          + `${x.target_layer ?? '-'}>${x.layer ?? '-'} ${x.rtt_ms != null ? Math.round(x.rtt_ms) : '-'}ms`);
       }
       console.log(`[adaptive 2] C at the SFU from the return (est/alloc/probe kbit/s, target>layer, rtt): ${trace.join('; ')}`);
       console.log(`[adaptive 2] C audio: longest gap >= ${r.C_whole.audio_gap_certain_ms} ms, <= `

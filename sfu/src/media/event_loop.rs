@@ -695,10 +695,10 @@ type Target = (Option<SourceId>, Option<u8>);
 /// Lowers the desired rate to `min` and lets str0m see it at a timeout, so that setting the goal
 /// next reads as a rise: str0m starts an allocation probe only on a rise of the desired rate.
 /// (Fields, not the session: the caller holds the session's decision.)
-fn stage_rise(rtc: &mut Rtc, bwe_set: &mut Option<(u64, u64)>, min: u64) {
+fn stage_rise(id: &str, rtc: &mut Rtc, bwe_set: &mut Option<(u64, u64)>, min: u64) {
     rtc.bwe().set_bitrate(Bitrate::bps(min), Bitrate::bps(min));
     if let Err(e) = rtc.handle_input(Input::Timeout(Instant::now())) {
-        debug!("timeout input failed: {e}");
+        debug!(session = %id, "timeout input failed: {e}");
     }
     *bwe_set = None;
 }
@@ -726,8 +726,9 @@ fn update_subscriber(
         // Keep the link no fuller than the media (padding to a layer the link cannot
         // carry is what freezes rural classrooms), but aim the estimator past the next
         // better choice by the allocator's margin so a probe can prove it. str0m probes
-        // when the desired rate rises, so the aim alternates every few seconds to
-        // re-arm a probe that found nothing.
+        // when the desired rate rises, so a probe that found nothing is re-armed every
+        // few seconds by staging a rise; the aim also alternates, which still makes every
+        // other re-arm a rise while staging waits after a move down.
         let min = d.allocated_bps;
         let mut rearm = false;
         if now.saturating_duration_since(s.probe_armed_at) >= PROBE_REARM {
@@ -744,7 +745,7 @@ fn update_subscriber(
         if rearm && settled && d.probe_bps.is_some() && !d.confirming {
             // Every re-arm is staged as a rise (down to the current rate, then up to the
             // goal below), not only the alternate ones whose aim is higher.
-            stage_rise(&mut s.rtc, &mut s.bwe_set, min);
+            stage_rise(&s.id, &mut s.rtc, &mut s.bwe_set, min);
         }
         if d.confirming {
             // The estimate fell just short of what the link was carrying: probe at
@@ -757,7 +758,7 @@ fn update_subscriber(
                 .is_none_or(|t| now.saturating_duration_since(t) >= CONFIRM_REARM);
             if due {
                 s.confirm_armed_at = Some(now);
-                stage_rise(&mut s.rtc, &mut s.bwe_set, min);
+                stage_rise(&s.id, &mut s.rtc, &mut s.bwe_set, min);
                 debug!(session = %s.id, rate = min, estimate = ?s.estimate.map(|e| e.latest(now)), "probing to confirm a dip");
             }
         } else {
